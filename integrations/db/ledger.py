@@ -1,0 +1,339 @@
+"""Ledger operations: each function is one committed unit of work.
+
+Listeners and tasks call these; they own the transactions so that "commit first,
+acknowledge second" and "one result, one delivery per destination" hold everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from integrations.db.engine import session_scope
+from integrations.db.models import (
+    AuditEvent,
+    Delivery,
+    InboundMessage,
+    Order,
+    PathwayRun,
+    Result,
+    Series,
+    Study,
+    utcnow,
+)
+from integrations.hl7.orders import ParsedOrder
+from integrations.settings import get_settings
+from pathways.identifiers import pseudonymous_key
+from pathways.registry import Registry
+
+RESULT_NAMESPACE = uuid.UUID("6d1f0a4e-3c59-4d0b-9a57-2f4c1f6b8e21")  # radpath's own namespace
+
+
+def audit(session: Session, actor: str, action: str, entity_type: str, entity_id: str, **detail: Any) -> None:
+    session.add(AuditEvent(actor=actor, action=action, entity_type=entity_type, entity_id=entity_id, detail=detail))
+
+
+def patient_key(identifier: str) -> str:
+    return pseudonymous_key(get_settings().pseudonym_secret(), "patient", identifier)
+
+
+def study_key(study_uid: str) -> str:
+    return pseudonymous_key(get_settings().pseudonym_secret(), "study", study_uid)
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    order_id: str
+    run_ids: tuple[str, ...]
+    duplicate: bool
+    eligible: bool
+
+
+def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
+    if birth is None:
+        return None
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def record_order(parsed: ParsedOrder, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
+    """Commit the raw message, the order and its pathway runs; idempotent on resend."""
+    with session_scope() as session:
+        existing = session.exec(
+            select(InboundMessage).where(
+                InboundMessage.sender_application == parsed.sending_application,
+                InboundMessage.sender_facility == parsed.sending_facility,
+                InboundMessage.control_id == parsed.control_id,
+            )
+        ).first()
+        if existing is not None:
+            order = session.exec(select(Order).where(Order.message_id == existing.id)).first()
+            if order is None:
+                raise LookupError("resent message has no order")
+            runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == order.id)).all()
+            return OrderOutcome(order.id, tuple(runs), duplicate=True, eligible=bool(runs))
+
+        message = InboundMessage(
+            protocol="hl7v2",
+            sender_application=parsed.sending_application,
+            sender_facility=parsed.sending_facility,
+            control_id=parsed.control_id,
+            message_type=parsed.message_type,
+            raw=raw,
+        )
+        session.add(message)
+        order = Order(
+            sender=parsed.sender,
+            placer_order_number=parsed.placer_order_number,
+            filler_order_number=parsed.filler_order_number,
+            accession_number=parsed.accession_number,
+            patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
+            nhs_number=parsed.nhs_number,
+            local_patient_id=parsed.local_patient_id,
+            family_name=parsed.family_name,
+            given_name=parsed.given_name,
+            birth_date=parsed.birth_date,
+            sex=parsed.sex,
+            procedure_code=parsed.procedure_code,
+            procedure_system=parsed.procedure_system,
+            procedure_text=parsed.procedure_text,
+            modality=parsed.modality,
+            priority=parsed.priority,
+            clinical_indication=parsed.clinical_indication,
+            clinical_context=parsed.clinical_context,
+            message_id=message.id,
+        )
+        session.add(order)
+        runs = []
+        age = _age_on(parsed.birth_date, dt.date.today())
+        for spec in registry.match(parsed.procedure_code, parsed.modality):
+            low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
+            too_young = low is not None and (age is None or age < low)
+            too_old = high is not None and age is not None and age > high
+            run = PathwayRun(order_id=order.id, pathway=spec.name, pathway_version=spec.version)
+            if too_young or too_old:
+                run.status, run.status_reason = "not_eligible", "patient age outside the pathway's range"
+            runs.append(run)
+            session.add(run)
+        if not any(r.status == "waiting" for r in runs):
+            order.status = "not_eligible"
+        session.flush()
+        audit(session, actor, "order.received", "order", order.id, pathways=[r.pathway for r in runs], status=order.status)
+        return OrderOutcome(order.id, tuple(r.id for r in runs if r.status == "waiting"), duplicate=False, eligible=order.status != "not_eligible")
+
+
+def attach_study(study_uid: str, actor: str = "readiness") -> list[str]:
+    """Mark a study ready and hand it to the waiting runs of its order (by accession number)."""
+    with session_scope() as session:
+        study = session.exec(select(Study).where(Study.study_uid == study_uid)).one()
+        study.status, study.ready_at = "ready", utcnow()
+        runs = session.exec(
+            select(PathwayRun)
+            .join(Order, Order.id == PathwayRun.order_id)
+            .where(Order.accession_number == study.accession_number, PathwayRun.status == "waiting")
+        ).all()
+        for run in runs:
+            run.study_id, run.status = study.id, "ready"
+            audit(session, actor, "study.ready", "pathway_run", run.id, study_id=study.id)
+        if not runs:
+            audit(session, actor, "study.unmatched", "study", study.id)
+        return [r.id for r in runs]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a pathway flow may know about its run: opaque ids and clinical context, no identity."""
+
+    run_id: str
+    pathway: str
+    pathway_version: str
+    status: str
+    study_uid: str
+    study_key: str
+    patient_key: str
+    priority: str
+    age_years: int | None
+    sex: str
+    clinical_context: dict[str, Any]
+    received_at: dt.datetime
+
+
+def run_view(run_id: str) -> RunView:
+    with session_scope() as session:
+        run = session.get(PathwayRun, run_id)
+        if run is None or run.study_id is None:
+            raise LookupError(f"pathway run {run_id} has no study")
+        order = session.get(Order, run.order_id)
+        study = session.get(Study, run.study_id)
+        return RunView(
+            run_id=run.id,
+            pathway=run.pathway,
+            pathway_version=run.pathway_version,
+            status=run.status,
+            study_uid=study.study_uid,
+            study_key=study_key(study.study_uid),
+            patient_key=order.patient_key,
+            priority=order.priority,
+            age_years=_age_on(order.birth_date, order.received_at.date()),
+            sex=order.sex,
+            clinical_context=dict(order.clinical_context),
+            received_at=order.received_at,
+        )
+
+
+def study_series(study_uid: str) -> list[Series]:
+    with session_scope() as session:
+        study = session.exec(select(Study).where(Study.study_uid == study_uid)).one()
+        return list(session.exec(select(Series).where(Series.study_id == study.id)).all())
+
+
+def set_run_status(run_id: str, status: str, *, reason: str | None = None, flow_run_id: str | None = None) -> None:
+    with session_scope() as session:
+        run = session.get(PathwayRun, run_id)
+        run.status, run.status_reason = status, reason
+        if flow_run_id:
+            run.flow_run_id = flow_run_id
+        if status == "running" and run.started_at is None:
+            run.started_at = utcnow()
+        if status in {"completed", "failed", "not_eligible"}:
+            run.finished_at = utcnow()
+        audit(session, "pathway", f"run.{status}", "pathway_run", run_id, reason=reason)
+
+
+def result_id_for(study_uid: str, pathway: str, model_version: str) -> str:
+    """Deterministic: the same study, pathway and model always yield the same result id."""
+    return str(uuid.uuid5(RESULT_NAMESPACE, f"{study_uid}|{pathway}|{model_version}"))
+
+
+def idempotency_key(result_id: str, destination: str) -> str:
+    return hashlib.sha256(f"{result_id}|{destination}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    destination: str
+    kind: str
+    payloads: Sequence[str]  # file paths of what to send
+
+
+def record_result(
+    run_id: str,
+    *,
+    result_id: str,
+    study_uid: str,
+    pathway: str,
+    model_version: str,
+    assessment: dict[str, Any],
+    report: dict[str, Any],
+    urgent: bool,
+    deliveries: Sequence[DeliveryPlan],
+) -> tuple[str, list[str], bool]:
+    """Commit the result and its outbox rows together; a second call returns what exists.
+
+    Returns (result id, delivery ids, created).
+    """
+    try:
+        with session_scope() as session:
+            session.add(
+                Result(
+                    id=result_id,
+                    run_id=run_id,
+                    study_uid=study_uid,
+                    pathway=pathway,
+                    model_version=model_version,
+                    assessment=assessment,
+                    report=report,
+                    urgent=urgent,
+                )
+            )
+            session.flush()
+            ids = []
+            for plan in deliveries:
+                row = Delivery(
+                    result_id=result_id,
+                    destination=plan.destination,
+                    kind=plan.kind,
+                    idempotency_key=idempotency_key(result_id, plan.destination),
+                    payloads=list(plan.payloads),
+                    next_attempt_at=utcnow(),
+                )
+                session.add(row)
+                ids.append(row.id)
+            audit(session, "pathway", "result.recorded", "result", result_id, run_id=run_id, urgent=urgent)
+            return result_id, ids, True
+    except IntegrityError:
+        with session_scope() as session:
+            existing = session.exec(
+                select(Result).where(
+                    Result.study_uid == study_uid, Result.pathway == pathway, Result.model_version == model_version
+                )
+            ).one()
+            ids = session.exec(select(Delivery.id).where(Delivery.result_id == existing.id)).all()
+            audit(session, "pathway", "result.duplicate-suppressed", "result", existing.id, run_id=run_id)
+            return existing.id, list(ids), False
+
+
+def get_delivery(delivery_id: str) -> Delivery:
+    with session_scope() as session:
+        row = session.get(Delivery, delivery_id)
+        if row is None:
+            raise LookupError(f"delivery {delivery_id} not found")
+        return row
+
+
+def record_delivery_attempt(delivery_id: str, *, ok: bool, response: str, dead: bool = False, retry_at: dt.datetime | None = None) -> None:
+    with session_scope() as session:
+        row = session.get(Delivery, delivery_id)
+        row.attempts += 1
+        row.last_response = response[:2000]
+        if ok:
+            row.status, row.delivered_at, row.next_attempt_at = "delivered", utcnow(), None
+        elif dead:
+            row.status, row.next_attempt_at = "dead_letter", None
+        else:
+            row.next_attempt_at = retry_at
+        action = "delivery.delivered" if ok else ("delivery.dead_lettered" if dead else "delivery.failed")
+        audit(session, "delivery", action, "delivery", delivery_id, destination=row.destination, attempts=row.attempts)
+
+
+def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str):  # noqa: ANN201
+    """Provenance and identity for output messages. Stays inside the delivery step."""
+    from pathways.report import Code, PatientIdentity, ResultContext
+
+    systems = {"SCT": "http://snomed.info/sct", "LN": "http://loinc.org"}
+    with session_scope() as session:
+        run = session.get(PathwayRun, run_id)
+        order = session.get(Order, run.order_id)
+        study = session.get(Study, run.study_id)
+        return ResultContext(
+            result_id=result_id,
+            pathway=run.pathway,
+            pathway_version=run.pathway_version,
+            model_name=model_name,
+            model_version=model_version,
+            study_uid=study.study_uid,
+            source_series_uid=source_series_uid,
+            accession_number=order.accession_number,
+            placer_order_number=order.placer_order_number,
+            filler_order_number=order.filler_order_number,
+            procedure=Code(
+                system=systems.get(order.procedure_system, order.procedure_system),
+                code=order.procedure_code,
+                display=order.procedure_text or order.procedure_code,
+            ),
+            patient=PatientIdentity(
+                nhs_number=order.nhs_number,
+                local_id=order.local_patient_id,
+                family_name=order.family_name,
+                given_name=order.given_name,
+                birth_date=order.birth_date,
+                sex=order.sex if order.sex in ("F", "M") else "U",
+            ),
+            observed_at=utcnow(),
+        )

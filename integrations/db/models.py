@@ -1,0 +1,214 @@
+"""The ledger: the durable record of orders, studies, runs, results, deliveries and audit.
+
+Unique constraints carry idempotency: (sender, placer order number) for orders,
+(sending application, facility, control id) for inbound messages, (study UID, pathway,
+model version) for results, (result, destination) and the idempotency key for deliveries.
+Every schema change is an Alembic migration in `integrations/db/migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC timestamps on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use UTC-aware datetimes")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+def _ts(nullable: bool = False) -> Any:
+    """A UTC timestamp column: set to now on creation unless nullable."""
+    column = Column(UTCDateTime(), nullable=nullable)
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=utcnow, sa_column=column)
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every inbound message as received (raw), with the answer radpath gave."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("sender_application", "sender_facility", "control_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    protocol: str  # "hl7v2" | "fhir"
+    sender_application: str
+    sender_facility: str
+    control_id: str
+    message_type: str = ""
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    ack: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = "accepted"  # accepted | rejected | quarantined
+    error: str | None = None
+    received_at: dt.datetime = _ts()
+
+
+class Order(SQLModel, table=True):
+    """An imaging order (from HL7 ORM/OMI or a FHIR ServiceRequest)."""
+
+    __tablename__ = "imaging_order"
+    __table_args__ = (UniqueConstraint("sender", "placer_order_number"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    sender: str
+    placer_order_number: str
+    filler_order_number: str | None = None
+    accession_number: str = Field(index=True)
+    patient_key: str = Field(index=True)  # pseudonymous; safe to show
+    nhs_number: str | None = None
+    local_patient_id: str | None = None
+    family_name: str = ""
+    given_name: str = ""
+    birth_date: dt.date | None = None
+    sex: str = "U"
+    procedure_code: str
+    procedure_system: str = ""
+    procedure_text: str = ""
+    modality: str = ""
+    priority: str = "routine"  # routine | urgent | asap | stat (FHIR request-priority words)
+    clinical_indication: str = ""
+    clinical_context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = "received"  # received | not_eligible | cancelled | in_progress | completed
+    message_id: str | None = Field(default=None, foreign_key="inbound_message.id")
+    received_at: dt.datetime = _ts()
+
+
+class Study(SQLModel, table=True):
+    __tablename__ = "study"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    study_uid: str = Field(unique=True)
+    accession_number: str = Field(default="", index=True)
+    patient_key: str = Field(default="", index=True)
+    status: str = "receiving"  # receiving | ready | orphaned
+    first_received_at: dt.datetime = _ts()
+    last_received_at: dt.datetime = _ts()
+    ready_at: dt.datetime | None = _ts(nullable=True)
+
+
+class Series(SQLModel, table=True):
+    __tablename__ = "series"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    study_id: str = Field(foreign_key="study.id", index=True)
+    series_uid: str = Field(unique=True)
+    modality: str = ""
+    series_number: int | None = None
+    description: str = ""
+    body_part: str = ""
+    slice_thickness_mm: float | None = None
+    orientation: str = ""  # ImageOrientationPatient as "r1\\r2\\r3\\c1\\c2\\c3"
+    image_type: str = ""
+    n_instances: int = 0
+
+
+class Instance(SQLModel, table=True):
+    __tablename__ = "instance"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    series_id: str = Field(foreign_key="series.id", index=True)
+    sop_instance_uid: str = Field(unique=True)
+    sop_class_uid: str
+    instance_number: int | None = None
+    position_z_mm: float | None = None  # along the slice normal, for ordering
+    path: str  # relative to the image store
+    sha256: str
+    size_bytes: int
+    received_at: dt.datetime = _ts()
+
+
+class PathwayRun(SQLModel, table=True):
+    """One pathway applied to one order: waiting for images, then run, then done."""
+
+    __tablename__ = "pathway_run"
+    __table_args__ = (UniqueConstraint("order_id", "pathway"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    order_id: str = Field(foreign_key="imaging_order.id", index=True)
+    study_id: str | None = Field(default=None, foreign_key="study.id")
+    pathway: str
+    pathway_version: str
+    status: str = "waiting"  # waiting | ready | running | completed | failed | not_eligible
+    status_reason: str | None = None
+    flow_run_id: str | None = None
+    created_at: dt.datetime = _ts()
+    started_at: dt.datetime | None = _ts(nullable=True)
+    finished_at: dt.datetime | None = _ts(nullable=True)
+
+
+class Result(SQLModel, table=True):
+    """A pathway's outcome for one study and model version: at most one, ever."""
+
+    __tablename__ = "result"
+    __table_args__ = (UniqueConstraint("study_uid", "pathway", "model_version"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    run_id: str = Field(foreign_key="pathway_run.id", index=True)
+    study_uid: str
+    pathway: str
+    model_version: str
+    assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    report: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    urgent: bool = False
+    created_at: dt.datetime = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """The outbox: one row per result per destination; delivered exactly once."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("result_id", "destination"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    result_id: str = Field(foreign_key="result.id", index=True)
+    destination: str
+    kind: str  # file-drop | mllp | fhir | dicom ...
+    idempotency_key: str = Field(unique=True)
+    payloads: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", index=True)  # pending | delivered | dead_letter
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = _ts(nullable=True)
+    last_response: str | None = None
+    created_at: dt.datetime = _ts()
+    delivered_at: dt.datetime | None = _ts(nullable=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which record. Details carry ids, never patient identifiers."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = _ts()
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,98 @@
+"""What a pathway reports, independent of the wire format.
+
+Each pathway turns its assessment into a `ReportContent`; the SR, SEG, FHIR and HL7
+builders in `integrations/` render any `ReportContent`, so a new pathway brings codes
+and words, never a new message builder. `ResultContext` carries the identities the
+clinical systems need (patient, order, study); it is built from the ledger inside the
+delivery step and never travels through Prefect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict
+
+from pathways.findings import Sex
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Code(_Frozen):
+    """A coded concept. `system` is the FHIR system URI (LOINC, SNOMED CT, DCM, UCUM, ...)."""
+
+    system: str
+    code: str
+    display: str
+
+
+class Measurement(_Frozen):
+    concept: Code
+    value: float
+    unit: Code  # UCUM, system "http://unitsofmeasure.org"
+    # Optional coded derivation/method (e.g. "longest axial diameter")
+    method: Code | None = None
+
+
+class Qualitative(_Frozen):
+    concept: Code
+    value: Code
+
+
+class Finding(_Frozen):
+    key: str  # stable within the result, e.g. "nodule-1"
+    label: str
+    finding_type: Code
+    site: Code | None = None
+    measurements: tuple[Measurement, ...] = ()
+    qualitative: tuple[Qualitative, ...] = ()
+    segment_number: int | None = None  # 1-based segment in the SEG, where one exists
+    summary: str = ""
+    # Centre in patient coordinates (LPS, mm), where known: lets the SR point at the finding
+    # when no SEG exists
+    centre_xyz_mm: tuple[float, float, float] | None = None
+
+
+class ReportContent(_Frozen):
+    pathway: str
+    report_code: Code  # what the report is (LOINC document/report code)
+    title: str
+    conclusion: str
+    conclusion_codes: tuple[Code, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    urgent: bool = False
+    text: str  # the full narrative report, plain text
+
+
+class PatientIdentity(_Frozen):
+    """Patient identity for clinical destinations only. Never logged, never given to Prefect."""
+
+    nhs_number: str | None = None
+    local_id: str | None = None
+    local_id_authority: str | None = None
+    family_name: str = ""
+    given_name: str = ""
+    birth_date: dt.date | None = None
+    sex: Sex = "U"
+
+
+class ResultContext(_Frozen):
+    """Everything about a result's provenance that output messages must carry."""
+
+    result_id: str  # uuid; drives deterministic UIDs, message ids and identifiers
+    pathway: str
+    pathway_version: str
+    model_name: str
+    model_version: str
+    study_uid: str
+    source_series_uid: str
+    accession_number: str
+    placer_order_number: str
+    filler_order_number: str | None = None
+    procedure: Code
+    patient: PatientIdentity
+    observed_at: dt.datetime  # when the result was produced (UTC)
+    sending_application: str = "RADPATH"
+    sending_facility: str = "RADPATH"

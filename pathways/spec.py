@@ -1,0 +1,108 @@
+"""The pathway spec: what a pathway designer declares and changes without touching plumbing.
+
+One YAML file per pathway in `pathways/specs/`. Unknown keys are errors (`extra="forbid"`),
+so a typo never silently changes clinical behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pathways.report import Code
+
+Mode = Literal["shadow", "qa", "clinical"]
+OutputFormat = Literal["dicom-sr", "dicom-seg", "fhir-bundle", "hl7-oru"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Eligibility(_Strict):
+    """Which orders the pathway claims."""
+
+    procedure_codes: tuple[Code, ...] = Field(min_length=1)
+    modalities: tuple[str, ...] = Field(min_length=1)
+    min_age_years: int | None = Field(default=None, ge=0)
+    max_age_years: int | None = Field(default=None, ge=0)
+
+
+class SeriesRule(_Strict):
+    """Which series of a study the model needs (first matching rule wins ties by `prefer`)."""
+
+    modality: str
+    orientation: Literal["axial", "coronal", "sagittal", "any"] = "axial"
+    max_slice_thickness_mm: float | None = Field(default=None, gt=0)
+    min_instances: int = Field(default=1, ge=1)
+    description_include: tuple[str, ...] = ()  # regular expressions, any must match
+    description_exclude: tuple[str, ...] = ()  # regular expressions, none may match
+    prefer: Literal["thinnest", "most-instances"] = "thinnest"
+
+    @field_validator("description_include", "description_exclude")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            re.compile(pattern)
+        return patterns
+
+
+class ModelRef(_Strict):
+    name: str
+    path: str  # relative to the project root, or absolute
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Destination(_Strict):
+    """Where results go. `kind` names the adapter; its connection settings live in trust config."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["file-drop"] = "file-drop"
+    formats: tuple[OutputFormat, ...] = Field(min_length=1)
+    clinical: bool = True  # False: an evaluation destination that also receives shadow results
+
+
+class Review(_Strict):
+    required: bool = False
+    timeout_minutes: int = Field(default=24 * 60, gt=0)
+
+
+class Sla(_Strict):
+    turnaround_minutes: int = Field(gt=0, description="order received → result delivered")
+
+
+class Readiness(_Strict):
+    quiet_period_seconds: int = Field(default=60, ge=0)
+
+
+class PathwaySpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: str
+    title: str
+    flow: str = Field(description="module:function of the Prefect flow")
+    mode: Mode = "clinical"
+    eligibility: Eligibility
+    series: SeriesRule
+    readiness: Readiness = Readiness()
+    model: ModelRef
+    rules_model: str = Field(description="module:Class of the pydantic model that validates `rules`")
+    rules: dict[str, Any] = Field(default_factory=dict, description="the pathway's thresholds (defaults: the cited guideline)")
+    review: Review = Review()
+    destinations: tuple[Destination, ...] = Field(min_length=1)
+    sla: Sla
+    citations: dict[str, str] = Field(default_factory=dict, description="source of each code and threshold")
+
+    def claims(self, procedure_code: str, modality: str) -> bool:
+        return any(c.code == procedure_code for c in self.eligibility.procedure_codes) and (
+            not modality or modality in self.eligibility.modalities
+        )
+
+
+def load_spec(path: Path) -> PathwaySpec:
+    """Parse one spec file; raises pydantic.ValidationError or yaml.YAMLError."""
+    data = yaml.safe_load(path.read_text())
+    return PathwaySpec.model_validate(data)

@@ -1,0 +1,107 @@
+"""The ledger's guarantees: migrations, idempotent orders, one result per study/pathway/model."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import select
+
+from integrations.db import ledger
+from integrations.db.engine import get_engine, migrate, session_scope
+from integrations.db.models import AuditEvent, Delivery, InboundMessage, Order, PathwayRun, Result, Study
+from integrations.hl7.orders import parse_order
+
+ORDER = "\r".join(
+    [
+        "MSH|^~\\&|SYNTH_RIS|RXX01|RADPATH|RADPATH|20261129101500||ORM^O01|MSG0001|P|2.4",
+        "PID|1||9434765919^^^NHS^NH~H123456^^^RXX01^MR||SMITH^JANE||19580312|F",
+        "PV1|1|O",
+        "ORC|NW|PL123|ACC00001||||^^^^^R",
+        "OBR|1|PL123|ACC00001|169069000^Computed tomography of chest^SCT|||20261129|||||||||||ACC00001||||||CT",
+    ]
+)
+
+
+def test_migrations_create_every_table_and_rerun_cleanly(radpath_env):
+    tables = set(inspect(get_engine()).get_table_names())
+    assert {"imaging_order", "inbound_message", "study", "series", "instance", "pathway_run", "result", "delivery", "audit_event", "alembic_version"} <= tables
+    migrate()  # a second upgrade is a no-op, as at every service start
+
+
+def test_order_commit_is_idempotent_on_resend(radpath_env, registry):
+    first = ledger.record_order(parse_order(ORDER), ORDER, registry)
+    again = ledger.record_order(parse_order(ORDER), ORDER, registry)
+    assert not first.duplicate and again.duplicate
+    assert again.order_id == first.order_id and again.run_ids == first.run_ids
+    with session_scope() as s:
+        assert len(s.exec(select(Order)).all()) == 1
+        assert len(s.exec(select(InboundMessage)).all()) == 1
+        run = s.exec(select(PathwayRun)).one()
+        assert run.pathway == "lung-cancer-ct" and run.status == "waiting"
+
+
+def test_order_for_no_pathway_is_visibly_not_eligible(radpath_env, registry):
+    other = ORDER.replace("169069000^Computed tomography of chest", "71651007^Mammography").replace("MSG0001", "MSG0002")
+    outcome = ledger.record_order(parse_order(other), other, registry)
+    assert not outcome.eligible and outcome.run_ids == ()
+    with session_scope() as s:
+        assert s.exec(select(Order)).one().status == "not_eligible"
+        actions = [a.action for a in s.exec(select(AuditEvent)).all()]
+        assert "order.received" in actions
+
+
+def test_same_placer_order_from_same_sender_is_one_order(radpath_env, registry):
+    ledger.record_order(parse_order(ORDER), ORDER, registry)
+    resent_with_new_control_id = ORDER.replace("MSG0001", "MSG0099")
+    with pytest.raises(Exception):  # (sender, placer order number) is unique
+        ledger.record_order(parse_order(resent_with_new_control_id), resent_with_new_control_id, registry)
+    with session_scope() as s:
+        assert len(s.exec(select(Order)).all()) == 1
+
+
+def _ready_run(registry) -> str:
+    outcome = ledger.record_order(parse_order(ORDER), ORDER, registry)
+    with session_scope() as s:
+        study = Study(study_uid="1.2.826.0.1.3680043.8.498.1", accession_number="ACC00001", patient_key="P-x")
+        s.add(study)
+    assert ledger.attach_study("1.2.826.0.1.3680043.8.498.1") == list(outcome.run_ids)
+    return outcome.run_ids[0]
+
+
+def test_second_result_for_same_study_pathway_model_is_not_created(radpath_env, registry):
+    run_id = _ready_run(registry)
+    result_id = ledger.result_id_for("1.2.826.0.1.3680043.8.498.1", "lung-cancer-ct", "1.0")
+    plans = [ledger.DeliveryPlan(destination="ris", kind="file-drop", payloads=["/nonexistent"])]
+    kwargs = dict(result_id=result_id, study_uid="1.2.826.0.1.3680043.8.498.1", pathway="lung-cancer-ct", model_version="1.0",
+                  assessment={"a": 1}, report={"r": 1}, urgent=False, deliveries=plans)
+    first = ledger.record_result(run_id, **kwargs)
+    second = ledger.record_result(run_id, **kwargs)
+    assert first[2] is True and second[2] is False
+    assert first[:2] == second[:2]
+    with session_scope() as s:
+        assert len(s.exec(select(Result)).all()) == 1
+        assert len(s.exec(select(Delivery)).all()) == 1
+    # A new model version is a new result.
+    third = ledger.record_result(run_id, **{**kwargs, "model_version": "2.0", "result_id": ledger.result_id_for("1.2.826.0.1.3680043.8.498.1", "lung-cancer-ct", "2.0")})
+    assert third[2] is True
+
+
+def test_run_view_carries_no_identity(radpath_env, registry):
+    view = ledger.run_view(_ready_run(registry))
+    flat = repr(view)
+    assert "9434765919" not in flat and "SMITH" not in flat and "1958" not in flat
+    assert view.age_years is not None and view.study_key.startswith("S-")
+
+
+def test_delivery_attempts_are_recorded(radpath_env, registry):
+    run_id = _ready_run(registry)
+    rid = ledger.result_id_for("1.2.826.0.1.3680043.8.498.1", "lung-cancer-ct", "1.0")
+    _, (delivery_id,), _ = ledger.record_result(
+        run_id, result_id=rid, study_uid="1.2.826.0.1.3680043.8.498.1", pathway="lung-cancer-ct", model_version="1.0",
+        assessment={}, report={}, urgent=False, deliveries=[ledger.DeliveryPlan("ris", "file-drop", [])],
+    )
+    ledger.record_delivery_attempt(delivery_id, ok=False, response="timeout")
+    ledger.record_delivery_attempt(delivery_id, ok=True, response="ok")
+    row = ledger.get_delivery(delivery_id)
+    assert row.status == "delivered" and row.attempts == 2 and row.delivered_at is not None
+    assert row.idempotency_key == ledger.idempotency_key(rid, "ris")
