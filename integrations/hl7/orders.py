@@ -1,0 +1,147 @@
+"""Parse HL7 v2 radiology orders (ORM^O01, OMI^O23) into a `ParsedOrder`.
+
+hl7apy parses; radpath reads the fields a pathway needs. Errors name the HL7 field
+(e.g. "PID-3") and never echo patient identifiers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message, Segment
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import parse_message
+
+from integrations.errors import InvalidInput
+from pathways.identifiers import is_valid_nhs_number, normalise_nhs_number
+
+ORDER_MESSAGE_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+# HL7 v2 priority (TQ-6 / ORC-7.6; table 0027) → FHIR request-priority words
+PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent", "C": "urgent"}
+# Brock risk-factor answers carried as OBX in the order (codes agreed with the RIS; local "L")
+RISK_FACTOR_OBX = {"FHLC": "family_history_lung_cancer", "EMPH": "emphysema"}
+
+
+@dataclass(frozen=True)
+class ParsedOrder:
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    order_control: str  # NW | CA | XO | SC ...
+    placer_order_number: str
+    filler_order_number: str | None
+    accession_number: str
+    nhs_number: str | None
+    local_patient_id: str | None
+    local_id_authority: str | None
+    family_name: str
+    given_name: str
+    birth_date: dt.date | None
+    sex: str
+    procedure_code: str
+    procedure_system: str
+    procedure_text: str
+    modality: str
+    priority: str
+    clinical_indication: str
+    clinical_context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sending_application}^{self.sending_facility}"
+
+
+def _first(message: Message, name: str) -> Segment | None:
+    return next((s for s in message.children if s.name == name), None)
+
+
+def _text(element: Any) -> str:
+    return element.to_er7().strip() if element is not None else ""
+
+
+def _date(value: str, field_name: str) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        raise InvalidInput(f"{field_name}: not a date (YYYYMMDD)") from None
+
+
+def parse_order(raw: str) -> ParsedOrder:
+    """Parse an order message; raise InvalidInput naming the offending field."""
+    try:
+        message = parse_message(raw.replace("\n", "\r"), validation_level=VALIDATION_LEVEL.QUIET, find_groups=False)
+    except HL7apyException as exc:
+        raise InvalidInput(f"MSH: message cannot be parsed ({exc.__class__.__name__})") from None
+    msh = message.msh
+    msg_type = (_text(msh.msh_9.msg_1), _text(msh.msh_9.msg_2))
+    if msg_type not in ORDER_MESSAGE_TYPES:
+        raise InvalidInput(f"MSH-9: {'^'.join(msg_type)} is not an imaging order (ORM^O01 or OMI^O23)")
+    control_id = _text(msh.msh_10)
+    if not control_id:
+        raise InvalidInput("MSH-10: message control id missing")
+    pid, orc, obr = (_first(message, n) for n in ("PID", "ORC", "OBR"))
+    for name, seg in (("PID", pid), ("ORC", orc), ("OBR", obr)):
+        if seg is None:
+            raise InvalidInput(f"{name}: segment missing")
+
+    nhs_number = local_id = local_authority = None
+    for rep in pid.pid_3:
+        ident, authority, id_type = _text(rep.cx_1), _text(rep.cx_4), _text(rep.cx_5)
+        if id_type == "NH" or authority.upper().startswith("NHS"):
+            nhs_number = normalise_nhs_number(ident)
+            if not is_valid_nhs_number(nhs_number):
+                raise InvalidInput("PID-3: NHS number fails its modulus-11 check")
+        elif ident and local_id is None:
+            local_id, local_authority = ident, authority or None
+    if nhs_number is None and local_id is None:
+        raise InvalidInput("PID-3: no patient identifier")
+
+    placer = _text(orc.orc_2.ei_1) or _text(obr.obr_2.ei_1)
+    if not placer:
+        raise InvalidInput("ORC-2: placer order number missing")
+    filler = _text(orc.orc_3.ei_1) or _text(obr.obr_3.ei_1) or None
+    accession = _text(obr.obr_18) or (filler or "")
+    if not accession:
+        raise InvalidInput("OBR-18: accession number missing")
+    procedure = obr.obr_4
+    code = _text(procedure.ce_1)
+    if not code:
+        raise InvalidInput("OBR-4: procedure code missing")
+    priority_code = _text(orc.orc_7.tq_6) or _text(obr.obr_27.tq_6) or "R"
+
+    context: dict[str, Any] = {}
+    for obx in (s for s in message.children if s.name == "OBX"):
+        key = RISK_FACTOR_OBX.get(_text(obx.obx_3.ce_1))
+        if key:
+            context[key] = _text(obx.obx_5).split("^")[0].upper() in {"Y", "YES", "TRUE"}
+
+    return ParsedOrder(
+        sending_application=_text(msh.msh_3.hd_1),
+        sending_facility=_text(msh.msh_4.hd_1),
+        control_id=control_id,
+        message_type="^".join(msg_type),
+        order_control=_text(orc.orc_1) or "NW",
+        placer_order_number=placer,
+        filler_order_number=filler,
+        accession_number=accession,
+        nhs_number=nhs_number,
+        local_patient_id=local_id,
+        local_id_authority=local_authority,
+        family_name=_text(pid.pid_5.xpn_1.fn_1),
+        given_name=_text(pid.pid_5.xpn_2),
+        birth_date=_date(_text(pid.pid_7.ts_1), "PID-7"),
+        sex=(_text(pid.pid_8) or "U")[:1].upper() if _text(pid.pid_8)[:1].upper() in {"F", "M"} else "U",
+        procedure_code=code,
+        procedure_system=_text(procedure.ce_3),
+        procedure_text=_text(procedure.ce_2),
+        modality=_text(obr.obr_24),
+        priority=PRIORITY.get(priority_code[:1].upper(), "routine"),
+        clinical_indication=_text(obr.obr_31.ce_2) or _text(obr.obr_31) or _text(obr.obr_13),
+        clinical_context=context,
+    )
