@@ -1,0 +1,63 @@
+"""Small shared pieces for the SR and SEG builders: codes and dates in DICOM form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import highdicom as hd
+
+from pathways import codes
+from pathways.report import Code
+
+# Coding schemes that PS3.16 section 8 does not list as standard need a Coding Scheme
+# Identification Sequence entry in the instance (PS3.3 C.12.1.1.4).
+_SCHEME_NAMES = {
+    "RADLEX": ("RadLex", "RSNA", "http://radlex.org"),
+    "99RADPATH": ("radpath local codes", "radpath", codes.RADPATH),
+}
+
+
+def coded_concept(code: Code) -> hd.sr.CodedConcept:
+    """A highdicom CodedConcept for a radpath Code."""
+    return hd.sr.CodedConcept(
+        value=code.code,
+        scheme_designator=codes.dicom_scheme(code.system),
+        meaning=code.display[:64],
+    )
+
+
+def coding_scheme_items(
+    used: Iterable[Code],
+) -> list[hd.coding_schemes.CodingSchemeIdentificationItem] | None:
+    """Coding Scheme Identification items for the non-standard schemes among `used`, if any."""
+    designators = sorted({codes.dicom_scheme(c.system) for c in used} & set(_SCHEME_NAMES))
+    items = [
+        hd.coding_schemes.CodingSchemeIdentificationItem(
+            designator=d,
+            name=_SCHEME_NAMES[d][0],
+            responsible_organization=_SCHEME_NAMES[d][1],
+            external_id=_SCHEME_NAMES[d][2],
+        )
+        for d in designators
+    ]
+    return items or None
+
+
+def dicom_date_time(when: dt.datetime) -> tuple[dt.date, dt.time]:
+    """Date and time (UTC, whole seconds) for Content/Series Date and Time attributes."""
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    when = when.replace(microsecond=0)
+    return when.date(), when.time()
+
+
+def pin_timestamps(ds, when: dt.datetime):
+    """Replace the wall-clock stamps highdicom writes with the result's time (determinism)."""
+    date, time = dicom_date_time(when)
+    ds.InstanceCreationDate = date.strftime("%Y%m%d")
+    ds.InstanceCreationTime = time.strftime("%H%M%S")
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date.strftime("%Y%m%d") + time.strftime("%H%M%S")
+    return ds

@@ -1,0 +1,182 @@
+"""DICOM Comprehensive 3D SR: a TID 1500 Measurement Report of any `ReportContent`.
+
+Each finding becomes a TID 1411 volumetric measurement group, located by its SEG segment
+when a SEG is given, else by a 3D point at its centre, else (no location known) a TID 1501
+group. The report-level conclusion and urgent flag form one more TID 1501 group. The
+observer is the AI model (a device). Patient and study attributes are copied by highdicom
+from the source images; UIDs and dates come from the result, so a rebuild is identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes as dicom_codes
+
+from integrations.dicom.coding import (
+    coded_concept,
+    coding_scheme_items,
+    dicom_date_time,
+    pin_timestamps,
+)
+from integrations.dicom.seg import MANUFACTURER, tracking_uid
+from integrations.dicom.uids import result_uid, uid_from_name
+from pathways import codes
+from pathways.report import Code, Finding, ReportContent, ResultContext
+
+SR_SERIES_NUMBER = 9901
+
+
+def _device_observer(ctx: ResultContext) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=uid_from_name(f"device/{ctx.model_name}/{ctx.model_version}"),
+        name=ctx.model_name[:64],
+        manufacturer_name=MANUFACTURER,
+        model_name=f"{ctx.model_name} {ctx.model_version}"[:64],
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=dicom_codes.cid270.Device,
+            observer_identifying_attributes=device,
+        )
+    )
+
+
+def _measurements(finding: Finding) -> list[hd.sr.Measurement]:
+    return [
+        hd.sr.Measurement(
+            name=coded_concept(m.concept),
+            value=m.value,
+            unit=coded_concept(m.unit),
+            method=coded_concept(m.method) if m.method else None,
+        )
+        for m in finding.measurements
+    ]
+
+
+def _qualitative(finding: Finding) -> list[hd.sr.QualitativeEvaluation]:
+    return [
+        hd.sr.QualitativeEvaluation(name=coded_concept(q.concept), value=coded_concept(q.value))
+        for q in finding.qualitative
+    ]
+
+
+def _finding_group(
+    finding: Finding,
+    ctx: ResultContext,
+    algorithm: hd.sr.AlgorithmIdentification,
+    seg: pydicom.Dataset | None,
+    frame_of_reference_uid: str,
+):
+    common = dict(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid(ctx, finding.key), identifier=finding.label
+        ),
+        finding_type=coded_concept(finding.finding_type),
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(coded_concept(finding.site))] if finding.site else None,
+        measurements=_measurements(finding) or None,
+        qualitative_evaluations=_qualitative(finding) or None,
+    )
+    if seg is not None and finding.segment_number is not None:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
+                seg, segment_number=finding.segment_number
+            ),
+            **common,
+        )
+    if finding.centre_xyz_mm is not None:
+        surface = hd.sr.VolumeSurface(
+            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+            graphic_data=np.array([finding.centre_xyz_mm], dtype=float),
+            frame_of_reference_uid=frame_of_reference_uid,
+            source_series=hd.sr.SourceSeriesForSegmentation(ctx.source_series_uid),
+        )
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_volume_surface=surface, **common
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+
+
+def _conclusion_group(content: ReportContent, ctx: ResultContext, algorithm):
+    evaluations = [
+        hd.sr.QualitativeEvaluation(name=coded_concept(codes.RECOMMENDATION), value=coded_concept(c))
+        for c in content.conclusion_codes
+    ]
+    evaluations.append(
+        hd.sr.QualitativeEvaluation(
+            name=coded_concept(codes.URGENT_REVIEW),
+            value=coded_concept(codes.YES if content.urgent else codes.NO),
+        )
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid(ctx, "conclusion"), identifier="Conclusion"
+        ),
+        algorithm_id=algorithm,
+        qualitative_evaluations=evaluations,
+    )
+
+
+def _codes_used(content: ReportContent) -> list[Code]:
+    used = [codes.URGENT_REVIEW, *content.conclusion_codes]
+    for f in content.findings:
+        used += [f.finding_type, *([f.site] if f.site else [])]
+        used += [c for m in f.measurements for c in (m.concept, m.unit, m.method) if c]
+        used += [c for q in f.qualitative for c in (q.concept, q.value)]
+    return used
+
+
+def _procedure(content: ReportContent, ctx: ResultContext) -> Code:
+    """The ordered procedure where its code system has a DICOM designator, else the report code."""
+    if codes.is_dicom_codable(ctx.procedure.system):
+        return ctx.procedure.model_copy(update={"system": codes.as_fhir_system(ctx.procedure.system)})
+    return content.report_code
+
+
+def build_measurement_report_sr(
+    content: ReportContent,
+    ctx: ResultContext,
+    source_datasets: Sequence[pydicom.Dataset],
+    seg: pydicom.Dataset | None = None,
+) -> pydicom.Dataset:
+    """A Comprehensive 3D SR (TID 1500) of `content`, referencing the source series and SEG.
+
+    `source_datasets` may be headers only (read with `stop_before_pixels=True`).
+    """
+    if not source_datasets:
+        raise ValueError("an SR needs the source images it reports on")
+    algorithm = hd.sr.AlgorithmIdentification(name=ctx.model_name[:64], version=ctx.model_version[:64])
+    frame_of_reference_uid = source_datasets[0].FrameOfReferenceUID
+    groups = [_finding_group(f, ctx, algorithm, seg, frame_of_reference_uid) for f in content.findings]
+    groups.append(_conclusion_group(content, ctx, algorithm))
+    report = hd.sr.MeasurementReport(
+        observation_context=_device_observer(ctx),
+        procedure_reported=coded_concept(_procedure(content, ctx)),
+        imaging_measurements=groups,
+        title=coded_concept(codes.IMAGING_MEASUREMENT_REPORT),
+    )
+    evidence = list(source_datasets) + ([seg] if seg is not None else [])
+    when_date, when_time = dicom_date_time(ctx.observed_at)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=result_uid(ctx.result_id, "sr-series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=result_uid(ctx.result_id, "sr-instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=True,
+        is_verified=False,
+        series_description=f"AI measurements: {content.title}"[:64],
+        content_date=when_date,
+        content_time=when_time,
+        series_date=when_date,
+        series_time=when_time,
+        coding_schemes=coding_scheme_items([*_codes_used(content), _procedure(content, ctx)]),
+    )
+    return pin_timestamps(sr, ctx.observed_at)

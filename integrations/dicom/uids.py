@@ -1,0 +1,25 @@
+"""Deterministic DICOM UIDs, so that a retried build produces byte-identical identifiers.
+
+DICOM PS3.5 B.2: a UUID may be written as a UID under the root "2.25" followed by the
+UUID's 128-bit value as a decimal integer. We use name-based UUIDs (RFC 4122 version 5,
+SHA-1) of "<result_id>/<purpose>" in a fixed radpath namespace.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+# Fixed namespace for every radpath-derived UID (uuid5 of the DNS name "radpath.uid").
+RADPATH_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "radpath.uid")
+
+
+def uid_from_name(name: str) -> str:
+    """A 2.25 UID derived from any stable name (at most 44 characters, within the 64 limit)."""
+    return f"2.25.{uuid.uuid5(RADPATH_UID_NAMESPACE, name).int}"
+
+
+def result_uid(result_id: str, purpose: str) -> str:
+    """The UID for one purpose ("sr-series", "seg-instance", ...) of one result."""
+    if not result_id or not purpose:
+        raise ValueError("result_id and purpose are both required")
+    return uid_from_name(f"{result_id}/{purpose}")

@@ -1,0 +1,191 @@
+"""HL7 v2 ORU^R01 result message (v2.4 or v2.5.1) of any `ReportContent`, built with hl7apy.
+
+Layout: MSH, PID, ORC (RE), OBR, then OBX per finding (finding type and site as CE,
+measurements as NM with UCUM units, qualitative items as CE; OBX-4 groups one finding's
+OBXs), the conclusion (CE), the urgent flag (CE, HL7 table 0136) and the narrative report
+as one TX OBX per line. MSH-10 is derived from the result and the destination, so a
+retry carries the same control id and the receiver can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import textwrap
+from decimal import Decimal
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Group, Message
+
+from pathways import codes
+from pathways.report import Code, ReportContent, ResultContext
+
+SUPPORTED_VERSIONS = ("2.4", "2.5.1")
+NHS_AUTHORITY = "NHS"  # PID-3.4 assigning authority for the NHS number; PID-3.5 type "NH"
+_YES_NO = {True: "Y^Yes^HL70136", False: "N^No^HL70136"}  # HL7 table 0136
+_RESULT_STATUS_FINAL = "F"  # HL7 table 0123 (OBR-25) / 0085 (OBX-11)
+
+# hl7apy types OBX-5 and CE text as ST (199 characters); TX lines are wrapped to this width
+_ST_MAX = 199
+TX_WIDTH = 80
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def escape(text: str) -> str:
+    """Escape HL7 delimiters in free text (HL7 v2 section 2.7.1); drop line breaks."""
+    for raw, escaped in _ESCAPES:
+        text = text.replace(raw, escaped)
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def escape_within(text: str, limit: int = _ST_MAX) -> str:
+    """Escaped text, shortened (before escaping, so no escape sequence is split) to `limit`."""
+    if len(escape(text)) <= limit:
+        return escape(text)
+    while text and len(escape(text)) > limit - 3:
+        text = text[:-1]
+    return escape(text.rstrip()) + "..."
+
+
+def default_control_id(result_id: str, destination: str) -> str:
+    """MSH-10 for a result sent to one destination: 20 characters (the v2.4 ST limit)."""
+    digest = hashlib.sha256(f"{result_id}|{destination}".encode()).hexdigest()
+    return f"RP{digest[:18].upper()}"
+
+
+def _ts(when: dt.datetime) -> str:
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+        return when.strftime("%Y%m%d%H%M%S+0000")
+    return when.strftime("%Y%m%d%H%M%S")
+
+
+def _ce(code: Code) -> str:
+    return "^".join(
+        (escape(code.code), escape_within(code.display),
+         escape(codes.as_hl7v2_coding_system(code.system)))
+    )
+
+
+class _ObxWriter:
+    def __init__(self, order_observation: Group, observed_at: str):
+        self.group = order_observation
+        self.observed_at = observed_at
+        self.set_id = 0
+
+    def add(self, value_type: str, concept: Code, value: str, *, sub_id: str = "",
+            units: Code | None = None, method: Code | None = None) -> None:
+        self.set_id += 1
+        observation = self.group.add_group("ORU_R01_OBSERVATION")
+        obx = observation.add_segment("OBX")
+        obx.obx_1 = str(self.set_id)
+        obx.obx_2 = value_type
+        obx.obx_3 = _ce(concept)
+        if sub_id:
+            obx.obx_4 = sub_id
+        if value:
+            obx.obx_5 = value
+        if units is not None:
+            obx.obx_6 = _ce(units)
+        obx.obx_11 = _RESULT_STATUS_FINAL
+        obx.obx_14 = self.observed_at
+        if method is not None:
+            obx.obx_17 = _ce(method)
+
+
+def _number(value: float) -> str:
+    """NM text: plain decimal, never exponent notation (HL7 v2 NM)."""
+    return format(Decimal(repr(float(value))), "f")
+
+
+def build_oru_r01(
+    content: ReportContent,
+    ctx: ResultContext,
+    *,
+    version: str = "2.4",
+    receiving_application: str = "RIS",
+    receiving_facility: str = "",
+    control_id: str | None = None,
+) -> str:
+    """The ORU^R01 for a result, as ER7 text with carriage-return segment separators."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"HL7 version {version!r} not supported; use one of {SUPPORTED_VERSIONS}")
+    observed_at = _ts(ctx.observed_at)
+    msg = Message("ORU_R01", version=version, validation_level=VALIDATION_LEVEL.STRICT)
+    msg.msh.msh_3 = escape(ctx.sending_application)
+    msg.msh.msh_4 = escape(ctx.sending_facility)
+    msg.msh.msh_5 = escape(receiving_application)
+    if receiving_facility:
+        msg.msh.msh_6 = escape(receiving_facility)
+    msg.msh.msh_7 = observed_at
+    msg.msh.msh_9 = "ORU^R01^ORU_R01"
+    msg.msh.msh_10 = control_id or default_control_id(
+        ctx.result_id, f"{receiving_application}^{receiving_facility}"
+    )
+    msg.msh.msh_11 = "P"
+    msg.msh.msh_12 = version
+
+    patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
+    patient = patient_result.add_group("ORU_R01_PATIENT")
+    _fill_pid(patient.add_segment("PID"), ctx)
+
+    order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
+    filler = escape(ctx.filler_order_number or ctx.accession_number)
+    orc = order.add_segment("ORC")
+    orc.orc_1 = "RE"
+    orc.orc_2 = escape(ctx.placer_order_number)
+    orc.orc_3 = filler
+    orc.orc_5 = "CM"  # HL7 table 0038: order is completed
+    obr = order.add_segment("OBR")
+    obr.obr_1 = "1"
+    obr.obr_2 = escape(ctx.placer_order_number)
+    obr.obr_3 = filler
+    obr.obr_4 = _ce(ctx.procedure)
+    obr.obr_7 = observed_at
+    obr.obr_18 = escape(ctx.accession_number)
+    obr.obr_22 = observed_at
+    obr.obr_24 = codes.RADIOLOGY_SECTION.code  # HL7 table 0074
+    obr.obr_25 = _RESULT_STATUS_FINAL
+
+    obx = _ObxWriter(order, observed_at)
+    for number, finding in enumerate(content.findings, start=1):
+        sub_id = str(number)
+        obx.add("CE", codes.FINDING, _ce(finding.finding_type), sub_id=sub_id)
+        if finding.site is not None:
+            obx.add("CE", codes.FINDING_SITE, _ce(finding.site), sub_id=sub_id)
+        for m in finding.measurements:
+            obx.add("NM", m.concept, _number(m.value), sub_id=sub_id, units=m.unit, method=m.method)
+        for q in finding.qualitative:
+            obx.add("CE", q.concept, _ce(q.value), sub_id=sub_id)
+    for code in content.conclusion_codes:
+        obx.add("CE", codes.RECOMMENDATION, _ce(code))
+    obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent])
+    for line in _narrative_lines(content.text):
+        obx.add("TX", content.report_code, escape(line))
+    return msg.to_er7()
+
+
+def _narrative_lines(text: str) -> list[str]:
+    """The report text as lines of at most TX_WIDTH characters; blank lines kept."""
+    lines: list[str] = []
+    for paragraph in text.splitlines():
+        lines += textwrap.wrap(paragraph, TX_WIDTH, break_long_words=True) or [""]
+    return lines
+
+
+def _fill_pid(pid, ctx: ResultContext) -> None:
+    p = ctx.patient
+    identifiers = []
+    if p.nhs_number:
+        identifiers.append(f"{escape(p.nhs_number)}^^^{NHS_AUTHORITY}^NH")
+    if p.local_id:
+        identifiers.append(f"{escape(p.local_id)}^^^{escape(p.local_id_authority or '')}^MR")
+    if not identifiers:
+        raise ValueError("PID-3 needs an NHS number or a local identifier")
+    pid.pid_1 = "1"
+    for identifier in identifiers:  # PID-3 repeats
+        pid.add_field("PID_3").value = identifier
+    pid.pid_5 = f"{escape(p.family_name)}^{escape(p.given_name)}"
+    if p.birth_date:
+        pid.pid_7 = p.birth_date.strftime("%Y%m%d")
+    pid.pid_8 = p.sex

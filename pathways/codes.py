@@ -1,0 +1,201 @@
+"""The coded concepts radpath reports with, and how their systems are named on each wire.
+
+One catalogue, each concept citing where its code comes from. Systems are FHIR URIs; the
+DICOM coding scheme designator and the HL7 v2 coding system are derived from them.
+
+Sources used below:
+  [PS3.16]  DICOM PS3.16 Content Mapping Resource (CIDs and the DCM code list), as
+            packaged in pydicom's `pydicom.sr.codedict.codes` (the CID numbers cited are
+            the ones pydicom lists for each code).
+  [SCT]     SNOMED CT International; lobe codes as used by DICOM CID 6170 "Lobe of Lung"
+            and by HL7 mCODE examples (41224006).
+  [LOINC]   LOINC; 24627-2 is in DICOM CID 7000 (report document titles).
+  [RadLex]  RSNA RadLex; pulmonary-nodule attenuation terms as used by the DICOM encoding
+            of LIDC-IDRI (Fedorov et al., PeerJ 2018, QIICR lidc2dicom).
+  [UCUM]    Unified Code for Units of Measure.
+"""
+
+from __future__ import annotations
+
+from pathways.report import Code
+
+# --- Code systems (FHIR URIs) ------------------------------------------------------------
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+UCUM = "http://unitsofmeasure.org"
+RADLEX = "http://radlex.org"  # terminology.hl7.org CodeSystem-RadLex
+RADPATH = "urn:radpath:codes"  # radpath's own codes, where no standard concept exists
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"  # HL7 v2 diagnostic service section
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+# FHIR system -> (DICOM coding scheme designator, HL7 v2 coding system; HL7 table 0396)
+_WIRE_NAMES: dict[str, tuple[str, str]] = {
+    LOINC: ("LN", "LN"),
+    SNOMED: ("SCT", "SCT"),
+    DCM: ("DCM", "DCM"),
+    UCUM: ("UCUM", "UCUM"),
+    RADLEX: ("RADLEX", "RADLEX"),
+    RADPATH: ("99RADPATH", "99RADPATH"),  # "99" prefix: local schemes in DICOM and HL7 v2
+}
+
+
+def dicom_scheme(system: str) -> str:
+    """DICOM Coding Scheme Designator (0008,0102) for a FHIR system URI."""
+    try:
+        return _WIRE_NAMES[system][0]
+    except KeyError:
+        raise ValueError(f"no DICOM coding scheme known for system {system!r}") from None
+
+
+def hl7v2_coding_system(system: str) -> str:
+    """HL7 v2 name of coding system (CE.3 / CWE.3) for a FHIR system URI."""
+    try:
+        return _WIRE_NAMES[system][1]
+    except KeyError:
+        raise ValueError(f"no HL7 v2 coding system known for system {system!r}") from None
+
+
+def system_from_dicom_scheme(designator: str) -> str:
+    """FHIR system URI for a DICOM coding scheme designator (SRT is SNOMED's old name)."""
+    if designator == "SRT":
+        return SNOMED
+    for system, (dicom, _) in _WIRE_NAMES.items():
+        if dicom == designator:
+            return system
+    raise ValueError(f"unknown DICOM coding scheme {designator!r}")
+
+
+def system_from_hl7v2(coding_system: str) -> str:
+    """FHIR system URI for an HL7 v2 coding system name (SNM/SNM3 read as SNOMED)."""
+    if coding_system in ("SNM", "SNM3"):
+        return SNOMED
+    for system, (_, v2) in _WIRE_NAMES.items():
+        if v2 == coding_system:
+            return system
+    raise ValueError(f"unknown HL7 v2 coding system {coding_system!r}")
+
+
+def _is_uri(system: str) -> bool:
+    return ":" in system
+
+
+def as_fhir_system(system: str) -> str:
+    """A FHIR system URI for `system`, which may be a URI or an HL7 v2 coding-system name.
+
+    Orders received over HL7 v2 carry local procedure codes ("L", "99XYZ"): an unknown short
+    name becomes "urn:radpath:v2-coding-system:<name>" so it stays a valid, reversible URI.
+    """
+    if _is_uri(system):
+        return system
+    try:
+        return system_from_hl7v2(system)
+    except ValueError:
+        return f"{_V2_LOCAL_PREFIX}{system}"
+
+
+def as_hl7v2_coding_system(system: str) -> str:
+    """HL7 v2 coding system for a URI or an HL7 v2 name (short names pass through).
+
+    A URI with no HL7 v2 name becomes "L" (HL7 table 0396: local general code).
+    """
+    if system.startswith(_V2_LOCAL_PREFIX):
+        return system[len(_V2_LOCAL_PREFIX):]
+    if not _is_uri(system):
+        return system
+    return _WIRE_NAMES[system][1] if system in _WIRE_NAMES else "L"
+
+
+def is_dicom_codable(system: str) -> bool:
+    """True when `system` has a DICOM coding scheme designator."""
+    return as_fhir_system(system) in _WIRE_NAMES
+
+
+_V2_LOCAL_PREFIX = "urn:radpath:v2-coding-system:"
+
+
+# --- Reports -----------------------------------------------------------------------------
+# [LOINC] 24627-2; [PS3.16] CID 7000, pydicom codes.LN.CTChestReport
+CT_CHEST_REPORT = Code(system=LOINC, code="24627-2", display="CT Chest Report")
+# [PS3.16] DCM 126000, CID 7021: the title of a TID 1500 Measurement Report
+IMAGING_MEASUREMENT_REPORT = Code(system=DCM, code="126000", display="Imaging Measurement Report")
+# [PS3.16] DCM 121071 Finding; 121073 Impression; 121075 Recommendation; 121077 Conclusion
+FINDING = Code(system=DCM, code="121071", display="Finding")
+IMPRESSION = Code(system=DCM, code="121073", display="Impression")
+RECOMMENDATION = Code(system=DCM, code="121075", display="Recommendation")
+CONCLUSION = Code(system=DCM, code="121077", display="Conclusion")
+# [PS3.16] DCM 123110, CID 7162 Algorithm Family
+ARTIFICIAL_INTELLIGENCE = Code(system=DCM, code="123110", display="Artificial Intelligence")
+
+# --- Findings and segmentation properties ------------------------------------------------
+# [SCT] 27925004 Nodule; [PS3.16] CIDs 6102, 6104, 7151 (segmented property type)
+NODULE = Code(system=SNOMED, code="27925004", display="Nodule")
+# [SCT] 49755003; [PS3.16] CID 7150 Segmentation Property Categories
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code(
+    system=SNOMED, code="49755003", display="Morphologically Abnormal Structure"
+)
+# [SCT] 363698007 Finding site: the concept name TID 1419 uses for a finding's location
+FINDING_SITE = Code(system=SNOMED, code="363698007", display="Finding site")
+# [SCT] 39607008; [PS3.16] CID 6100, 7151
+LUNG = Code(system=SNOMED, code="39607008", display="Lung")
+
+# --- Anatomy: lobes of lung --------------------------------------------------------------
+# [SCT] pre-coordinated lobe structures. 72481006 and 44714003 are in pydicom's codedict
+# (CID 6170 / 6124); 42400003, 266005 and 41224006 are the SNOMED CT body-structure
+# concepts "Structure of upper/lower lobe of right lung" and "... lower lobe of left lung".
+LOBES: dict[str, Code] = {
+    "RUL": Code(system=SNOMED, code="42400003", display="Upper lobe of right lung"),
+    "RML": Code(system=SNOMED, code="72481006", display="Middle lobe of right lung"),
+    "RLL": Code(system=SNOMED, code="266005", display="Lower lobe of right lung"),
+    "LUL": Code(system=SNOMED, code="44714003", display="Upper lobe of left lung"),
+    "LLL": Code(system=SNOMED, code="41224006", display="Lower lobe of left lung"),
+}
+
+# --- Measurements ------------------------------------------------------------------------
+# [SCT] 103339001 Long axis, 103340004 Short axis: [PS3.16] CID 7470 Linear Measurements
+LONG_AXIS = Code(system=SNOMED, code="103339001", display="Long axis")
+SHORT_AXIS = Code(system=SNOMED, code="103340004", display="Short axis")
+# [SCT] 118565006 Volume: [PS3.16] CID 7472 Volume Measurements
+VOLUME = Code(system=SNOMED, code="118565006", display="Volume")
+# [PS3.16] DCM 111047 Probability of cancer, CID 6048
+PROBABILITY_OF_CANCER = Code(system=DCM, code="111047", display="Probability of cancer")
+# [PS3.16] DCM 126030, CID 7474 Volume Methods
+SUM_OF_SEGMENTED_VOXELS = Code(
+    system=DCM, code="126030", display="Sum of segmented voxel method for volume"
+)
+# radpath local: the Brock model (McWilliams et al., NEJM 2013;369:910-9) as the method
+BROCK_MODEL = Code(system=RADPATH, code="brock-full-model", display="Brock model (full, with spiculation)")
+
+# --- Qualitative evaluations -------------------------------------------------------------
+# [RadLex] RID6037 attenuation characteristic; values RID50151/50152/50153
+ATTENUATION_CHARACTERISTIC = Code(system=RADLEX, code="RID6037", display="attenuation characteristic")
+NODULE_TYPES: dict[str, Code] = {
+    "solid": Code(system=RADLEX, code="RID50151", display="solid pulmonary nodule"),
+    "part-solid": Code(system=RADLEX, code="RID50152", display="part-solid pulmonary nodule"),
+    "ground-glass": Code(system=RADLEX, code="RID50153", display="non-solid pulmonary nodule"),
+}
+# [PS3.16] DCM 112136 Spiculated (CID 6119 lesion margin), answered with SNOMED Yes/No
+# ([SCT] 373066001 Yes, 373067005 No; [PS3.16] CID 230)
+SPICULATED = Code(system=DCM, code="112136", display="Spiculated")
+YES = Code(system=SNOMED, code="373066001", display="Yes")
+NO = Code(system=SNOMED, code="373067005", display="No")
+
+# --- radpath local flags -----------------------------------------------------------------
+URGENT_REVIEW = Code(system=RADPATH, code="urgent-review", display="Urgent clinical review recommended")
+
+
+def bts_category_code(category: str, display: str) -> Code:
+    """A BTS 2015 management category (e.g. "ct-3-months") as a radpath local code."""
+    return Code(system=RADPATH, code=f"bts2015-{category}", display=display)
+
+
+# --- Units (UCUM) ------------------------------------------------------------------------
+# [UCUM]; also pydicom codes.UCUM.Millimeter / CubicMillimeter / Percent
+MM = Code(system=UCUM, code="mm", display="millimeter")
+MM3 = Code(system=UCUM, code="mm3", display="cubic millimeter")
+PERCENT = Code(system=UCUM, code="%", display="percent")
+
+# --- Categories --------------------------------------------------------------------------
+# HL7 v2 table 0074 "RAD" (Radiology); FHIR observation-category "imaging"
+RADIOLOGY_SECTION = Code(system=V2_0074, code="RAD", display="Radiology")
+IMAGING_CATEGORY = Code(system=OBSERVATION_CATEGORY, code="imaging", display="Imaging")

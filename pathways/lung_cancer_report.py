@@ -1,0 +1,135 @@
+"""Turn a lung nodule assessment into report content: codes, measurements and words.
+
+No patient identity and no model provenance here: the SR/FHIR/HL7 builders take those
+from `ResultContext`.
+"""
+
+from __future__ import annotations
+
+from pathways import codes
+from pathways.findings import LungAssessment, NoduleAssessment
+from pathways.report import Code, Finding, Measurement, Qualitative, ReportContent
+
+PATHWAY = "lung_cancer_ct"
+
+_LOBE_WORDS = {
+    "RUL": "right upper lobe",
+    "RML": "right middle lobe",
+    "RLL": "right lower lobe",
+    "LUL": "left upper lobe",
+    "LLL": "left lower lobe",
+}
+
+# Short, stable displays for the BTS 2015 category codes of pathways.lung_cancer_ct
+_CATEGORY_DISPLAYS = {
+    "no-follow-up": "BTS 2015: no nodule follow-up",
+    "ct-12-months": "BTS 2015: CT surveillance at 12 months",
+    "ct-3-months": "BTS 2015: CT surveillance at 3 months",
+    "clinical-review": "BTS 2015: clinical review",
+    "pet-ct": "BTS 2015: PET-CT and risk assessment",
+    "mass": "Mass: suspected lung cancer referral (NICE NG12)",
+}
+
+DISCLAIMER = (
+    "This report was produced automatically by an AI reference model running in radpath. "
+    "It is not a medical device and has not been reviewed by a radiologist; it must not be "
+    "used for clinical decisions without review by a qualified clinician."
+)
+
+
+def _percent(probability: float) -> str:
+    return f"{probability * 100:.1f}%"
+
+
+def _nodule_finding(item: NoduleAssessment) -> Finding:
+    n = item.nodule
+    measurements = [
+        Measurement(concept=codes.LONG_AXIS, value=round(n.long_axis_mm, 1), unit=codes.MM),
+        Measurement(concept=codes.SHORT_AXIS, value=round(n.short_axis_mm, 1), unit=codes.MM),
+        Measurement(
+            concept=codes.VOLUME,
+            value=round(n.volume_mm3, 1),
+            unit=codes.MM3,
+            method=codes.SUM_OF_SEGMENTED_VOXELS,
+        ),
+    ]
+    if item.brock_probability is not None:
+        measurements.append(
+            Measurement(
+                concept=codes.PROBABILITY_OF_CANCER,
+                value=round(item.brock_probability * 100, 1),
+                unit=codes.PERCENT,
+                method=codes.BROCK_MODEL,
+            )
+        )
+    qualitative = (
+        Qualitative(concept=codes.ATTENUATION_CHARACTERISTIC, value=codes.NODULE_TYPES[n.nodule_type]),
+        Qualitative(concept=codes.SPICULATED, value=codes.YES if n.spiculated else codes.NO),
+    )
+    return Finding(
+        key=f"nodule-{n.index}",
+        label=f"Nodule {n.index}",
+        finding_type=codes.NODULE,
+        site=codes.LOBES[n.lobe],
+        measurements=tuple(measurements),
+        qualitative=qualitative,
+        segment_number=n.index,
+        summary=_nodule_sentence(item),
+        centre_xyz_mm=n.centre_xyz_mm,
+    )
+
+
+def _nodule_sentence(item: NoduleAssessment) -> str:
+    n = item.nodule
+    margin = "spiculated" if n.spiculated else "non-spiculated"
+    text = (
+        f"Nodule {n.index}: {n.nodule_type} {margin} nodule in the {_LOBE_WORDS[n.lobe]}, "
+        f"{n.long_axis_mm:.1f} x {n.short_axis_mm:.1f} mm (long x short axis, mean "
+        f"{n.mean_diameter_mm:.1f} mm), volume {n.volume_mm3:.0f} mm3."
+    )
+    if item.brock_probability is not None:
+        text += f" Brock malignancy probability {_percent(item.brock_probability)}."
+    return text + f" {item.recommendation}"
+
+
+def lung_report_content(assessment: LungAssessment) -> ReportContent:
+    """Report content for one chest CT: one finding per nodule, BTS 2015 conclusion."""
+    findings = tuple(_nodule_finding(item) for item in assessment.nodules)
+    conclusion = assessment.recommendation
+    conclusion_codes: tuple[Code, ...] = (
+        codes.bts_category_code(
+            assessment.recommendation_code,
+            _CATEGORY_DISPLAYS.get(assessment.recommendation_code, f"BTS 2015: {assessment.recommendation_code}"),
+        ),
+    )
+    return ReportContent(
+        pathway=PATHWAY,
+        report_code=codes.CT_CHEST_REPORT,
+        title="CT chest: pulmonary nodule assessment (AI)",
+        conclusion=conclusion,
+        conclusion_codes=conclusion_codes,
+        findings=findings,
+        urgent=assessment.urgent,
+        text=_narrative(assessment),
+    )
+
+
+def _narrative(assessment: LungAssessment) -> str:
+    lines = ["CT CHEST - PULMONARY NODULE ASSESSMENT (AI)", "", "FINDINGS:"]
+    if not assessment.nodules:
+        lines.append("No pulmonary nodule was detected by the model.")
+    for item in assessment.nodules:
+        lines.append(_nodule_sentence(item))
+    lines += ["", "CONCLUSION:"]
+    if assessment.urgent:
+        reasons = "; ".join(assessment.urgent_reasons) or "see findings"
+        lines.append(f"URGENT: clinical review recommended ({reasons}).")
+    lines.append(f"Recommendation: {assessment.recommendation}")
+    lines += [
+        "",
+        f"Guideline: {assessment.guideline}. Malignancy probability: Brock model "
+        "(McWilliams et al., N Engl J Med 2013;369:910-9).",
+        "",
+        DISCLAIMER,
+    ]
+    return "\n".join(lines)
