@@ -58,10 +58,10 @@ class ModelRef(_Strict):
 
 
 class Destination(_Strict):
-    """Where results go. `kind` names the adapter; its connection settings live in trust config."""
+    """Where results go, by name. How a name is reached (file drop, MLLP, FHIR, DICOM) is
+    the trust's configuration (`RADPATH_DESTINATIONS` / radpath.toml), not the pathway's."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    kind: Literal["file-drop"] = "file-drop"
     formats: tuple[OutputFormat, ...] = Field(min_length=1)
     clinical: bool = True  # False: an evaluation destination that also receives shadow results
 
@@ -76,7 +76,15 @@ class Sla(_Strict):
 
 
 class Readiness(_Strict):
+    """When a study counts as complete: quiet for `quiet_period_seconds` and holding a series
+    the `series` rule accepts, or, failing the series, quiet and older than `force_ready_seconds`.
+    `late_images`: what images arriving after a run started do (re-run and supersede the
+    earlier run, or be recorded and otherwise ignored)."""
+
     quiet_period_seconds: int = Field(default=60, ge=0)
+    expect_series: bool = True
+    force_ready_seconds: int = Field(default=30 * 60, ge=0)
+    late_images: Literal["supersede", "ignore"] = "supersede"
 
 
 class PathwaySpec(_Strict):

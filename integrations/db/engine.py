@@ -69,7 +69,7 @@ def migrate(url: str | None = None) -> None:
     cfg = alembic_config(url)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
 
 def reset_engines() -> None:

@@ -1,0 +1,37 @@
+"""Start the flow a pathway spec names, in this process, tagged for ops."""
+
+from __future__ import annotations
+
+import importlib
+
+from prefect import tags
+
+from integrations.db import ledger
+from integrations.settings import get_settings
+from pathways.registry import default_registry
+
+
+def flow_for(pathway: str):  # noqa: ANN201
+    module, _, name = default_registry().get(pathway).flow.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+async def run_pathway(run_id: str):  # noqa: ANN201
+    """Run one ready pathway run; returns the flow's final state."""
+    view = ledger.run_view(run_id)
+    flow_fn = flow_for(view.pathway)
+    with tags(f"pathway:{view.pathway}", f"trust:{get_settings().trust}", f"priority:{view.priority}", f"study:{view.study_key}"):
+        return await flow_fn(run_id=run_id, study_key=view.study_key, return_state=True)
+
+
+# Inference holds both cores of a small server; one model at a time per Prefect API.
+CONCURRENCY_LIMITS = {"inference": 1}
+
+
+async def ensure_concurrency_limits() -> None:
+    """Create radpath's global concurrency limits where the Prefect API lacks them."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        for name, limit in CONCURRENCY_LIMITS.items():
+            await client.upsert_global_concurrency_limit_by_name(name=name, limit=limit)

@@ -1,0 +1,45 @@
+"""An incoming imaging order, the same whatever front door it came through."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """An imaging order as any front door received it (HL7 v2 or FHIR), before the ledger.
+
+    Carries patient identity: it goes to the ledger, never to logs or Prefect.
+    """
+
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    order_control: str  # NW | CA | XO | SC ...
+    placer_order_number: str
+    filler_order_number: str | None
+    accession_number: str
+    nhs_number: str | None
+    local_patient_id: str | None
+    local_id_authority: str | None
+    family_name: str
+    given_name: str
+    birth_date: dt.date | None
+    sex: str
+    procedure_code: str
+    procedure_system: str
+    procedure_text: str
+    modality: str
+    priority: str
+    clinical_indication: str
+    clinical_context: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "hl7v2"  # hl7v2 | fhir
+    ordering_clinician: str = ""  # e.g. HL7 ORC-12 "id^family^given"
+    ordering_location: str = ""  # e.g. HL7 PV1-3 point of care
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sending_application}^{self.sending_facility}"

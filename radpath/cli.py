@@ -1,0 +1,118 @@
+"""The `radpath` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="radpath: radiology AI clinical pathways for NHS trusts", no_args_is_help=True)
+pathways_app = typer.Typer(help="List and validate pathway specs", no_args_is_help=True)
+db_app = typer.Typer(help="The ledger database", no_args_is_help=True)
+app.add_typer(pathways_app, name="pathways")
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+@app.command()
+def demo(
+    studies: int = typer.Option(4, min=1, help="How many synthetic chest CTs to run"),
+    seed: int = typer.Option(2026, help="Seed for the synthetic studies"),
+) -> None:
+    """Generate chest CTs with orders, ingest them, run the lung pathway, deliver, report."""
+    from radpath.runtime import configure_prefect
+
+    configure_prefect()
+    from radpath.demo import run_demo
+
+    ok = run_demo(studies=studies, seed=seed, console=console)
+    raise typer.Exit(code=0 if ok else 1)
+
+
+@app.command()
+def synth(
+    kind: str = typer.Argument(..., help="chest-ct | brain-mri | echo | cardiac-ct"),
+    count: int = typer.Option(1, min=1),
+    seed: int = typer.Option(1),
+    out: Path = typer.Option(Path("synthetic"), help="Output folder"),
+) -> None:
+    """Write deterministic synthetic studies (DICOM + HL7 order + truth.json)."""
+    from rich.progress import Progress
+
+    from radpath.synth import generate
+
+    with Progress(console=console) as progress:
+        bar = progress.add_task(f"{kind} studies", total=count)
+        studies = generate(kind, count, seed, out, progress=lambda done, total: progress.update(bar, completed=done))
+    for study in studies:
+        console.print(f"{study.kind} {study.accession_number} → {study.dicom_dir.parent}")
+
+
+@pathways_app.command("list")
+def pathways_list() -> None:
+    """The installed pathways and what they claim."""
+    from pathways.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table("pathway", "version", "mode", "procedures", "modalities", "destinations", "SLA (min)")
+    for spec in registry.specs.values():
+        table.add_row(
+            spec.name,
+            spec.version,
+            spec.mode,
+            ", ".join(f"{c.code} {c.display}" for c in spec.eligibility.procedure_codes),
+            ", ".join(spec.eligibility.modalities),
+            ", ".join(d.name for d in spec.destinations),
+            str(spec.sla.turnaround_minutes),
+        )
+    console.print(table)
+
+
+@pathways_app.command("validate")
+def pathways_validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Validate spec files (schema and cross-checks); prints every error at once."""
+    from pathways.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry(files)
+    except RegistryError as exc:
+        for error in exc.errors:
+            console.print(f"[red]✗[/red] {error}")
+        raise typer.Exit(1) from None
+    for name in registry.specs:
+        console.print(f"[green]✓[/green] {name}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply ledger schema migrations (safe to run at every start)."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    console.print("ledger schema up to date")
+
+
+@app.command()
+def status() -> None:
+    """A summary of the ledger: orders, runs, deliveries."""
+    from radpath.runtime import prepare_ledger
+    from radpath.status import ledger_summary
+
+    prepare_ledger()
+    for title, rows in ledger_summary().items():
+        table = Table(title=title)
+        table.add_column("status")
+        table.add_column("count", justify="right")
+        for key, count in rows.items():
+            table.add_row(key, str(count))
+        console.print(table)
+
+
+if __name__ == "__main__":
+    app()

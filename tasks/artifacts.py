@@ -1,0 +1,57 @@
+"""Artifacts for people: one markdown summary per pathway run in the Prefect UI.
+
+Everything here is pseudonymous: study keys, findings and timings, never identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pathways.report import ReportContent
+
+
+def run_summary_markdown(
+    pathway: str,
+    study_key: str,
+    content: ReportContent,
+    timings_s: Mapping[str, float],
+    receipts: Sequence[str],
+) -> str:
+    """The ops summary of one run (pure)."""
+    lines = [
+        f"# {content.title}",
+        f"**Pathway** `{pathway}` · **Study** `{study_key}` · **Urgent** {'YES' if content.urgent else 'no'}",
+        "",
+        f"**Conclusion:** {content.conclusion}",
+        "",
+        "## Findings",
+    ]
+    if content.findings:
+        lines += ["| Finding | Site | Measurements | Notes |", "|---|---|---|---|"]
+        for f in content.findings:
+            measures = ", ".join(f"{m.concept.display} {m.value:.4g} {m.unit.code}" for m in f.measurements)
+            notes = ", ".join(q.value.display for q in f.qualitative)
+            lines.append(f"| {f.label} | {f.site.display if f.site else ''} | {measures} | {notes} |")
+    else:
+        lines.append("None.")
+    lines += ["", "## Step timings", "| Step | Seconds |", "|---|---|"]
+    lines += [f"| {step} | {seconds:.2f} |" for step, seconds in timings_s.items()]
+    lines += ["", "## Deliveries"] + [f"- {r}" for r in receipts] or ["- none"]
+    return "\n".join(lines)
+
+
+@task(name="publish-run-summary", cache_policy=NO_CACHE)
+def publish_run_summary(
+    pathway: str, study_key: str, content: ReportContent, timings_s: dict[str, float], receipts: list[str]
+) -> str:
+    markdown = run_summary_markdown(pathway, study_key, content, timings_s, receipts)
+    create_markdown_artifact(
+        markdown=markdown,
+        key=f"{pathway}-{study_key}".lower(),
+        description=f"{pathway} result for study {study_key}",
+    )
+    return markdown

@@ -1,0 +1,127 @@
+"""Record a pathway result: build every output once, then commit result + outbox together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from integrations.db import ledger
+from integrations.dicom.seg import build_segmentation
+from integrations.dicom.sr import build_measurement_report_sr
+from integrations.dicom.store import write_durably
+from integrations.dicom.volume import source_datasets
+from integrations.fhir.report import build_report_bundle
+from integrations.hl7.oru import build_oru_r01, default_control_id
+from integrations.settings import get_settings
+from pathways.findings import SeriesRef
+from pathways.registry import default_registry
+from pathways.report import ReportContent
+
+OUTPUT_FILES = {
+    "dicom-seg": "seg.dcm",
+    "dicom-sr": "sr.dcm",
+    "fhir-bundle": "report-bundle.json",
+    "hl7-oru": "oru-r01.hl7",
+}
+
+
+class RecordedResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    result_id: str
+    delivery_ids: tuple[str, ...]
+    created: bool  # False: this study already had a result for this model version
+
+
+def _dicom_bytes(ds) -> bytes:  # noqa: ANN001
+    from io import BytesIO
+
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _render_dicom(content, ctx, series, mask_path, out_dir, formats) -> dict[str, Path]:  # noqa: ANN001
+    """SEG (when there are segments) and SR, shared by every destination that takes them."""
+    files: dict[str, Path] = {}
+    if not formats & {"dicom-sr", "dicom-seg"}:
+        return files
+    sources = source_datasets(series.series_uid)
+    seg = None
+    if mask_path and any(f.segment_number for f in content.findings):
+        seg = build_segmentation(np.load(mask_path), content, ctx, sources)
+        files["dicom-seg"] = out_dir / OUTPUT_FILES["dicom-seg"]
+        write_durably(files["dicom-seg"], _dicom_bytes(seg))
+    if "dicom-sr" in formats:
+        files["dicom-sr"] = out_dir / OUTPUT_FILES["dicom-sr"]
+        write_durably(files["dicom-sr"], _dicom_bytes(build_measurement_report_sr(content, ctx, sources, seg)))
+    return files
+
+
+@task(name="record-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_result(
+    run_id: str,
+    content: ReportContent,
+    assessment: BaseModel,
+    series: SeriesRef,
+    mask_path: str | None,
+    model_name: str,
+    model_version: str,
+) -> RecordedResult:
+    """Render SR, SEG, FHIR and ORU for the destinations, then commit result and outbox rows.
+
+    Outputs are deterministic in the result id, so a retry rewrites identical files.
+    """
+    view = ledger.run_view(run_id)
+    spec = default_registry().get(view.pathway)
+    result_id = ledger.result_id_for(view.study_uid, spec.name, model_version)
+    ctx = ledger.result_context(
+        run_id, result_id=result_id, model_name=model_name, model_version=model_version, source_series_uid=series.series_uid
+    )
+    existing = ledger.existing_result(view.study_uid, spec.name, model_version)
+    if existing is not None:  # a re-driven run: the outputs were built and committed before
+        return RecordedResult(result_id=existing[0], delivery_ids=tuple(existing[1]), created=False)
+    out_dir = get_settings().data_dir / "results" / result_id
+    shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in spec.destinations for f in d.formats})
+    plans = []
+    for destination in spec.destinations:
+        payloads = []
+        for fmt in destination.formats:
+            if fmt in shared:
+                payloads.append(str(shared[fmt]))
+            elif fmt == "fhir-bundle":
+                path = out_dir / destination.name / OUTPUT_FILES[fmt]
+                write_durably(path, json.dumps(build_report_bundle(content, ctx), indent=2).encode())
+                payloads.append(str(path))
+            elif fmt == "hl7-oru":
+                config = get_settings().destination(destination.name)
+                oru = build_oru_r01(
+                    content,
+                    ctx,
+                    version=config.hl7_version,
+                    receiving_application=config.receiving_application,
+                    receiving_facility=config.receiving_facility,
+                    control_id=default_control_id(result_id, destination.name),
+                )
+                path = out_dir / destination.name / OUTPUT_FILES[fmt]
+                write_durably(path, oru.encode())
+                payloads.append(str(path))
+        kind = get_settings().destination(destination.name).kind
+        plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads))
+    result_id, delivery_ids, created = ledger.record_result(
+        run_id,
+        result_id=result_id,
+        study_uid=view.study_uid,
+        pathway=spec.name,
+        model_version=model_version,
+        assessment=assessment.model_dump(mode="json"),
+        report=content.model_dump(mode="json"),
+        urgent=content.urgent,
+        deliveries=plans,
+    )
+    return RecordedResult(result_id=result_id, delivery_ids=tuple(delivery_ids), created=created)

