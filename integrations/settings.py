@@ -10,8 +10,11 @@ import functools
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
+from integrations.delivery.config import DestinationConfig, FileDropDestination
+from integrations.dicom.config import PacsSource
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +34,56 @@ class Settings(BaseSettings):
     )
     inference_threads: int = Field(default=2, ge=1)
     filedrop_dir: Path | None = Field(default=None, description="File-drop destination; default data_dir/outbox")
+    destinations: dict[str, DestinationConfig] = Field(
+        default_factory=dict, description="How each destination named by a pathway spec is reached"
+    )
+
+    # --- Listeners (`radpath serve`). Each front door keeps its own settings in its section.
+    bind_host: str = Field(default="127.0.0.1", description="Address the listeners bind to")
+
+    # --- HL7 v2 / MLLP (integrations/hl7)
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    mllp_max_frame_bytes: int = Field(default=1 << 20, ge=1024, description="Largest MLLP frame accepted")
+    mllp_idle_timeout_s: float = Field(default=300.0, gt=0, description="Close a connection idle this long")
+    mllp_max_connections: int = Field(default=32, ge=1, description="Concurrent MLLP connections")
+    mllp_on_commit_failure: Literal["AR", "close"] = Field(
+        default="AR", description="Answer when the ledger cannot commit: AR, or close without an ACK"
+    )
+    mllp_default_charset: str = Field(default="ASCII", description="Character set when MSH-18 is empty")
+    mllp_application: str = Field(default="RADPATH", description="MSH-3 of radpath's ACKs")
+    mllp_facility: str = Field(default="", description="MSH-4 of radpath's ACKs")
+    mllp_parse_processes: int = Field(
+        default=1, ge=0, description="Worker processes parsing HL7 (0: a thread of the listener process)"
+    )
+
+    # --- DICOM (integrations/dicom)
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    dicom_ae_title: str = Field(default="RADPATH", max_length=16)
+    dicom_peers: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"RADPATH_DEMO": ("127.0.0.1",)},
+        description="Calling AE titles allowed to associate, each with its allowed source addresses (empty: any)",
+    )
+    dicom_max_associations: int = Field(default=8, ge=1)
+    dicom_timeout_seconds: float = Field(default=30.0, gt=0, description="ACSE, DIMSE and network timeouts")
+    dicom_min_free_mb: int = Field(default=1024, ge=0, description="Free-space watermark of the image store")
+    dicom_max_pixel_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one instance's declared pixel size")
+    dicom_max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one STOW-RS request body")
+    dicom_quiet_period_seconds: dict[str, int] = Field(
+        default_factory=dict, description="Per-modality quiet period overriding the pathway spec's"
+    )
+    dicom_orphan_after_seconds: int = Field(default=3600, ge=0, description="Study without an order: orphaned after")
+    pacs: PacsSource | None = Field(default=None, description="Where order-triggered retrieval queries")
+
+    # --- HTTP: STOW-RS and FHIR (integrations/http)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    # --- FHIR (integrations/fhir)
+    fhir_inbound_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="FHIR clients allowed to send orders: client name -> bearer token. Empty: no inbound "
+        "authentication (loopback and demo only)",
+    )
+    fhir_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest FHIR request body accepted (413 above)")
 
     @classmethod
     def settings_customise_sources(
@@ -63,6 +116,10 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.filedrop_dir or (self.data_dir / "outbox")
+
+    def destination(self, name: str) -> DestinationConfig:
+        """The trust's configuration for a destination; unconfigured names are file drops."""
+        return self.destinations.get(name) or FileDropDestination()
 
     def pseudonym_secret(self) -> bytes:
         """The HMAC key behind pseudonymous ids; created once per data directory."""

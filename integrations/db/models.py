@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -65,7 +65,7 @@ class InboundMessage(SQLModel, table=True):
     message_type: str = ""
     raw: str = Field(sa_column=Column(Text, nullable=False))
     ack: str | None = Field(default=None, sa_column=Column(Text))
-    status: str = "accepted"  # accepted | rejected | quarantined
+    status: str = "accepted"  # accepted | rejected | quarantined | duplicate (order came another way)
     error: str | None = None
     received_at: dt.datetime = _ts()
 
@@ -94,10 +94,29 @@ class Order(SQLModel, table=True):
     modality: str = ""
     priority: str = "routine"  # routine | urgent | asap | stat (FHIR request-priority words)
     clinical_indication: str = ""
+    ordering_clinician: str = ""  # ORC-12 / OBR-16 (id^family^given); added by 0002_hl7
+    ordering_location: str = ""  # PV1-3 point of care; added by 0002_hl7
     clinical_context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = "received"  # received | not_eligible | cancelled | in_progress | completed
     message_id: str | None = Field(default=None, foreign_key="inbound_message.id")
     received_at: dt.datetime = _ts()
+
+
+class Hl7Quarantine(SQLModel, table=True):
+    """Inbound HL7 bytes radpath rejected, exactly as received, for operations to inspect."""
+
+    __tablename__ = "hl7_quarantine"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    received_at: dt.datetime = _ts()
+    peer: str = ""
+    reason: str
+    location: str = ""  # the HL7 field named in the ERR segment, e.g. "PID-3"
+    control_id: str | None = None
+    message_id: str | None = Field(default=None, foreign_key="inbound_message.id")
+    size_bytes: int = 0
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    ack: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Study(SQLModel, table=True):
@@ -111,6 +130,13 @@ class Study(SQLModel, table=True):
     first_received_at: dt.datetime = _ts()
     last_received_at: dt.datetime = _ts()
     ready_at: dt.datetime | None = _ts(nullable=True)
+    # DICOM front door (0002_dicom): every pseudonymous patient key the images carry (NHS
+    # number, issuer-qualified and bare local id), images that came after readiness, and how
+    # often late images made the study ready again.
+    patient_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    late_instances: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    orphaned_at: dt.datetime | None = _ts(nullable=True)
 
 
 class Series(SQLModel, table=True):

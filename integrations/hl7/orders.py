@@ -1,4 +1,4 @@
-"""Parse HL7 v2 radiology orders (ORM^O01, OMI^O23) into a `ParsedOrder`.
+"""Parse HL7 v2 radiology orders (ORM^O01, OMI^O23) into an `OrderRequest`.
 
 hl7apy parses; radpath reads the fields a pathway needs. Errors name the HL7 field
 (e.g. "PID-3") and never echo patient identifiers.
@@ -7,7 +7,6 @@ hl7apy parses; radpath reads the fields a pathway needs. Errors name the HL7 fie
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
 from hl7apy.consts import VALIDATION_LEVEL
@@ -17,42 +16,13 @@ from hl7apy.parser import parse_message
 
 from integrations.errors import InvalidInput
 from pathways.identifiers import is_valid_nhs_number, normalise_nhs_number
+from pathways.orders import OrderRequest
 
 ORDER_MESSAGE_TYPES = {("ORM", "O01"), ("OMI", "O23")}
 # HL7 v2 priority (TQ-6 / ORC-7.6; table 0027) → FHIR request-priority words
 PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent", "C": "urgent"}
 # Brock risk-factor answers carried as OBX in the order (codes agreed with the RIS; local "L")
 RISK_FACTOR_OBX = {"FHLC": "family_history_lung_cancer", "EMPH": "emphysema"}
-
-
-@dataclass(frozen=True)
-class ParsedOrder:
-    sending_application: str
-    sending_facility: str
-    control_id: str
-    message_type: str
-    order_control: str  # NW | CA | XO | SC ...
-    placer_order_number: str
-    filler_order_number: str | None
-    accession_number: str
-    nhs_number: str | None
-    local_patient_id: str | None
-    local_id_authority: str | None
-    family_name: str
-    given_name: str
-    birth_date: dt.date | None
-    sex: str
-    procedure_code: str
-    procedure_system: str
-    procedure_text: str
-    modality: str
-    priority: str
-    clinical_indication: str
-    clinical_context: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sender(self) -> str:
-        return f"{self.sending_application}^{self.sending_facility}"
 
 
 def _first(message: Message, name: str) -> Segment | None:
@@ -72,14 +42,15 @@ def _date(value: str, field_name: str) -> dt.date | None:
         raise InvalidInput(f"{field_name}: not a date (YYYYMMDD)") from None
 
 
-def parse_order(raw: str) -> ParsedOrder:
+def parse_order(raw: str) -> OrderRequest:
     """Parse an order message; raise InvalidInput naming the offending field."""
     try:
         message = parse_message(raw.replace("\n", "\r"), validation_level=VALIDATION_LEVEL.QUIET, find_groups=False)
     except HL7apyException as exc:
         raise InvalidInput(f"MSH: message cannot be parsed ({exc.__class__.__name__})") from None
     msh = message.msh
-    msg_type = (_text(msh.msh_9.msg_1), _text(msh.msh_9.msg_2))
+    type_parts = (_text(msh.msh_9).split("^") + ["", ""])[:2]  # MSH-9 is CM in v2.3, MSG later
+    msg_type = (type_parts[0], type_parts[1])
     if msg_type not in ORDER_MESSAGE_TYPES:
         raise InvalidInput(f"MSH-9: {'^'.join(msg_type)} is not an imaging order (ORM^O01 or OMI^O23)")
     control_id = _text(msh.msh_10)
@@ -121,7 +92,7 @@ def parse_order(raw: str) -> ParsedOrder:
         if key:
             context[key] = _text(obx.obx_5).split("^")[0].upper() in {"Y", "YES", "TRUE"}
 
-    return ParsedOrder(
+    return OrderRequest(
         sending_application=_text(msh.msh_3.hd_1),
         sending_facility=_text(msh.msh_4.hd_1),
         control_id=control_id,
@@ -133,7 +104,7 @@ def parse_order(raw: str) -> ParsedOrder:
         nhs_number=nhs_number,
         local_patient_id=local_id,
         local_id_authority=local_authority,
-        family_name=_text(pid.pid_5.xpn_1.fn_1),
+        family_name=_text(pid.pid_5.xpn_1).split("&")[0],  # XPN-1 is FN from v2.3.1, ST in v2.3
         given_name=_text(pid.pid_5.xpn_2),
         birth_date=_date(_text(pid.pid_7.ts_1), "PID-7"),
         sex=(_text(pid.pid_8) or "U")[:1].upper() if _text(pid.pid_8)[:1].upper() in {"F", "M"} else "U",

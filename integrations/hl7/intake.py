@@ -1,0 +1,459 @@
+"""From one MLLP frame to a committed ledger entry and the ACKs owed — no sockets here.
+
+Order of work for each message (never changed): read the MSH by hand → a resend? answer
+with the stored ACK → decode (MSH-18) → parse and check (hl7apy, off the event loop) →
+commit message + order + the ACK itself in one transaction → only then hand the ACK to the
+listener → events after the ACK is sent. A message that fails any check is committed too
+(rejected, its bytes quarantined) and answered AE/AR with an ERR naming the field.
+
+Commits go through `GroupCommitter`: one writer thread that commits whatever messages
+arrived together in one transaction (one fsync), so the ledger does not cap throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import os
+import queue
+import re
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from integrations.db import hl7_intake as db
+from integrations.db.engine import get_engine
+from integrations.db.ledger import OrderOutcome
+from integrations.errors import InvalidInput
+from integrations.hl7.ack import (
+    APPLICATION_INTERNAL_ERROR,
+    DATA_TYPE_ERROR,
+    REQUIRED_FIELD_MISSING,
+    TABLE_VALUE_NOT_FOUND,
+    UNKNOWN_KEY_IDENTIFIER,
+    UNSUPPORTED_EVENT_CODE,
+    UNSUPPORTED_MESSAGE_TYPE,
+    UNSUPPORTED_PROCESSING_ID,
+    UNSUPPORTED_VERSION_ID,
+    ErrorDetail,
+    Header,
+    acknowledgements,
+)
+from integrations.hl7.adt import ADT_UPDATE_EVENTS, parse_patient_update
+from integrations.hl7.codecheck import procedure_code_problem
+from integrations.hl7.er7 import MessageError, RawHeader, decode, field_value, read_header, split_segments
+from integrations.hl7.mllp import FramingError
+from integrations.hl7.orders import PRIORITY, parse_order
+from pathways.registry import Registry
+
+log = logging.getLogger("radpath.hl7")
+
+ORDER_TRIGGERS = {"ORM": "O01", "OMI": "O23"}
+VERSIONS = {
+    "ORM": {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"},
+    "OMI": {"2.4", "2.5", "2.5.1"},
+    "ADT": {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"},
+}
+ORDER_CONTROLS = {"NW", "CA", "XO", "SC"}  # HL7 table 0119: new, cancel, change, status changed
+ACK_SEPARATOR = "\x1c"  # between stored ACKs (enhanced mode stores two); never inside ER7
+CRASH_ENV = "RADPATH_TEST_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    application: str = "RADPATH"  # our MSH-3 in ACKs
+    facility: str = ""
+    default_charset: str = "ASCII"  # when MSH-18 is empty (HL7 default)
+    on_commit_failure: Literal["AR", "close"] = "AR"  # never AA without a commit
+    commit: bool = True  # False: parse-only baseline for the benchmark (nothing stored)
+
+
+@dataclass(frozen=True)
+class IntakeEvent:
+    """Something to tell Prefect after the ACK: opaque ids only."""
+
+    event: str  # order.received | order.cancelled | order.changed | patient.updated | message.rejected
+    kind: str  # order | inbound_message | hl7_quarantine
+    entity_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    acks: list[str]
+    close: bool = False  # close the connection without answering (commit failed, "close" policy)
+    order: OrderOutcome | None = None
+    events: list[IntakeEvent] = field(default_factory=list)
+    status: str = "accepted"  # accepted | rejected | duplicate | failed
+
+
+# ---------------------------------------------------------------- group commit
+
+class FaultInjector:
+    """Test hook: SIGKILL this process at a commit stage once N messages got there.
+
+    RADPATH_TEST_CRASH_AT="before-commit:N" (after receive, before commit) or
+    "after-commit:N" (after commit, before the ACK is sent).
+    """
+
+    def __init__(self, spec: str | None):
+        stage, _, count = (spec or "").partition(":")
+        self.stage, self.count, self.seen = stage or None, int(count or 1), 0
+
+    @classmethod
+    def from_env(cls) -> FaultInjector:
+        return cls(os.environ.get(CRASH_ENV))
+
+    def reached(self, stage: str, n: int) -> None:
+        if stage != self.stage:
+            return
+        self.seen += n
+        if self.seen >= self.count:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class _Work:
+    fn: Callable[[Session], Any]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class GroupCommitter:
+    """One writer thread; messages that arrive together share one transaction and one fsync.
+
+    A future resolves only after the commit that holds its message (or fails with the
+    error): callers acknowledge after `await run(fn)` returns, never before.
+    """
+
+    def __init__(self, max_batch: int = 64, fault: FaultInjector | None = None):
+        self.max_batch = max_batch
+        self.fault = fault or FaultInjector(None)
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="ledger-committer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+
+    async def run(self, fn: Callable[[Session], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Work(fn, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Work]) -> None:
+        try:
+            with Session(get_engine(), expire_on_commit=False) as session:
+                results = [w.fn(session) for w in batch]
+                session.flush()
+                self.fault.reached("before-commit", len(batch))
+                session.commit()
+            self.batches += 1
+            self.fault.reached("after-commit", len(batch))
+        except Exception as exc:  # noqa: BLE001 - one bad unit must not sink its neighbours
+            if len(batch) > 1:
+                for work in batch:
+                    self._commit([work])
+                return
+            _resolve(batch[0], error=exc)
+            return
+        for work, result in zip(batch, results):
+            _resolve(work, result=result)
+
+
+def _resolve(work: _Work, *, result: Any = None, error: BaseException | None = None) -> None:
+    def settle() -> None:
+        if work.future.done():
+            return
+        if error is not None:
+            work.future.set_exception(error)
+        else:
+            work.future.set_result(result)
+
+    work.loop.call_soon_threadsafe(settle)
+
+
+# ---------------------------------------------------------------- parsing
+
+_FIELD_ERROR = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+))?: (?P<text>.*)$", re.S)
+
+
+def _detail_from(exc: InvalidInput) -> ErrorDetail:
+    """InvalidInput("PID-3: ...") → ERR detail (table 0357 code chosen by the kind of fault)."""
+    match = _FIELD_ERROR.match(str(exc))
+    if not match:
+        return ErrorDetail("MSH", None, DATA_TYPE_ERROR, str(exc)[:200])
+    text = match["text"]
+    code = REQUIRED_FIELD_MISSING if ("missing" in text or text.startswith("no ")) else DATA_TYPE_ERROR
+    return ErrorDetail(match["seg"], int(match["field"]) if match["field"] else None, code, text)
+
+
+def check_supported(raw: RawHeader) -> str:
+    """"order" or "adt"; otherwise MessageError (AR) naming MSH-9, MSH-11 or MSH-12."""
+    header = raw.header
+    kind = raw.message_type
+    if kind in ORDER_TRIGGERS:
+        if header.trigger != ORDER_TRIGGERS[kind]:
+            raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE, f"{kind} trigger event not supported"), True)
+    elif kind == "ADT":
+        if header.trigger not in ADT_UPDATE_EVENTS:
+            raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE, "only ADT^A08 and ADT^A31 are accepted"), True)
+    else:
+        raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_MESSAGE_TYPE,
+                                       "accepted: ORM^O01, OMI^O23, ADT^A08, ADT^A31"), True)
+    if header.version not in VERSIONS[kind]:
+        raise MessageError(ErrorDetail("MSH", 12, UNSUPPORTED_VERSION_ID,
+                                       f"{kind} accepted in versions {', '.join(sorted(VERSIONS[kind]))}"), True)
+    if header.processing_id not in {"P", "T", "D", ""}:
+        raise MessageError(ErrorDetail("MSH", 11, UNSUPPORTED_PROCESSING_ID, "processing id must be P, T or D"), True)
+    return "order" if kind in ORDER_TRIGGERS else "adt"
+
+
+def parse_for_intake(text: str, kind: str):  # noqa: ANN201 - OrderRequest | PatientUpdate
+    """Parse (hl7apy) and check one decoded message; MessageError names the field at fault."""
+    try:
+        if kind == "adt":
+            return parse_patient_update(text)
+        order = parse_order(text)
+    except InvalidInput as exc:
+        raise MessageError(_detail_from(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - hl7apy raises many kinds on malformed input
+        raise MessageError(ErrorDetail("MSH", None, DATA_TYPE_ERROR,
+                                       f"message cannot be parsed ({exc.__class__.__name__})")) from None
+    if order.order_control not in ORDER_CONTROLS:
+        raise MessageError(ErrorDetail("ORC", 1, TABLE_VALUE_NOT_FOUND, "order control must be NW, CA, XO or SC"))
+    if order.order_control in {"NW", "XO"}:
+        problem = procedure_code_problem(order.procedure_code, order.procedure_system)
+        if problem:
+            raise MessageError(ErrorDetail("OBR", 4, TABLE_VALUE_NOT_FOUND, problem))
+    segments = split_segments(text)
+    clinician = field_value(segments, "ORC", 12, components=3) or field_value(segments, "OBR", 16, components=3)
+    location = field_value(segments, "PV1", 3, components=4)
+    tq1_priority = field_value(segments, "TQ1", 9, components=1)  # v2.5+: priority moved to TQ1-9
+    extra: dict[str, Any] = {"ordering_clinician": clinician, "ordering_location": location}
+    if tq1_priority:
+        extra["priority"] = PRIORITY.get(tq1_priority[:1].upper(), order.priority)
+    return dataclasses.replace(order, **extra)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Parse workers end when the listener dies (even by SIGKILL), never lingering as orphans."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            threading.Event().wait(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _warm_up() -> None:
+    """Import hl7apy's version tables in a worker before the first real message."""
+    for version in ("2.3", "2.4", "2.5.1"):
+        try:
+            parse_for_intake(f"MSH|^~\\&|W|W|W|W|20260101||ORM^O01|W|P|{version}\rPID|1", "order")
+        except MessageError:
+            pass
+
+
+# ---------------------------------------------------------------- intake
+
+class Intake:
+    """Turns frames into ledger entries and ACKs. One instance per listener."""
+
+    def __init__(self, registry: Registry, config: IntakeConfig | None = None,
+                 committer: GroupCommitter | None = None, parse_processes: int = 0):
+        """parse_processes: 0 parses in a thread of this process; N > 0 in N worker processes
+        (hl7apy is pure Python and CPU-bound: a process lets parsing and committing overlap)."""
+        self.registry = registry
+        self.config = config or IntakeConfig()
+        self.committer = committer or GroupCommitter()
+        if parse_processes > 0:
+            context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+            self._parser = ProcessPoolExecutor(max_workers=parse_processes, mp_context=context,
+                                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+            for future in [self._parser.submit(_warm_up) for _ in range(parse_processes)]:
+                future.result(timeout=120)
+        else:
+            self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-parse")
+        self._inflight: dict[tuple[str, str, str], asyncio.Future] = {}
+
+    def close(self) -> None:
+        self.committer.close()
+        self._parser.shutdown(wait=False, cancel_futures=True)
+
+    def _acks(self, header: Header, code: str, error: ErrorDetail | None, stored: bool) -> list[str]:
+        return acknowledgements(header, code, error=error, stored=stored,
+                                application=self.config.application, facility=self.config.facility)
+
+    async def handle_frame(self, payload: bytes, peer: str = "") -> Reply:
+        try:
+            raw = read_header(payload)
+        except MessageError as exc:
+            return await self._reject(payload, None, exc.detail, reject=True, peer=peer, text=None)
+        header = raw.header
+        if not header.control_id:
+            detail = ErrorDetail("MSH", 10, REQUIRED_FIELD_MISSING, "message control id missing")
+            return await self._reject(payload, raw, detail, reject=True, peer=peer, text=None, keep_identity=False)
+        ident = (header.sending_application, header.sending_facility, header.control_id)
+        earlier = self._inflight.get(ident)
+        if earlier is not None:  # the same message is being committed right now
+            first: Reply = await asyncio.shield(earlier)
+            return Reply(acks=first.acks, close=first.close, status="duplicate")
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[ident] = future
+        try:
+            reply = await self._handle(payload, raw, peer)
+            future.set_result(reply)
+            return reply
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._inflight[ident]
+
+    async def _handle(self, payload: bytes, raw: RawHeader, peer: str) -> Reply:
+        header = raw.header
+        loop = asyncio.get_running_loop()
+        # the resend lookup runs beside the parse (a sequential sender waits for both)
+        lookup = loop.run_in_executor(None, self._stored_ack, header) if self.config.commit else None
+        text, failure = None, None
+        try:
+            text = decode(payload, raw.charset, self.config.default_charset)
+            kind = check_supported(raw)
+            parsed = await loop.run_in_executor(self._parser, parse_for_intake, text, kind)
+        except MessageError as exc:
+            failure = exc
+        stored = await lookup if lookup is not None else None
+        if stored is not None:
+            return Reply(acks=stored, status="duplicate")
+        if failure is not None:
+            return await self._reject(payload, raw, failure.detail, reject=failure.reject, peer=peer, text=text)
+        if not self.config.commit:
+            return Reply(acks=self._acks(header, "AA", None, stored=True))
+
+        def unit(session: Session) -> Reply:
+            return self._accept(session, header, raw, text, kind, parsed)
+
+        return await self._commit(unit, header)
+
+    def _stored_ack(self, header: Header) -> list[str] | None:
+        with Session(get_engine()) as session:
+            row = db.stored_answer(session, header.sending_application, header.sending_facility, header.control_id)
+            return row.ack.split(ACK_SEPARATOR) if row is not None and row.ack else None
+
+    async def _commit(self, unit: Callable[[Session], Reply], header: Header) -> Reply:
+        try:
+            return await self.committer.run(unit)
+        except Exception as exc:  # noqa: BLE001 - the ledger failed: never AA
+            log.error("ledger commit failed (%s); no AA sent", exc.__class__.__name__)
+            if self.config.on_commit_failure == "close":
+                return Reply(acks=[], close=True, status="failed")
+            detail = ErrorDetail("MSH", None, APPLICATION_INTERNAL_ERROR, "ledger unavailable; resend later")
+            return Reply(acks=self._acks(header, "AR", detail, stored=False), status="failed")
+
+    def _accept(self, session: Session, header: Header, raw: RawHeader, text: str, kind: str, parsed) -> Reply:  # noqa: ANN001
+        existing = db.stored_answer(session, header.sending_application, header.sending_facility, header.control_id)
+        if existing is not None and existing.ack:
+            return Reply(acks=existing.ack.split(ACK_SEPARATOR), status="duplicate")
+        message_type = f"{raw.message_type}^{header.trigger}"
+        message = db.add_message(session, application=header.sending_application, facility=header.sending_facility,
+                                 control_id=header.control_id, message_type=message_type, raw=text)
+        reply = Reply(acks=[])
+        error = None
+        if kind == "adt":
+            orders = db.update_patient(session, parsed, message)
+            reply.events.append(IntakeEvent("patient.updated", "inbound_message", message.id, {"orders": len(orders)}))
+        elif parsed.order_control == "NW":
+            outcome = db.add_order(session, parsed, message, self.registry)
+            reply.order = outcome
+            if not outcome.duplicate:
+                reply.events.append(IntakeEvent("order.received", "order", outcome.order_id,
+                                                {"eligible": outcome.eligible, "runs": len(outcome.run_ids)}))
+        else:
+            change = {"CA": lambda: db.cancel_order(session, parsed, message),
+                      "XO": lambda: db.change_order(session, parsed, message, self.registry),
+                      "SC": lambda: db.note_status(session, parsed, message)}[parsed.order_control]()
+            if change is None:
+                error = ErrorDetail("ORC", 2, UNKNOWN_KEY_IDENTIFIER, "no order with this placer order number")
+                message.status, message.error = "rejected", f"{error.location}: {error.text}"
+            elif change.action != "status-noted":
+                reply.events.append(IntakeEvent(f"order.{change.action}", "order", change.order_id,
+                                                {"runs": len(change.run_ids)}))
+        reply.acks = self._acks(header, "AE" if error else "AA", error, stored=True)
+        reply.status = "rejected" if error else "accepted"
+        message.ack = ACK_SEPARATOR.join(reply.acks)
+        return reply
+
+    async def _reject(self, payload: bytes, raw: RawHeader | None, detail: ErrorDetail, *, reject: bool, peer: str,
+                      text: str | None, keep_identity: bool = True, size: int | None = None) -> Reply:
+        header = raw.header if raw is not None else Header()
+        code = "AR" if reject else "AE"
+        acks = self._acks(header, code, detail, stored=not reject)
+        log.warning("HL7 message rejected (%s) at %s: %s", code, detail.location, detail.text)
+        if not self.config.commit:
+            return Reply(acks=acks, status="rejected")
+        identity = keep_identity and raw is not None and bool(header.control_id)
+
+        def unit(session: Session) -> Reply:
+            message_id = None
+            if identity:
+                existing = db.stored_answer(session, header.sending_application, header.sending_facility,
+                                            header.control_id)
+                if existing is not None and existing.ack:
+                    return Reply(acks=existing.ack.split(ACK_SEPARATOR), status="duplicate")
+                message = db.add_message(
+                    session, application=header.sending_application, facility=header.sending_facility,
+                    control_id=header.control_id, message_type=f"{raw.message_type}^{header.trigger}",
+                    raw=text if text is not None else payload.decode("latin-1"), status="rejected",
+                    error=f"{detail.location}: {detail.text}", )
+                message.ack = ACK_SEPARATOR.join(acks)
+                message_id = message.id
+            qid = db.quarantine(session, raw=payload, reason=detail.text, location=detail.location, peer=peer,
+                                control_id=header.control_id or None, message_id=message_id,
+                                ack=ACK_SEPARATOR.join(acks), size=size)
+            return Reply(acks=acks, status="rejected",
+                         events=[IntakeEvent("message.rejected", "hl7_quarantine", qid, {"location": detail.location})])
+
+        return await self._commit(unit, header)
+
+    async def handle_framing_error(self, error: FramingError, peer: str = "") -> Reply:
+        """Quarantine what broke the framing; answer AR when it looked like a message."""
+        try:
+            raw = read_header(error.head)
+        except MessageError:
+            raw = None
+        detail = ErrorDetail("MSH", None, APPLICATION_INTERNAL_ERROR, f"MLLP framing: {error.reason}")
+        reply = await self._reject(error.head, raw, detail, reject=True, peer=peer, text=None,
+                                   keep_identity=False, size=error.size)
+        if error.reason.startswith("data outside"):
+            reply.acks = []  # nothing was framed, so nothing is owed
+        return reply
