@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from integrations.db.engine import session_scope
+from integrations.db.order_identity import same_order
 from integrations.db.models import (
     AuditEvent,
     Delivery,
@@ -28,7 +29,7 @@ from integrations.db.models import (
     Study,
     utcnow,
 )
-from integrations.hl7.orders import ParsedOrder
+from pathways.orders import OrderRequest
 from integrations.settings import get_settings
 from pathways.identifiers import pseudonymous_key
 from pathways.registry import Registry
@@ -62,7 +63,7 @@ def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def record_order(parsed: ParsedOrder, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
+def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
     """Commit the raw message, the order and its pathway runs; idempotent on resend."""
     with session_scope() as session:
         existing = session.exec(
@@ -74,13 +75,15 @@ def record_order(parsed: ParsedOrder, raw: str, registry: Registry, actor: str =
         ).first()
         if existing is not None:
             order = session.exec(select(Order).where(Order.message_id == existing.id)).first()
+            if order is None:  # the message repeated an order that came through another door
+                order = same_order(session, parsed.placer_order_number, parsed.accession_number)
             if order is None:
                 raise LookupError("resent message has no order")
             runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == order.id)).all()
             return OrderOutcome(order.id, tuple(runs), duplicate=True, eligible=bool(runs))
 
         message = InboundMessage(
-            protocol="hl7v2",
+            protocol=parsed.protocol,
             sender_application=parsed.sending_application,
             sender_facility=parsed.sending_facility,
             control_id=parsed.control_id,
@@ -88,6 +91,13 @@ def record_order(parsed: ParsedOrder, raw: str, registry: Registry, actor: str =
             raw=raw,
         )
         session.add(message)
+        same = same_order(session, parsed.placer_order_number, parsed.accession_number, other_sender=parsed.sender)
+        if same is not None:  # the same order via another front door (HL7 and FHIR): one order
+            message.status = "duplicate"
+            session.flush()
+            audit(session, actor, "order.duplicate", "order", same.id, protocol=parsed.protocol, message_id=message.id)
+            runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == same.id)).all()
+            return OrderOutcome(same.id, tuple(runs), duplicate=True, eligible=bool(runs))
         order = Order(
             sender=parsed.sender,
             placer_order_number=parsed.placer_order_number,
@@ -277,6 +287,17 @@ def record_result(
             ids = session.exec(select(Delivery.id).where(Delivery.result_id == existing.id)).all()
             audit(session, "pathway", "result.duplicate-suppressed", "result", existing.id, run_id=run_id)
             return existing.id, list(ids), False
+
+
+def existing_result(study_uid: str, pathway: str, model_version: str) -> tuple[str, list[str]] | None:
+    """(result id, delivery ids) when this study already has a result from this model version."""
+    with session_scope() as session:
+        result = session.exec(
+            select(Result).where(Result.study_uid == study_uid, Result.pathway == pathway, Result.model_version == model_version)
+        ).first()
+        if result is None:
+            return None
+        return result.id, list(session.exec(select(Delivery.id).where(Delivery.result_id == result.id)).all())
 
 
 def get_delivery(delivery_id: str) -> Delivery:

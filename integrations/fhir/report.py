@@ -57,17 +57,14 @@ def _if_none_exist(identifier: dict[str, str]) -> str:
     return "identifier=" + quote(f"{identifier['system']}|{identifier['value']}", safe=":/|")
 
 
-def _entry(full_url: str, resource: dict[str, Any], identifier: dict[str, str]) -> dict[str, Any]:
+def _entry(full_url: str, resource: dict[str, Any], identifier: dict[str, str], *, update: bool = False) -> dict[str, Any]:
+    """Conditional create (first issue) or conditional update (corrections) on the identifier."""
     model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    return {
-        "fullUrl": full_url,
-        "resource": model,
-        "request": {
-            "method": "POST",
-            "url": resource["resourceType"],
-            "ifNoneExist": _if_none_exist(identifier),
-        },
-    }
+    if update:
+        request = {"method": "PUT", "url": f"{resource['resourceType']}?{_if_none_exist(identifier)}"}
+    else:
+        request = {"method": "POST", "url": resource["resourceType"], "ifNoneExist": _if_none_exist(identifier)}
+    return {"fullUrl": full_url, "resource": model, "request": request}
 
 
 def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
@@ -100,9 +97,10 @@ def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
 class _ObservationFactory:
     """Builds the Observations of one result, all sharing subject, time and device."""
 
-    def __init__(self, ctx: ResultContext, subject: dict[str, str]):
+    def __init__(self, ctx: ResultContext, subject: dict[str, str], status: str = "final"):
         self.ctx = ctx
         self.subject = subject
+        self.status = status
         self.entries: list[dict[str, Any]] = []
 
     def add(self, key: str, code: Code, value: dict[str, Any], *, site: Code | None = None,
@@ -113,7 +111,7 @@ class _ObservationFactory:
         resource: dict[str, Any] = {
             "resourceType": "Observation",
             "identifier": [identifier],
-            "status": "final",
+            "status": self.status,
             "category": [_concept(codes.IMAGING_CATEGORY)],
             "code": _concept(code),
             "subject": self.subject,
@@ -135,7 +133,7 @@ class _ObservationFactory:
         if note:
             resource["note"] = [{"text": note}]
         url = _full_url(ctx, f"observation/{key}")
-        self.entries.append(_entry(url, resource, identifier))
+        self.entries.append(_entry(url, resource, identifier, update=self.status != "final"))
         return url
 
     def finding(self, f: Finding) -> str:
@@ -163,14 +161,21 @@ class _ObservationFactory:
                         members=members, note=f.summary)
 
 
+REPORT_STATUSES = ("final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
+
+
 def build_report_bundle(
-    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None
+    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "final"
 ) -> dict[str, Any]:
     """A JSON-ready FHIR R4 transaction Bundle for the EHR.
 
     With `patient_reference` (e.g. "Patient/123", already known to the EHR) no Patient entry
     is sent; otherwise the Patient is created conditionally on its NHS number.
+    `status` other than "final" (amended, corrected, entered-in-error) re-sends the same
+    resources, same identifiers, as conditional updates: the EHR's report changes in place.
     """
+    if status not in REPORT_STATUSES:
+        raise ValueError(f"report status must be one of {', '.join(REPORT_STATUSES)}")
     entries: list[dict[str, Any]] = []
     if patient_reference is None:
         patient_entry, subject_ref = _patient_entry(ctx)
@@ -179,7 +184,7 @@ def build_report_bundle(
         subject_ref = patient_reference
     subject = {"reference": subject_ref}
 
-    observations = _ObservationFactory(ctx, subject)
+    observations = _ObservationFactory(ctx, subject, status)
     results = [observations.finding(f) for f in content.findings]
     results.append(observations.add(
         "urgent", codes.URGENT_REVIEW, {"valueBoolean": content.urgent}
@@ -198,7 +203,7 @@ def build_report_bundle(
                 "value": ctx.placer_order_number,
             },
         }],
-        "status": "final",
+        "status": status,
         "category": [_concept(codes.RADIOLOGY_SECTION)],
         "code": _concept(content.report_code),
         "subject": subject,
@@ -219,7 +224,7 @@ def build_report_bundle(
     }
     if content.conclusion_codes:
         report["conclusionCode"] = [_concept(c) for c in content.conclusion_codes]
-    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier))
+    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier, update=status != "final"))
 
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return bundle.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,305 @@
+"""Results out to a real FHIR R4 server on loopback: once only, findable, corrections in place,
+valid against the official R4 JSON schema; the client's retry policy; SMART Backend Services."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from integrations.delivery.config import FhirDestination
+from integrations.delivery.fhir import deliver_bundles, report_references
+from integrations.delivery.send import send
+from integrations.errors import PermanentError, TransientError, is_transient
+from integrations.fhir.client import FhirClient, FhirRejected, RetryLater, RetryPolicy, retry_after_seconds
+from integrations.fhir.report import RESULT_SYSTEM, build_report_bundle
+from integrations.fhir.smart import SmartBackendAuth, jwk_thumbprint, public_jwk
+from tests.fhir_server import fhir_schema_validator, start_fhir_server
+from tests.test_outputs import assessment, content, ctx  # noqa: F401 - shared fixtures
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_fhir_server(tmp_path_factory.mktemp("fhir"))
+    yield srv
+    srv.stop()
+
+
+def write_bundle(tmp_path, bundle, name="report-bundle.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(bundle))
+    return str(path)
+
+
+def search_reports(server, result_id):
+    return httpx.get(f"{server.base_url}/DiagnosticReport",
+                     params={"identifier": f"{RESULT_SYSTEM}|{result_id}"}).json()
+
+
+@pytest.mark.parametrize("status", ["final", "corrected", "amended", "entered-in-error"])
+def test_every_resource_sent_is_valid_fhir_r4(content, ctx, status):  # noqa: F811
+    bundle = build_report_bundle(content, ctx, status=status)
+    validator = fhir_schema_validator()
+    validator.validate_resource(bundle)  # the Bundle and each entry's resource on its own
+    report = bundle["entry"][-1]["resource"]
+    assert report["resourceType"] == "DiagnosticReport" and report["status"] == status
+    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert observations and {o["status"] for o in observations} == {status}
+    quantities = [o["valueQuantity"] for o in observations if "valueQuantity" in o]
+    assert quantities and all(q["system"] == "http://unitsofmeasure.org" for q in quantities)
+
+
+def test_schema_check_catches_invalid_r4():
+    bad = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "3"}}
+    with pytest.raises(AssertionError, match="valueQuantity"):
+        fhir_schema_validator().validate_resource(bad)
+
+
+def test_report_is_created_once_when_the_delivery_is_replayed(server, content, ctx, tmp_path):  # noqa: F811
+    payload = write_bundle(tmp_path, build_report_bundle(content, ctx))
+    config = FhirDestination(base_url=server.base_url)
+    first = send("ehr", config, "key-1", [payload])
+    again = send("ehr", config, "key-1", [payload])
+    assert " created" in first and report_references(first) == report_references(again)
+    assert "existing" in again and "(0 created)" in again
+    found = search_reports(server, ctx.result_id)
+    assert found["total"] == 1
+    report = found["entry"][0]["resource"]
+    assert f"DiagnosticReport/{report['id']}" == report_references(first)[0]
+    observations = httpx.get(f"{server.base_url}/Observation", params={"subject": report["subject"]["reference"],
+                                                                       "_count": "100"}).json()
+    assert observations["total"] == len(report["result"]) + sum(
+        len(e["resource"].get("hasMember", [])) for e in observations["entry"])
+    patients = httpx.get(f"{server.base_url}/Patient",
+                         params={"identifier": f"https://fhir.nhs.uk/Id/nhs-number|{ctx.patient.nhs_number}"}).json()
+    assert patients["total"] == 1
+
+
+def test_correction_updates_the_same_report(server, content, ctx, tmp_path):  # noqa: F811
+    config = FhirDestination(base_url=server.base_url)
+    first = deliver_bundles(config, "k", [write_bundle(tmp_path, build_report_bundle(content, ctx), "a.json")])
+    corrected = deliver_bundles(
+        config, "k2", [write_bundle(tmp_path, build_report_bundle(content, ctx, status="corrected"), "b.json")])
+    assert report_references(first) == report_references(corrected)
+    found = search_reports(server, ctx.result_id)
+    assert found["total"] == 1 and found["entry"][0]["resource"]["status"] == "corrected"
+    withdrawn = build_report_bundle(content, ctx, status="entered-in-error")
+    deliver_bundles(config, "k3", [write_bundle(tmp_path, withdrawn, "c.json")])
+    assert search_reports(server, ctx.result_id)["entry"][0]["resource"]["status"] == "entered-in-error"
+
+
+def test_server_rejection_is_permanent_and_keeps_the_outcome(server, tmp_path):
+    broken = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final"},  # code is required
+         "request": {"method": "POST", "url": "Observation"}}]}
+    with pytest.raises(FhirRejected) as err:
+        deliver_bundles(FhirDestination(base_url=server.base_url), "k", [write_bundle(tmp_path, broken)])
+    assert 400 <= err.value.status < 500 and err.value.outcome["resourceType"] == "OperationOutcome"
+    assert not is_transient(err.value)
+
+
+def test_unreachable_server_is_transient(tmp_path, content, ctx):  # noqa: F811
+    from integrations.fhir.local_server import free_port
+
+    config = FhirDestination(base_url=f"http://127.0.0.1:{free_port()}/fhir", max_attempts=2, connect_timeout_s=1)
+    with pytest.raises(TransientError):
+        deliver_bundles(config, "k", [write_bundle(tmp_path, build_report_bundle(content, ctx))])
+
+
+# --- retry policy (httpx MockTransport: failures a real server will not produce on demand) ----
+
+def scripted(*answers):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return httpx.MockTransport(handler), calls
+
+
+def test_retries_connect_errors_429_and_5xx_then_succeeds():
+    transport, calls = scripted(
+        httpx.ConnectError("refused"),
+        httpx.Response(429, headers={"Retry-After": "7"}),
+        httpx.Response(503),
+        httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"}),
+    )
+    waits = []
+    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=waits.append,
+                        policy=RetryPolicy(max_attempts=4))
+    assert client.transaction({"resourceType": "Bundle"})["type"] == "transaction-response"
+    assert len(calls) == 4 and waits[1] == 7.0  # Retry-After honoured
+    assert calls[0].url == "https://ehr.example/fhir" and calls[0].headers["content-type"] == "application/fhir+json"
+
+
+def test_long_retry_after_is_handed_to_the_scheduler():
+    transport, calls = scripted(httpx.Response(429, headers={"Retry-After": "3600"}))
+    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=lambda s: None)
+    with pytest.raises(RetryLater) as err:
+        client.transaction({})
+    assert err.value.retry_after == 3600 and len(calls) == 1 and is_transient(err.value)
+
+
+def test_4xx_is_not_retried_and_identifiers_are_masked():
+    outcome = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "invalid", "expression": ["Patient.identifier"],
+        "diagnostics": "Patient 9434765919 already linked"}]}
+    transport, calls = scripted(httpx.Response(422, json=outcome))
+    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=lambda s: None)
+    with pytest.raises(FhirRejected) as err:
+        client.transaction({})
+    assert len(calls) == 1 and isinstance(err.value, PermanentError)
+    assert "9434765919" not in str(err.value) and "Patient.identifier" in str(err.value)
+
+
+def test_retry_after_http_date():
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after_seconds("soon") is None
+
+
+def test_tls_verification_is_on_by_default():
+    assert FhirDestination(base_url="https://ehr.example/fhir").verify_tls is True
+    with pytest.raises(ValueError, match="smart"):
+        FhirDestination(base_url="https://ehr.example/fhir", auth="smart", client_id="radpath")
+
+
+# --- SMART Backend Services against the server's token endpoint -----------------------------
+
+def _key_files(tmp_path, alg):
+    key = rsa.generate_private_key(65537, 2048) if alg == "RS384" else ec.generate_private_key(ec.SECP384R1())
+    private = tmp_path / f"radpath-{alg}.pem"
+    public = tmp_path / f"radpath-{alg}.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, private, public
+
+
+@pytest.fixture(scope="module")
+def smart_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smart")
+    keys = {alg: _key_files(tmp, alg) for alg in ("RS384", "ES384")}
+    clients = [{"client_id": f"radpath-{alg.lower()}", "public_key_path": str(pub), "scopes": "system/*.cruds"}
+               for alg, (_, _, pub) in keys.items()]
+    srv = start_fhir_server(tmp / "server", smart_clients=clients)
+    srv.keys = keys
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("alg", ["RS384", "ES384"])
+def test_smart_delivery_with_cached_token(smart_server, content, ctx, tmp_path, alg):  # noqa: F811
+    _, private, _ = smart_server.keys[alg]
+    config = FhirDestination(base_url=smart_server.base_url, auth="smart", client_id=f"radpath-{alg.lower()}",
+                             token_url=smart_server.token_url, private_key_path=private, alg=alg,
+                             scope="system/*.cruds")
+    payload = write_bundle(tmp_path, build_report_bundle(content, ctx))
+    assert httpx.post(smart_server.base_url, json={}).status_code == 401  # the server does demand a token
+    first = send("ehr", config, "k", [payload])
+    second = send("ehr", config, "k", [payload])
+    assert report_references(first) == report_references(second)
+    from integrations.delivery.fhir import auth_for
+
+    auth = auth_for(config)
+    assert auth.tokens_fetched == 1  # cached across deliveries
+    assert "PRIVATE" not in repr(auth) and auth.access_token() not in repr(auth)
+
+
+def test_smart_assertion_claims_and_refresh(smart_server, tmp_path):
+    key, private, _ = smart_server.keys["RS384"]
+    auth = SmartBackendAuth(client_id="radpath-rs384", token_url=smart_server.token_url, private_key_path=private,
+                            alg="RS384", scope="system/*.rs")
+    one, two = auth.client_assertion(), auth.client_assertion()
+    header = jwt.get_unverified_header(one)
+    claims = jwt.decode(one, key.public_key(), algorithms=["RS384"], audience=smart_server.token_url)
+    assert header["kid"] == jwk_thumbprint(public_jwk(key)) and header["alg"] == "RS384"
+    assert claims["iss"] == claims["sub"] == "radpath-rs384"
+    assert 0 < claims["exp"] - time.time() <= 300
+    assert claims["jti"] != jwt.decode(two, options={"verify_signature": False})["jti"]
+    token = auth.access_token()
+    assert auth.access_token() == token and auth.tokens_fetched == 1
+    auth.invalidate()  # as after a 401: a new assertion (new jti) is accepted
+    auth.access_token()
+    assert auth.tokens_fetched == 2
+
+
+def _token_request(server, assertion):
+    return httpx.post(server.token_url, data={
+        "grant_type": "client_credentials", "scope": "system/*.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})
+
+
+def test_token_endpoint_verifies_signature_audience_expiry_and_jti(smart_server, tmp_path):
+    """The peer really checks what our client must get right (so the tests above can fail)."""
+    key, _, _ = smart_server.keys["RS384"]
+    now = int(time.time())
+
+    def assertion(**changes):
+        claims = {"iss": "radpath-rs384", "sub": "radpath-rs384", "aud": smart_server.token_url,
+                  "exp": now + 120, "jti": f"jti-{time.monotonic_ns()}"} | changes
+        return jwt.encode(claims, key, algorithm="RS384")
+
+    good = assertion()
+    assert _token_request(smart_server, good).status_code == 200
+    assert _token_request(smart_server, good).status_code == 401  # same jti replayed
+    assert _token_request(smart_server, assertion(aud="https://elsewhere/token")).status_code == 401
+    assert _token_request(smart_server, assertion(exp=now - 60)).status_code == 401
+    assert _token_request(smart_server, assertion(exp=now + 3600)).status_code == 401
+    other = rsa.generate_private_key(65537, 2048)
+    forged = jwt.encode(jwt.decode(assertion(), options={"verify_signature": False}), other, algorithm="RS384")
+    assert _token_request(smart_server, forged).status_code == 401
+
+
+def test_smart_with_unregistered_key_is_permanent(smart_server, tmp_path):
+    _, private, _ = _key_files(tmp_path, "RS384")
+    auth = SmartBackendAuth(client_id="radpath-rs384", token_url=smart_server.token_url, private_key_path=private,
+                            alg="RS384", scope="system/*.rs")
+    with pytest.raises(PermanentError, match="refused") as err:
+        auth.access_token()
+    assert "BEGIN" not in str(err.value)
+
+
+def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registry, server, content, tmp_path):  # noqa: F811
+    """An order from FHIR, a result built from the ledger's context, delivered through send()."""
+    from integrations.db import ledger
+    from integrations.db.engine import session_scope
+    from integrations.db.models import Study
+    from integrations.delivery.fhir import delivered_reports
+    from integrations.db.fhir_orders import record_fhir_order
+    from integrations.fhir.servicerequest import parse_service_request
+    from tests.test_fhir_intake import service_request
+
+    outcome = record_fhir_order(parse_service_request(service_request(), client="epic"), "{}", registry)
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    with session_scope() as s:
+        s.add(Study(study_uid=uid, accession_number="ACC00001", patient_key="P-x"))
+    run_id = ledger.attach_study(uid)[0]
+    assert run_id == outcome.run_ids[0]
+    result_id = ledger.result_id_for(uid, "lung_cancer_ct", "0.1.0")
+    result_ctx = ledger.result_context(run_id, result_id=result_id, model_name="m", model_version="0.1.0",
+                                       source_series_uid=uid + ".1")
+    bundle = build_report_bundle(content, result_ctx)
+    fhir_schema_validator().validate_resource(bundle)
+    payload = write_bundle(tmp_path, bundle)
+    _, (delivery_id,), _ = ledger.record_result(
+        run_id, result_id=result_id, study_uid=uid, pathway="lung_cancer_ct", model_version="0.1.0",
+        assessment={}, report={}, urgent=False,
+        deliveries=[ledger.DeliveryPlan(destination="ehr", kind="fhir", payloads=[payload])])
+    receipt = send("ehr", FhirDestination(base_url=server.base_url), ledger.get_delivery(delivery_id).idempotency_key,
+                   [payload])
+    ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt)
+    [(destination, reference)] = delivered_reports()
+    assert destination == "ehr" and httpx.get(f"{server.base_url}/{reference}").json()["status"] == "final"

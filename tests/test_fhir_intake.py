@@ -1,0 +1,278 @@
+"""FHIR ServiceRequest intake: parsing, the HTTP front door, the shared ledger path, cancellation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from integrations.db import ledger
+from integrations.db.engine import session_scope
+from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun
+from integrations.fhir.api import fhir_router
+from integrations.fhir.servicerequest import FhirInputError, parse_service_request
+from integrations.hl7.orders import parse_order
+from integrations.settings import reset_settings
+from tests.fhir_server import fhir_schema_validator
+from tests.test_ledger import ORDER as HL7_ORDER
+
+NHS = "9434765919"  # valid modulus-11, used by the HL7 tests too
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def service_request(**changes) -> dict:
+    """A UK Core style ServiceRequest for the same order as tests.test_ledger.ORDER."""
+    resource = {
+        "resourceType": "ServiceRequest",
+        "id": "sr-1",
+        "contained": [{
+            "resourceType": "Patient",
+            "id": "pat",
+            "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}],
+            "name": [{"use": "official", "family": "SMITH", "given": ["JANE"]}],
+            "gender": "female",
+            "birthDate": "1958-03-12",
+        }],
+        "identifier": [
+            {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}, "system": "https://trust.example/placer",
+             "value": "PL123"},
+            {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "system": "https://trust.example/accession",
+             "value": "ACC00001"},
+        ],
+        "requisition": {"system": "https://trust.example/requisition", "value": "REQ-9"},
+        "status": "active",
+        "intent": "order",
+        "priority": "urgent",
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging"}]}],
+        "code": {"coding": [
+            {"system": "http://snomed.info/sct", "code": "169069000", "display": "Computed tomography of chest"},
+            {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT", "display": "Computed Tomography"},
+        ]},
+        "subject": {"reference": "#pat"},
+        "reasonCode": [{"text": "Incidental nodule on chest X-ray"}],
+    }
+    resource.update(changes)
+    return resource
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+def test_service_request_reads_like_the_hl7_order():
+    fhir = parse_service_request(service_request(), client="epic")
+    hl7 = parse_order(HL7_ORDER)
+    for name in ("placer_order_number", "accession_number", "nhs_number", "procedure_code", "modality",
+                 "family_name", "given_name", "birth_date", "sex"):
+        assert getattr(fhir, name) == getattr(hl7, name), name
+    assert fhir.procedure_system == "http://snomed.info/sct"
+    assert (fhir.priority, fhir.clinical_indication, fhir.order_control) == ("urgent", "Incidental nodule on chest X-ray", "NW")
+    assert (fhir.protocol, fhir.sender) == ("fhir", "epic^FHIR")
+
+
+def test_identifier_reference_without_patient_resource_is_enough():
+    resource = service_request(subject={"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}})
+    del resource["contained"]
+    order = parse_service_request(resource, client="epic")
+    assert order.nhs_number == NHS and order.birth_date is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "expression"),
+    [
+        ({"status": "banana"}, 400, "ServiceRequest.status"),  # not in the R4 request-status value set
+        ({"intent": "proposal"}, 422, "ServiceRequest.intent"),
+        ({"identifier": [], "requisition": None}, 422, "ServiceRequest.identifier"),
+        ({"code": {"text": "CT chest"}}, 422, "ServiceRequest.code"),
+        ({"subject": {"reference": "Patient/elsewhere"}}, 422, "ServiceRequest.subject"),
+        ({"status": "draft"}, 422, "ServiceRequest.status"),
+    ],
+)
+def test_bad_requests_name_the_element(changes, status, expression):
+    resource = {k: v for k, v in service_request(**changes).items() if v is not None}
+    with pytest.raises(FhirInputError) as err:
+        parse_service_request(resource, client="epic")
+    assert (err.value.status, err.value.expression) == (status, expression)
+    assert str(err.value).startswith(expression)
+
+
+def test_invalid_nhs_number_is_refused_without_echoing_it():
+    resource = service_request()
+    resource["contained"][0]["identifier"][0]["value"] = "9434765918"  # check digit wrong
+    with pytest.raises(FhirInputError) as err:
+        parse_service_request(resource, client="epic")
+    assert err.value.expression == "Patient.identifier" and "943476591" not in str(err.value)
+
+
+# --- the HTTP front door -----------------------------------------------------------------
+
+@pytest.fixture
+def api(radpath_env, registry):
+    committed, cancelled = [], []
+    app = FastAPI()
+    app.include_router(fhir_router(registry, on_order_committed=committed.append,
+                                   on_order_cancelled=cancelled.append), prefix="/fhir")
+    with TestClient(app) as client:
+        client.committed, client.cancelled = committed, cancelled
+        yield client
+
+
+def post(client, resource, **headers):
+    return client.post("/fhir/ServiceRequest", content=json.dumps(resource),
+                       headers={"Content-Type": "application/fhir+json", **headers})
+
+
+def test_order_is_committed_before_201_and_a_resend_is_200(api):
+    first = post(api, service_request())
+    assert first.status_code == 201, first.text
+    order_id = first.headers["Location"].split("/")[-1]
+    with session_scope() as session:  # committed: visible from a fresh session
+        order = session.get(Order, order_id)
+        runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == order_id)).all()
+    assert (order.placer_order_number, order.priority, order.sender) == ("PL123", "urgent", "fhir^FHIR")
+    assert [r.status for r in runs] == ["waiting"]
+    assert [o.order_id for o in api.committed] == [order_id]
+    again = post(api, service_request())
+    assert again.status_code == 200 and "already recorded" in again.json()["issue"][0]["diagnostics"]
+    assert len(api.committed) == 1
+
+
+def test_changed_version_of_the_same_order_is_kept_not_applied(api):
+    order_id = post(api, service_request()).headers["Location"].split("/")[-1]
+    changed = post(api, service_request(priority="stat"))
+    assert changed.status_code == 200 and order_id in changed.json()["issue"][0]["diagnostics"]
+    with session_scope() as session:
+        assert session.exec(select(Order)).one().priority == "urgent"
+        assert len(session.exec(select(InboundMessage)).all()) == 2
+
+
+def test_fhir_after_hl7_is_one_order(api, registry):
+    hl7 = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
+    answer = post(api, service_request())
+    assert answer.status_code == 200 and hl7.order_id in answer.json()["issue"][0]["diagnostics"]
+    with session_scope() as session:
+        assert len(session.exec(select(Order)).all()) == 1
+        assert len(session.exec(select(PathwayRun)).all()) == 1
+        statuses = sorted(m.status for m in session.exec(select(InboundMessage)).all())
+    assert statuses == ["accepted", "duplicate"]  # both messages kept, as received
+
+
+def test_hl7_after_fhir_is_one_order_and_its_resend_too(api, registry):
+    created = post(api, service_request())
+    order_id = created.headers["Location"].split("/")[-1]
+    hl7 = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
+    assert (hl7.order_id, hl7.duplicate) == (order_id, True)
+    resent = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
+    assert (resent.order_id, resent.duplicate) == (order_id, True)
+    with session_scope() as session:
+        assert len(session.exec(select(Order)).all()) == 1
+
+
+@pytest.mark.parametrize("status", ["revoked", "entered-in-error"])
+def test_status_change_cancels_like_hl7_ca(api, status):
+    order_id = post(api, service_request()).headers["Location"].split("/")[-1]
+    cancel = api.put("/fhir/ServiceRequest/sr-1", content=json.dumps(service_request(status=status)),
+                     headers={"Content-Type": "application/fhir+json"})
+    assert cancel.status_code == 200, cancel.text
+    assert "1 pathway runs stopped" in cancel.json()["issue"][0]["diagnostics"]
+    with session_scope() as session:
+        assert session.get(Order, order_id).status == "cancelled"
+        runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == order_id)).all()
+        actions = [a.action for a in session.exec(select(AuditEvent)).all()]
+    assert [r.status for r in runs] == ["cancelled"] and "order.cancelled" in actions
+    assert [c.order_id for c in api.cancelled] == [order_id]
+    repeat = api.put("/fhir/ServiceRequest/sr-1", content=json.dumps(service_request(status=status)),
+                     headers={"Content-Type": "application/fhir+json"})
+    assert repeat.status_code == 200 and len(api.cancelled) == 1
+
+
+def test_cancelling_an_unknown_order_warns(api):
+    answer = post(api, service_request(status="revoked"))
+    assert answer.status_code == 200 and answer.json()["issue"][0]["severity"] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/fhir+json", 400, "structure"),
+        (json.dumps({"resourceType": "Patient"}).encode(), "application/fhir+json", 400, "structure"),
+        (json.dumps(service_request(intent="plan")).encode(), "application/fhir+json", 422, "business-rule"),
+        (b"<ServiceRequest/>", "application/fhir+xml", 415, "not-supported"),
+    ],
+)
+def test_invalid_input_gets_an_operation_outcome(api, body, content_type, status, code):
+    answer = api.post("/fhir/ServiceRequest", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == status
+    assert answer.headers["content-type"].startswith("application/fhir+json")
+    outcome = answer.json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == code
+    fhir_schema_validator().validate_resource(outcome)
+
+
+def test_oversized_body_is_413(api, monkeypatch):
+    monkeypatch.setenv("RADPATH_FHIR_MAX_BODY_BYTES", "2048")
+    reset_settings()
+    big = service_request(note=[{"text": "x" * 4000}])
+    answer = post(api, big)
+    assert answer.status_code == 413 and answer.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_inbound_authentication(api, monkeypatch):
+    monkeypatch.setenv("RADPATH_FHIR_INBOUND_TOKENS", json.dumps({"epic": "s3cret-token"}))
+    reset_settings()
+    assert post(api, service_request()).status_code == 401
+    wrong = post(api, service_request(), Authorization="Bearer nope")
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+    ok = post(api, service_request(), Authorization="Bearer s3cret-token")
+    assert ok.status_code == 201
+    with session_scope() as session:
+        assert session.exec(select(Order)).one().sender == "epic^FHIR"
+
+
+def backport_notification(kind: str, *resources: dict) -> dict:
+    """An R4 Backport notification Bundle (Subscriptions R4 Backport IG 1.1, full-resource content)."""
+    status = {
+        "resourceType": "Parameters",
+        "meta": {"profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                             "backport-subscription-status-r4"]},
+        "parameter": [
+            {"name": "subscription", "valueReference": {"reference": "https://ehr.example/fhir/Subscription/7"}},
+            {"name": "topic", "valueCanonical": "https://trust.example/SubscriptionTopic/imaging-orders"},
+            {"name": "status", "valueCode": "active"},
+            {"name": "type", "valueCode": kind},
+            {"name": "events-since-subscription-start", "valueString": str(len(resources))},
+        ],
+    }
+    entries = [{"fullUrl": "urn:uuid:9b1e6a1c-5d0e-4a53-8d55-0e3d4f9c2a10", "resource": status,
+                "request": {"method": "GET", "url": "https://ehr.example/fhir/Subscription/7/$status"},
+                "response": {"status": "200"}}]
+    for r in resources:
+        entries.append({"fullUrl": f"https://ehr.example/fhir/{r['resourceType']}/{r['id']}", "resource": r,
+                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                        "response": {"status": "201"}})
+    return {"resourceType": "Bundle", "type": "history", "timestamp": "2026-11-29T10:15:00Z", "entry": entries}
+
+
+def test_subscription_notification_creates_the_order(api):
+    patient = copy.deepcopy(service_request()["contained"][0]) | {"id": "p1"}
+    request = service_request(subject={"reference": "Patient/p1"})
+    del request["contained"]
+    bundle = backport_notification("event-notification", request, patient)
+    fhir_schema_validator().validate_resource(bundle)  # our test input is itself valid R4
+    handshake = api.post("/fhir/notification", content=json.dumps(backport_notification("handshake")),
+                         headers={"Content-Type": "application/fhir+json"})
+    assert handshake.status_code == 200 and not api.committed
+    answer = api.post("/fhir/notification", content=json.dumps(bundle), headers={"Content-Type": "application/fhir+json"})
+    assert answer.status_code == 200, answer.text
+    assert len(api.committed) == 1
+    with session_scope() as session:
+        order = session.exec(select(Order)).one()
+    assert order.nhs_number == NHS and order.birth_date.isoformat() == "1958-03-12"
+
+
+def test_id_only_notification_is_refused_with_a_reason(api):
+    bundle = backport_notification("event-notification")
+    answer = api.post("/fhir/notification", content=json.dumps(bundle), headers={"Content-Type": "application/fhir+json"})
+    assert answer.status_code == 422 and answer.json()["issue"][0]["code"] == "not-supported"
