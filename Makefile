@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 system-deps:
 	bash scripts/install-system-deps.sh
+	bash scripts/install-fhir-test-tools.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
