@@ -32,6 +32,24 @@ def demo(
 
 
 @app.command()
+def serve(
+    ready_file: Path | None = typer.Option(None, help="Write the listening ports here once serving"),
+) -> None:
+    """Start the MLLP, DICOM and HTTP front doors and run pathways as studies become ready."""
+    import asyncio
+    import logging
+
+    from radpath.runtime import configure_prefect, prepare_ledger
+
+    configure_prefect()
+    prepare_ledger()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from radpath.serve import serve as run_service
+
+    asyncio.run(run_service(ready_file=ready_file))
+
+
+@app.command()
 def synth(
     kind: str = typer.Argument(..., help="chest-ct | brain-mri | echo | cardiac-ct"),
     count: int = typer.Option(1, min=1),

@@ -30,10 +30,14 @@ class NoduleDetection(BaseModel):
 
 
 def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
-    """Same series and same model bytes → same detections, across runs (not run-scoped)."""
+    """Same series and same model bytes → same detections, across runs (not run-scoped).
+
+    The data directory is part of the key: the cached result points at a mask file in it.
+    """
     volume: VolumeRef = parameters["volume"]
     model: ModelRef = parameters["model"]
-    return f"lung-nodules:{volume.series_uid}:{model.sha256}:{parameters.get('threshold')}"
+    data_dir = hashlib.sha256(str(get_settings().data_dir.resolve()).encode()).hexdigest()[:12]
+    return f"lung-nodules:{data_dir}:{volume.series_uid}:{model.sha256}:{parameters.get('threshold')}"
 
 
 @task(

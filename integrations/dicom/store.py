@@ -9,22 +9,31 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from struct import error as struct_error
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, patient_key
 from integrations.db.models import Instance, Series, Study, utcnow
-from integrations.errors import InvalidInput
+from integrations.errors import InvalidInput, TransientError
 from integrations.settings import get_settings
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+INDEX_LOCK = threading.Lock()  # one ledger writer per process: SQLite serialises writers anyway
+
+
+class StoreFull(TransientError):
+    """Free disk space is below the configured watermark: refuse (0xA700 / HTTP 507), never lose."""
 
 
 def valid_uid(uid: str) -> bool:
@@ -66,10 +75,61 @@ class StoredInstance:
 
 
 def _header(data: bytes) -> pydicom.Dataset:
+    """Parse a Part 10 instance (pixel data kept as encoded bytes, never decoded) and check it."""
     try:
-        return pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+        ds = pydicom.dcmread(BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise InvalidInput(f"not a readable DICOM instance ({exc.__class__.__name__})") from None
+    check_pixel_data(ds)
+    return ds
+
+
+def _int_attr(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int | None:
+    raw = ds.get(keyword)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise InvalidInput(f"{keyword} is not an integer (bad VR value)") from None
+
+
+def check_pixel_data(ds: pydicom.Dataset) -> None:
+    """Refuse pixel data that disagrees with Rows x Columns x Frames x Samples x Bits, or that
+    declares an image larger than the configured ceiling, before anything is decoded."""
+    if "PixelData" not in ds:
+        return
+    rows, cols = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0)
+    frames = _int_attr(ds, "NumberOfFrames", 1)
+    samples, bits = _int_attr(ds, "SamplesPerPixel", 1), _int_attr(ds, "BitsAllocated", 0)
+    if min(rows, cols, frames, samples) < 1 or bits not in (1, 8, 16, 32, 64):
+        raise InvalidInput("image attributes missing or out of range (rows, columns, frames, samples, bits)")
+    expected_bits = rows * cols * frames * samples * bits
+    expected = (expected_bits + 7) // 8
+    if expected > get_settings().dicom_max_pixel_bytes:
+        raise InvalidInput("declared image size exceeds the configured ceiling")
+    data = ds.PixelData
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and pydicom.uid.UID(syntax).is_encapsulated:
+        from pydicom.encaps import generate_fragments
+
+        try:
+            fragments = sum(1 for _ in generate_fragments(data))
+        except (ValueError, EOFError, struct_error) as exc:
+            raise InvalidInput(f"encapsulated pixel data is malformed ({exc.__class__.__name__})") from None
+        if fragments < frames:
+            raise InvalidInput("encapsulated pixel data holds fewer fragments than frames")
+        return
+    if len(data) not in (expected, expected + 1, expected + (expected % 2)):
+        raise InvalidInput("pixel data length disagrees with rows x columns x frames x samples x bits")
+
+
+def check_free_space(root: Path, incoming: int) -> None:
+    """Raise StoreFull when writing `incoming` bytes would leave less than the watermark free."""
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free - incoming < get_settings().dicom_min_free_mb * 1024 * 1024:
+        raise StoreFull("image store below its free-space watermark")
 
 
 def _position_along_normal(ds: pydicom.Dataset) -> float | None:
@@ -93,14 +153,39 @@ def ingest_instances(blobs: Iterable[bytes], actor: str = "import") -> list[Stor
         rel = relative_path(*uids)
         digest = hashlib.sha256(data).hexdigest()
         target = settings.store_dir / rel
+        check_free_space(settings.store_dir, len(data))
         if not (target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == digest):
             write_durably(target if not target.exists() else target.with_suffix(f".{digest[:12]}.conflict"), data)
         staged.append((ds, rel, digest, len(data)))
-    outcomes = []
-    with session_scope() as session:
-        for ds, rel, digest, size in staged:
-            outcomes.append(_index(session, ds, rel, digest, size, actor))
-    return outcomes
+    for attempt in range(3):  # another process may create the same study or series first
+        try:
+            with INDEX_LOCK, session_scope() as session:
+                return [_index(session, ds, rel, digest, size, actor) for ds, rel, digest, size in staged]
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def patient_keys(ds: pydicom.Dataset) -> list[str]:
+    """Pseudonymous keys for every identifier the instance carries: the NHS number from
+    OtherPatientIDsSequence (issuer "NHS"), the issuer-qualified local id and the bare PatientID.
+    An order's key (NHS number, else "authority:local id") matches one of them."""
+    from pathways.identifiers import is_valid_nhs_number, normalise_nhs_number
+
+    keys = []
+    for item in ds.get("OtherPatientIDsSequence", []) or []:
+        value = str(item.get("PatientID", ""))
+        if str(item.get("IssuerOfPatientID", "")).upper() == "NHS" and is_valid_nhs_number(value):
+            keys.append(patient_key(normalise_nhs_number(value)))
+    local, issuer = str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", ""))
+    if local and is_valid_nhs_number(local):
+        keys.append(patient_key(normalise_nhs_number(local)))
+    if local and issuer:
+        keys.append(patient_key(f"{issuer}:{local}"))
+    if local:
+        keys.append(patient_key(local))
+    return list(dict.fromkeys(keys))
 
 
 def _index(session, ds: pydicom.Dataset, rel: Path, digest: str, size: int, actor: str) -> StoredInstance:  # noqa: ANN001
@@ -114,14 +199,18 @@ def _index(session, ds: pydicom.Dataset, rel: Path, digest: str, size: int, acto
     now = utcnow()
     study = session.exec(select(Study).where(Study.study_uid == study_uid)).first()
     if study is None:
+        keys = patient_keys(ds)
         study = Study(
             study_uid=study_uid,
             accession_number=str(ds.get("AccessionNumber", "")),
-            patient_key=patient_key(str(ds.get("PatientID", ""))),
+            patient_key=keys[0] if keys else "",
+            patient_keys=keys,
         )
         session.add(study)
         session.flush()
     study.last_received_at = now
+    if study.status == "ready":  # images after the study was handed to runs: readiness decides
+        study.late_instances += 1
     series = session.exec(select(Series).where(Series.series_uid == series_uid)).first()
     if series is None:
         thickness = ds.get("SliceThickness")

@@ -1,0 +1,146 @@
+"""Study readiness: DICOM has no "study complete" message, so radpath decides from ledger state.
+
+A pathway run waiting on an order becomes ready for a study when (1) the study's accession
+number matches the order and the patient keys agree, (2) no image has arrived for the quiet
+period (per modality, from settings, else the pathway spec), and (3) the study holds a
+series the spec's `series` rule accepts — or, when it never does, the force-ready timeout
+has passed. Images after a run started follow the spec's `late_images` policy. Decisions
+are pure functions of a snapshot; `integrations/db/studies.py` loads and applies them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pathways.series_selection import SeriesInfo, select_series
+from pathways.spec import PathwaySpec
+
+Action = Literal["wait", "ready", "force-ready", "patient-mismatch"]
+LateAction = Literal["none", "wait", "rerun", "ignore"]
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    run_id: str
+    pathway: str
+    status: str  # waiting | ready | running | completed | failed | not_eligible
+    order_patient_key: str
+    started_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    study_id: str
+    status: str  # receiving | ready | orphaned
+    patient_keys: tuple[str, ...]
+    first_received_at: dt.datetime
+    last_received_at: dt.datetime
+    series: tuple[SeriesInfo, ...]
+    late_instances: int = 0
+    waiting: tuple[RunSnapshot, ...] = ()  # runs of orders with this accession, not yet attached
+    attached: tuple[RunSnapshot, ...] = ()  # runs already handed this study
+
+    @property
+    def modalities(self) -> set[str]:
+        return {s.modality for s in self.series}
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    run_id: str
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class StudyDecision:
+    runs: tuple[RunDecision, ...] = ()
+    orphan: bool = False
+    late: LateAction = "none"
+    rerun_ids: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def quiet_period(spec: PathwaySpec, modalities: set[str], overrides: Mapping[str, int]) -> int:
+    """Seconds of silence required: the longest per-modality override present, else the spec's."""
+    chosen = [overrides[m] for m in modalities if m in overrides]
+    return max(chosen) if chosen else spec.readiness.quiet_period_seconds
+
+
+def decide_run(study: StudySnapshot, run: RunSnapshot, spec: PathwaySpec, now: dt.datetime, overrides: Mapping[str, int]) -> RunDecision:
+    """Whether one waiting run can take this study now, and why (not)."""
+    if study.patient_keys and run.order_patient_key and run.order_patient_key not in study.patient_keys:
+        return RunDecision(run.run_id, "patient-mismatch", "accession matches but the patient does not")
+    quiet = quiet_period(spec, study.modalities, overrides)
+    silent = (now - study.last_received_at).total_seconds()
+    if silent < quiet:
+        return RunDecision(run.run_id, "wait", f"quiet for {silent:.0f} s of {quiet} s")
+    if not spec.readiness.expect_series:
+        return RunDecision(run.run_id, "ready", "quiet period passed")
+    chosen, _ = select_series(study.series, spec.series)
+    if chosen is not None:
+        return RunDecision(run.run_id, "ready", "quiet period passed and the expected series is present")
+    age = (now - study.first_received_at).total_seconds()
+    if age >= spec.readiness.force_ready_seconds:
+        return RunDecision(run.run_id, "force-ready", f"expected series absent after {age:.0f} s; forced")
+    return RunDecision(run.run_id, "wait", "expected series not present yet")
+
+
+def decide_late(study: StudySnapshot, specs: Mapping[str, PathwaySpec], now: dt.datetime, overrides: Mapping[str, int]) -> tuple[LateAction, tuple[str, ...]]:
+    """Images that came after the study was handed to runs: re-run started runs once the study
+    is quiet again (policy "supersede"), or record and ignore them (policy "ignore")."""
+    if study.late_instances == 0 or not study.attached:
+        return "none", ()
+    started = [
+        r for r in study.attached
+        if r.pathway in specs and (r.started_at is not None or r.status in {"running", "completed", "failed", "not_eligible"})
+    ]
+    if not started:
+        return "none", ()  # no run has read the images yet: it will see the late ones too
+    if any(r.status == "running" for r in started):
+        return "wait", ()  # never re-run under a run that is still reading
+    quiet = max(quiet_period(specs[r.pathway], study.modalities, overrides) for r in started)
+    if (now - study.last_received_at).total_seconds() < quiet:
+        return "wait", ()
+    rerun = tuple(r.run_id for r in started if specs[r.pathway].readiness.late_images == "supersede")
+    return ("rerun", rerun) if rerun else ("ignore", ())
+
+
+def decide_study(
+    study: StudySnapshot,
+    specs: Mapping[str, PathwaySpec],
+    now: dt.datetime,
+    overrides: Mapping[str, int],
+    orphan_after_seconds: int,
+) -> StudyDecision:
+    """Everything the sweep does to one study: attach runs, orphan it, or handle late images."""
+    runs = tuple(decide_run(study, r, specs[r.pathway], now, overrides) for r in study.waiting if r.pathway in specs)
+    late, rerun_ids = decide_late(study, specs, now, overrides)
+    orphan = (
+        study.status == "receiving"
+        and not study.waiting
+        and not study.attached
+        and (now - study.last_received_at).total_seconds() >= orphan_after_seconds
+    )
+    return StudyDecision(runs=runs, orphan=orphan, late=late, rerun_ids=rerun_ids)
+
+
+def series_infos(rows: Sequence[object]) -> tuple[SeriesInfo, ...]:
+    """Ledger Series rows → the pure SeriesInfo that series selection reads."""
+    out = []
+    for row in rows:
+        orientation = tuple(float(v) for v in row.orientation.split("\\") if v) if row.orientation else ()
+        out.append(
+            SeriesInfo(
+                series_uid=row.series_uid,
+                modality=row.modality,
+                description=row.description,
+                slice_thickness_mm=row.slice_thickness_mm,
+                orientation=orientation,
+                n_instances=row.n_instances,
+            )
+        )
+    return tuple(out)

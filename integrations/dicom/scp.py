@@ -1,0 +1,194 @@
+"""radpath's DICOM front door: a C-STORE and C-ECHO SCP (pynetdicom) started by `radpath serve`.
+
+Every instance is written durably and committed to the ledger (`ingest_instances`) before
+the success status goes back. Peers are checked at association against an allow-list of
+calling AE titles (each with optional source addresses); rejections are audited. pynetdicom's
+identifier and dataset logging is switched off, so no patient data reaches the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+
+from pydicom import dcmread
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification
+from sqlalchemy.exc import OperationalError
+
+from integrations.db.engine import session_scope
+from integrations.db.ledger import audit
+from integrations.dicom.store import StoredInstance, StoreFull, ingest_instances
+from integrations.errors import InvalidInput
+from integrations.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# PS3.4 Annex B.2.3 C-STORE statuses
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources
+DATASET_MISMATCH = 0xA900  # Error: Data Set does not match SOP Class
+CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.4: Refused: SOP Class not supported
+
+# The storage SOP classes the pathways need (PS3.4 Annex B.5), plus the SR and SEG radpath reads back.
+STORAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+}
+
+_NATIVE_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+]
+_COMPRESSED_SYNTAXES = [
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+
+def decodable_transfer_syntaxes() -> list[str]:
+    """Native syntaxes plus each compressed one a pydicom decoder plugin is installed for
+    (pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle or pydicom's own): a pathway reads
+    pixels, so radpath never accepts what it cannot decode."""
+    from pydicom.pixels import get_decoder
+
+    out = list(_NATIVE_SYNTAXES)
+    for uid in _COMPRESSED_SYNTAXES:
+        try:
+            if get_decoder(uid).is_available:
+                out.append(uid)
+        except NotImplementedError:
+            continue
+    return out
+
+
+def quiet_pynetdicom() -> None:
+    """No identifiers, datasets or PDU dumps in logs (process-wide pynetdicom switches)."""
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def peer_allowed(peers: dict[str, tuple[str, ...]], calling_ae: str, address: str) -> bool:
+    """The calling AE title is listed, and the source address is one of its own (if it has any)."""
+    addresses = peers.get(calling_ae.strip())
+    return addresses is not None and (not addresses or address in addresses)
+
+
+def status_for(exc: BaseException) -> int:
+    """The C-STORE status for a failure to store (never a silent loss)."""
+    if isinstance(exc, (StoreFull, OSError, OperationalError)):
+        return OUT_OF_RESOURCES
+    if isinstance(exc, InvalidInput):
+        return CANNOT_UNDERSTAND
+    return CANNOT_UNDERSTAND
+
+
+@dataclass
+class ScpHandle:
+    """A running SCP; `port` is the bound port (useful when started on port 0)."""
+
+    ae: AE
+    server: object
+    host: str
+    port: int
+    stats: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicate": 0, "conflict": 0, "refused": 0})
+
+    def shutdown(self) -> None:
+        """Stop accepting and close the socket (idempotent)."""
+        if self.server in self.ae._servers:  # noqa: SLF001 - pynetdicom offers no public check
+            self.server.shutdown()
+
+
+def set_nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: switch Nagle off (a C-STORE-RSP otherwise waits ~40 ms for an ACK)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _audit_reject(calling_ae: str, address: str, reason: str) -> None:
+    try:
+        with session_scope() as session:
+            audit(session, "dicom", "association.rejected", "peer", calling_ae.strip() or "-", address=address, reason=reason)
+    except Exception:  # noqa: BLE001 - an audit failure must not keep a rejected peer connected
+        log.exception("could not audit a rejected association")
+
+
+def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstance], None] | None = None) -> ScpHandle:
+    """Start the C-STORE/C-ECHO SCP in background threads on settings.bind_host:dicom_port."""
+    quiet_pynetdicom()
+    ae = AE(ae_title=settings.dicom_ae_title)
+    ae.maximum_associations = settings.dicom_max_associations
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.dicom_timeout_seconds
+    ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA PDUs
+    syntaxes = decodable_transfer_syntaxes()
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, syntaxes)
+    ae.add_supported_context(Verification)
+    handle: ScpHandle | None = None
+    peers = dict(settings.dicom_peers)
+
+    def on_requested(event: evt.Event) -> None:
+        calling = event.assoc.requestor.primitive.calling_ae_title
+        address = event.assoc.requestor.address
+        if not peer_allowed(peers, calling, address):
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+            _audit_reject(calling, address, "calling AE title or source address not allowed")
+
+    def on_store(event: evt.Event) -> int:
+        calling = event.assoc.requestor.ae_title.strip()
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            header = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+            if str(header.get("SOPClassUID", "")) != str(event.request.AffectedSOPClassUID) or str(
+                header.get("SOPInstanceUID", "")
+            ) != str(event.request.AffectedSOPInstanceUID):
+                handle.stats["refused"] += 1
+                return DATASET_MISMATCH
+            (outcome,) = ingest_instances([data], actor=f"dicom:{calling}")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status; the node keeps serving
+            handle.stats["refused"] += 1
+            if not isinstance(exc, (InvalidInput, StoreFull)):
+                log.warning("C-STORE failed: %s", exc.__class__.__name__)
+            return status_for(exc)
+        handle.stats[outcome.outcome] += 1
+        if on_instance_committed is not None:
+            try:
+                on_instance_committed(outcome)
+            except Exception:  # noqa: BLE001 - the instance is committed; a callback failure must not undo the ack
+                log.exception("on_instance_committed failed")
+        return SUCCESS
+
+    def on_echo(event: evt.Event) -> int:
+        return SUCCESS
+
+    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo)]
+    server = ae.start_server((settings.bind_host, settings.dicom_port), block=False, evt_handlers=handlers)
+    host, port = server.server_address[:2]
+    handle = ScpHandle(ae=ae, server=server, host=host, port=port)
+    log.info("DICOM SCP %s listening on %s:%d", settings.dicom_ae_title, host, port)
+    return handle

@@ -1,0 +1,118 @@
+"""`radpath serve`: the front doors (MLLP, DICOM, HTTP) and the pathway runner in one process.
+
+Listeners commit first, acknowledge second, and only then call back here, where events go
+to Prefect and ready runs are queued. Pathway flows run in this process, one at a time
+(inference holds both cores of a small server); ready runs are found by a periodic sweep
+over the ledger, so nothing depends on an event having been seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("radpath.serve")
+
+
+def _safely(fn: Callable[..., None]) -> Callable[..., None]:
+    """Callbacks run after the commit and the answer: a failure here must not reach the peer."""
+
+    def wrapper(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001
+            log.warning("post-commit callback %s failed", fn.__name__, exc_info=True)
+
+    return wrapper
+
+
+async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = None, sweep_seconds: float = 5.0) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from flows.dispatch import ensure_concurrency_limits, run_pathway
+    from integrations.db.studies import sweep_readiness
+    from integrations.dicom.scp import start_scp
+    from integrations.dicom.stow import build_router as stow_router
+    from integrations.fhir.api import fhir_router
+    from integrations.hl7.listener import serve_mllp
+    from integrations.settings import get_settings
+    from pathways.registry import default_registry
+    from tasks.events import emit
+
+    settings = get_settings()
+    registry = default_registry()
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    ready_runs: asyncio.Queue[str] = asyncio.Queue()
+
+    @_safely
+    def on_order(outcome) -> None:  # noqa: ANN001 - integrations.db.ledger.OrderOutcome
+        emit("order.received", "order", outcome.order_id, eligible=outcome.eligible, runs=len(outcome.run_ids))
+
+    @_safely
+    def on_hl7_event(event) -> None:  # noqa: ANN001 - integrations.hl7.intake.IntakeEvent
+        if event.event != "order.received":  # order.received already went out through on_order
+            emit(event.event, event.kind, event.entity_id, **event.payload)
+
+    @_safely
+    def on_ready(ready) -> None:  # noqa: ANN001 - integrations.db.studies.ReadyStudy
+        emit("study.ready", "study", ready.study_id, runs=len(ready.run_ids), forced=ready.forced, rerun=ready.rerun)
+        for run_id in ready.run_ids:
+            loop.call_soon_threadsafe(ready_runs.put_nowait, run_id)
+
+    await ensure_concurrency_limits()
+    mllp = await serve_mllp(settings, on_order_committed=on_order, on_event=on_hl7_event)
+    scp = start_scp(settings)
+    app = FastAPI(title="radpath", docs_url=None, redoc_url=None)
+    app.include_router(stow_router(), prefix="/dicomweb")
+    app.include_router(fhir_router(registry, on_order_committed=on_order), prefix="/fhir")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    http = uvicorn.Server(uvicorn.Config(app, host=settings.bind_host, port=settings.http_port, log_level="warning"))
+    http_task = asyncio.create_task(http.serve())
+
+    async def sweep_forever() -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(sweep_readiness, None, registry, on_ready)
+            except Exception:  # noqa: BLE001 - the next sweep retries from ledger state
+                log.warning("readiness sweep failed", exc_info=True)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=sweep_seconds)
+            except TimeoutError:
+                pass
+
+    async def run_forever() -> None:
+        while not stop.is_set():
+            run_id = await ready_runs.get()
+            state = await run_pathway(run_id)
+            log.info("pathway run %s finished: %s", run_id, state.name)
+
+    workers = [asyncio.create_task(sweep_forever()), asyncio.create_task(run_forever())]
+    if ready_file:
+        ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
+    log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,
+                settings.dicom_ae_title, settings.bind_host, settings.dicom_port, settings.bind_host, settings.http_port)
+    try:
+        await stop.wait()
+    finally:
+        for worker in workers:
+            worker.cancel()
+        http.should_exit = True
+        await http_task
+        scp.shutdown()
+        await mllp.stop()

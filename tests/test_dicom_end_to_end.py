@@ -1,0 +1,103 @@
+"""End to end against real peers: dcmtk's storescu as the modality, radpath's SCP, readiness,
+the lung pathway (Prefect test harness), and SR + SEG delivered to a real Orthanc exactly once
+even though Orthanc rejects radpath's first association (unknown calling AE, fixed via REST)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlmodel import select
+
+from integrations.db import ledger
+from integrations.db.engine import session_scope
+from integrations.db.models import Delivery
+from integrations.db.studies import sweep_readiness
+from integrations.dicom.scp import start_scp
+from integrations.hl7.orders import parse_order
+from integrations.settings import get_settings, reset_settings
+from tests.conftest import require_tool
+from tests.orthanc import Orthanc, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _allow_after_first_failure(orthanc: Orthanc, stop: threading.Event) -> None:
+    while not stop.is_set():
+        with session_scope() as s:
+            row = s.exec(select(Delivery).where(Delivery.destination == "pacs")).first()
+        if row is not None and row.attempts >= 1:
+            orthanc.allow("radpath-out", "RADPATH_OUT")
+            return
+        time.sleep(0.1)
+
+
+def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(prefect_api, radpath_env, registry, tmp_path, monkeypatch):
+    from flows.dispatch import run_pathway
+    from radpath.synth import generate
+
+    storescu = require_tool("storescu")
+    (study,) = generate("chest-ct", 1, 23, tmp_path / "synthetic")  # a seed no other test uses (see report: inference cache)
+    raw = Path(study.order_path).read_text()
+    (run_id,) = ledger.record_order(parse_order(raw), raw, registry).run_ids
+
+    with Orthanc(tmp_path / "orthanc", known_peers_only=True) as orthanc:
+        monkeypatch.setenv("RADPATH_DICOM_PORT", str(free_port()))
+        monkeypatch.setenv("RADPATH_DICOM_PEERS", '{"MODALITY": ["127.0.0.1"]}')
+        monkeypatch.setenv("RADPATH_DICOM_MIN_FREE_MB", "0")
+        monkeypatch.setenv("RADPATH_DICOM_QUIET_PERIOD_SECONDS", '{"CT": 1}')
+        destination = {"kind": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "called_ae_title": "ORTHANC", "calling_ae_title": "RADPATH_OUT"}
+        monkeypatch.setenv("RADPATH_DESTINATIONS", json.dumps({"pacs": destination}))
+        reset_settings()
+        scp = start_scp(get_settings())
+        try:
+            sent = subprocess.run(
+                [storescu, "-aet", "MODALITY", "-aec", "RADPATH", "+sd", "+r", "127.0.0.1", str(scp.port), str(study.dicom_dir)],
+                capture_output=True, text=True, timeout=300, env={**os.environ, "TCP_NODELAY": "1"},
+            )
+            assert sent.returncode == 0, sent.stderr[-2000:]
+        finally:
+            scp.shutdown()
+        n_files = len(list(Path(study.dicom_dir).rglob("*.dcm")))
+        assert scp.stats["stored"] == n_files
+
+        time.sleep(1.1)
+        (ready,) = sweep_readiness(registry=registry)
+        assert ready.run_ids == (run_id,)
+
+        stop = threading.Event()
+        helper = threading.Thread(target=_allow_after_first_failure, args=(orthanc, stop), daemon=True)
+        helper.start()
+        try:
+            state = asyncio.run(run_pathway(run_id))
+        finally:
+            stop.set()
+            helper.join(5)
+        assert state.is_completed() and state.name == "Delivered", state.message
+
+        with session_scope() as s:
+            pacs = s.exec(select(Delivery).where(Delivery.destination == "pacs")).one()
+        assert pacs.status == "delivered" and pacs.attempts >= 2  # the first association was rejected
+        sent_uids = sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in pacs.payloads if p.endswith(".dcm"))
+        kinds = {pydicom.dcmread(p).Modality for p in pacs.payloads}
+        assert "SR" in kinds
+        assert sorted(orthanc.sop_instance_uids()) == sent_uids  # each object once, nothing else
+
+        # A re-driven run re-sends nothing and Orthanc still holds each object once.
+        asyncio.run(run_pathway(run_id))
+        assert sorted(orthanc.sop_instance_uids()) == sent_uids
