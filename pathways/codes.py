@@ -180,6 +180,76 @@ SPICULATED = Code(system=DCM, code="112136", display="Spiculated")
 YES = Code(system=SNOMED, code="373066001", display="Yes")
 NO = Code(system=SNOMED, code="373067005", display="No")
 
+# --- Dementia brain MRI (pathways/dementia_mri.py) ----------------------------------------
+# [LOINC] 25056-3 MRI Report; [PS3.16] CID 7000, pydicom codes.LN.MRIReport
+MRI_REPORT = Code(system=LOINC, code="25056-3", display="MRI Report")
+# [SCT] 5366008 Hippocampus, 12738006 Brain: [PS3.16] CIDs 7151/7192; 128319008 Intracranial
+# structure: [PS3.16] CID 7140 (pydicom codes.SCT.Hippocampus / Brain / IntracranialStructure)
+HIPPOCAMPUS = Code(system=SNOMED, code="5366008", display="Hippocampus")
+BRAIN = Code(system=SNOMED, code="12738006", display="Brain")
+INTRACRANIAL_STRUCTURE = Code(system=SNOMED, code="128319008", display="Intracranial structure")
+# [SCT] 272741003 Laterality, 7771000 Left, 24028007 Right: [PS3.16] CID 244 (pydicom codes.SCT)
+LATERALITY = Code(system=SNOMED, code="272741003", display="Laterality")
+LEFT = Code(system=SNOMED, code="7771000", display="Left")
+RIGHT = Code(system=SNOMED, code="24028007", display="Right")
+# [PS3.16] DCM 121415 Percentile Ranking of measurement, 121416 Z-Score of measurement (CID 7465)
+PERCENTILE_RANKING = Code(system=DCM, code="121415", display="Percentile Ranking of measurement")
+Z_SCORE_OF_MEASUREMENT = Code(system=DCM, code="121416", display="Z-Score of measurement")
+# radpath local: no standard concept found for these derived brain measures
+BRAIN_PARENCHYMAL_FRACTION = Code(system=RADPATH, code="brain-parenchymal-fraction",
+                                  display="Brain parenchymal fraction (brain / intracranial volume)")
+HIPPOCAMPAL_ASYMMETRY_INDEX = Code(system=RADPATH, code="hippocampal-asymmetry-index",
+                                   display="Hippocampal asymmetry index |L-R|/(L+R)")
+# [UCUM] cm3; pydicom codes.UCUM.CubicCentimeter ([PS3.16] CID 7181)
+CM3 = Code(system=UCUM, code="cm3", display="cubic centimeter")
+# [UCUM] "1" (unity) for z-scores, as in [PS3.16] CID 7181 "no units"
+NO_UNITS = Code(system=UCUM, code="1", display="no units")
+
+
+def dementia_category_code(category: str, display: str) -> Code:
+    """A dementia MRI conclusion (e.g. "hippocampal-atrophy") as a radpath local code."""
+    return Code(system=RADPATH, code=f"dementia-mri-{category}", display=display)
+
+
+# --- Heart failure: echo LV function and coronary calcium (pathways.heart_failure) -------
+# [LOINC] 42148-7 Echocardiography Report, 25045-6 CT Report: [PS3.16] CID 7000
+ECHO_REPORT = Code(system=LOINC, code="42148-7", display="Echocardiography Report")
+CT_REPORT = Code(system=LOINC, code="25045-6", display="CT Report")
+# [LOINC] 10230-1 "Left ventricular Ejection fraction" (method-neutral; the method rides in
+# the measurement's method code)
+LV_EJECTION_FRACTION = Code(system=LOINC, code="10230-1", display="Left ventricular Ejection fraction")
+# [LOINC] 18026-5 / 18148-7: [PS3.16] CID 12202 (Echo LV volumes and EF)
+LV_END_DIASTOLIC_VOLUME = Code(system=LOINC, code="18026-5", display="Left Ventricular End Diastolic Volume")
+LV_END_SYSTOLIC_VOLUME = Code(system=LOINC, code="18148-7", display="Left Ventricular End Systolic Volume")
+# [LOINC] 18077-8: [PS3.16] CID 12201 (LV linear measurements)
+LV_DIASTOLIC_MAJOR_AXIS = Code(system=LOINC, code="18077-8", display="Left Ventricle diastolic major axis")
+# [PS3.16] DCM 125208 / 125205: CID 12227 Echocardiography Measurement Method
+METHOD_OF_DISKS_SINGLE_PLANE = Code(system=DCM, code="125208", display="Method of Disks, Single Plane")
+AREA_LENGTH_SINGLE_PLANE = Code(system=DCM, code="125205", display="Area-Length Single Plane")
+# [SCT] 87878005 Left ventricle, 80891009 Heart: [PS3.16] CID 4 / 3010
+LEFT_VENTRICLE = Code(system=SNOMED, code="87878005", display="Left ventricle")
+HEART = Code(system=SNOMED, code="80891009", display="Heart")
+# [SCT] 450360000 Coronary artery calcium score: [PS3.16] CID 6142
+CORONARY_CALCIUM_SCORE = Code(system=SNOMED, code="450360000", display="Coronary artery calcium score")
+# [PS3.16] DCM 112055 Agatston scoring method: CID 6140
+AGATSTON_METHOD = Code(system=DCM, code="112055", display="Agatston scoring method")
+# [SCT] 237897009 Vascular calcification: [PS3.16] CID 3491 / 7111
+VASCULAR_CALCIFICATION = Code(system=SNOMED, code="237897009", display="Vascular calcification")
+# [SCT] coronary arteries: [PS3.16] CID 3014 / 3015 / 3604 (Coronary Arteries)
+CORONARY_ARTERY = Code(system=SNOMED, code="41801008", display="Coronary artery")
+CORONARY_VESSELS: dict[str, Code] = {
+    "LM": Code(system=SNOMED, code="3227004", display="Left Main Coronary Artery"),
+    "LAD": Code(system=SNOMED, code="59438005", display="Left Anterior Descending Coronary Artery"),
+    "LCx": Code(system=SNOMED, code="57396003", display="Circumflex Coronary Artery"),
+    "RCA": Code(system=SNOMED, code="13647002", display="Right Coronary Artery"),
+}
+
+
+def heart_failure_category_code(scheme: str, category: str, display: str) -> Code:
+    """An LVEF category (ESC 2021) or CAC-DRS category (Hecht 2018) as a radpath local code."""
+    return Code(system=RADPATH, code=f"{scheme}-{category}", display=display)
+
+
 # --- radpath local flags -----------------------------------------------------------------
 URGENT_REVIEW = Code(system=RADPATH, code="urgent-review", display="Urgent clinical review recommended")
 
@@ -194,6 +264,10 @@ def bts_category_code(category: str, display: str) -> Code:
 MM = Code(system=UCUM, code="mm", display="millimeter")
 MM3 = Code(system=UCUM, code="mm3", display="cubic millimeter")
 PERCENT = Code(system=UCUM, code="%", display="percent")
+# [UCUM]; pydicom codes.UCUM.Milliliter, codes.UCUM.Centimeter, codes.UCUM.NoUnits ("1": a score)
+ML = Code(system=UCUM, code="ml", display="milliliter")
+CM = Code(system=UCUM, code="cm", display="centimeter")
+NO_UNITS = Code(system=UCUM, code="1", display="no units")
 
 # --- Categories --------------------------------------------------------------------------
 # HL7 v2 table 0074 "RAD" (Radiology); FHIR observation-category "imaging"
