@@ -91,10 +91,10 @@ def check_spec(spec: PathwaySpec) -> list[str]:
         errors.append(f"rules_model: {exc}")
     except ValidationError as exc:
         errors.extend(f"rules.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    path = model_path(spec)
-    if not path.exists():
+    path = model_path(spec) if spec.model is not None else None  # None: a rules-only pathway
+    if path is not None and not path.exists():
         errors.append(f"model: file {spec.model.path} not found")
-    elif file_sha256(path) != spec.model.sha256:
+    elif path is not None and file_sha256(path) != spec.model.sha256:
         errors.append(f"model: sha256 of {spec.model.path} does not match the spec")
     names = [d.name for d in spec.destinations]
     if len(names) != len(set(names)):

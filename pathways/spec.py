@@ -96,7 +96,7 @@ class PathwaySpec(_Strict):
     eligibility: Eligibility
     series: SeriesRule
     readiness: Readiness = Readiness()
-    model: ModelRef
+    model: ModelRef | None = Field(default=None, description="None: a rules-only pathway (e.g. Agatston scoring)")
     rules_model: str = Field(description="module:Class of the pydantic model that validates `rules`")
     rules: dict[str, Any] = Field(default_factory=dict, description="the pathway's thresholds (defaults: the cited guideline)")
     review: Review = Review()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from integrations.db import ledger
 from integrations.dicom.volume import load_volume
 from pathways.findings import PatientContext, SeriesRef, VolumeRef
+from pathways.heart_failure import CalciumAssessment, CalciumRules, CineRef
 from pathways.registry import default_registry
 from pathways.series_selection import SeriesInfo, select_series
 
@@ -56,3 +57,51 @@ def prepare_inputs(run_id: str) -> PreparedInputs:
         description=best.description,
     )
     return PreparedInputs(series=series, volume=load_volume(best.series_uid), patient=patient, passed_over=reasons)
+
+
+# --- Heart failure: echo cine and cardiac CT calcium scoring ----------------------------------
+class PreparedCine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    series: SeriesRef | None  # None: the study holds no cine the pathway can use
+    cine: CineRef | None = None
+    passed_over: dict[str, str] = {}
+
+
+@task(name="prepare-echo-cine", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def prepare_echo_cine(run_id: str) -> PreparedCine:
+    """Select the US multi-frame series the spec asks for and decode its cine once."""
+    from integrations.dicom.multiframe import load_cine
+
+    view = ledger.run_view(run_id)
+    spec = default_registry().get(view.pathway)
+    candidates = [
+        SeriesInfo(series_uid=s.series_uid, modality=s.modality, description=s.description,
+                   slice_thickness_mm=s.slice_thickness_mm, orientation=(), n_instances=s.n_instances)
+        for s in ledger.study_series(view.study_uid)
+    ]
+    best, reasons = select_series(candidates, spec.series)
+    if best is None:
+        return PreparedCine(series=None, passed_over=reasons)
+    series = SeriesRef(study_uid=view.study_uid, series_uid=best.series_uid, modality=best.modality,
+                       n_instances=best.n_instances, description=best.description)
+    return PreparedCine(series=series, cine=load_cine(best.series_uid), passed_over=reasons)
+
+
+@task(name="score-coronary-calcium", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def score_coronary_calcium(volume: VolumeRef, rules: CalciumRules) -> tuple[CalciumAssessment, str]:
+    """Agatston score of the cached CT volume (pure rules); lesion label mask (.npy) for the SEG."""
+    import hashlib
+
+    import numpy as np
+
+    from integrations.dicom.volume import read_volume
+    from integrations.settings import get_settings
+    from pathways.heart_failure import score_calcium
+
+    hu = np.asarray(read_volume(volume))
+    assessment, mask = score_calcium(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, rules)
+    out = get_settings().work_dir / "masks" / f"calcium-{hashlib.sha256(volume.series_uid.encode()).hexdigest()[:24]}.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, mask)
+    return assessment, str(out)

@@ -150,7 +150,8 @@ def build_measurement_report_sr(
     if not source_datasets:
         raise ValueError("an SR needs the source images it reports on")
     algorithm = hd.sr.AlgorithmIdentification(name=ctx.model_name[:64], version=ctx.model_version[:64])
-    frame_of_reference_uid = source_datasets[0].FrameOfReferenceUID
+    # US cines have no Frame of Reference; only 3D point locations (CT/MR findings) need one
+    frame_of_reference_uid = source_datasets[0].get("FrameOfReferenceUID")
     groups = [_finding_group(f, ctx, algorithm, seg, frame_of_reference_uid) for f in content.findings]
     groups.append(_conclusion_group(content, ctx, algorithm))
     report = hd.sr.MeasurementReport(
