@@ -1,0 +1,121 @@
+"""Render MODEL_CARD.md from training.json and metrics.json (called by evaluate.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _pct(rate: dict) -> str:
+    value = rate.get("sensitivity")
+    return "n/a (0 nodules)" if value is None else f"{value:.2f} ({round(value * rate['n'])}/{rate['n']})"
+
+
+def _num(value, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def render(training: dict, metrics: dict) -> str:
+    m = metrics
+    weights = "\n".join(f"| {name} | {w:+.4f} |" for name, w in zip(training["features"], training["logistic_weights"]))
+    types = "\n".join(f"| {k} | {_pct(v)} |" for k, v in m["sensitivity_by_type"].items())
+    sizes = "\n".join(f"| {k} | {_pct(v)} |" for k, v in m["sensitivity_by_size"].items())
+    return f"""# Model card: radpath lung nodule detector v{training['version']}
+
+**Intended use.** Reference model for the radpath demo and tests: it marks pulmonary nodules on
+chest CT so that the lung cancer pathway has something real to run. **It is NOT a medical
+device**, has no regulatory status (no UKCA/CE marking) and must not be used on patients. It
+was built and evaluated only on synthetic phantoms (`radpath/synth/chest_ct.py`).
+
+| | |
+|---|---|
+| File | `lung_nodule_detector.onnx` ({training['size_bytes']} bytes, ONNX opset 17) |
+| sha256 | `{training['sha256']}` |
+| Version | {training['version']} (ONNX metadata `name`, `version`, `intended_use`) |
+| Input | `ct_hu` float32 [1, 1, Z, Y, X]: HU, resampled by the caller to an isotropic 2 mm grid (metadata `input_spacing_mm`) |
+| Output | `nodule_probability` float32 [1, 1, Z, Y, X], same grid |
+| Operating threshold | {training['operating_threshold']} (metadata `operating_threshold`) |
+| Spiculation cut-off | {_num(training['spiculation_cutoff'], '.4f')} (metadata `spiculation_cutoff`) |
+| Runner | `integrations/inference/onnx_model.py` (checksum-verified, CPU onnxruntime) |
+| Detection + measurement | `integrations/inference/lung_nodules.py`, `pathways/lung_nodule_measurement.py` |
+
+## How it was built (`python models/lung_nodule/build_model.py`, deterministic)
+
+Not a trained CNN: a **derived filter bank with a fitted logistic layer** (`graph.py`), all
+ordinary ONNX ops (Conv, Clip, Mul, Pow, Min, Max, Sigmoid).
+
+1. Intensity window: density = clip((HU + 900) / 500, 0, 1) (aerated lung ~0, ground glass ~0.6, soft tissue 1).
+2. Separable Gaussian smoothing at 5 scales (sigma 0.75 to 3.5 voxels = 1.5 to 7 mm), scale-normalised
+   Hessian by central differences, and a blob measure from its invariants:
+   min(-I1/3, sqrt(I2/3), cbrt(-I3)), all clipped at 0. It is positive only where all three
+   eigenvalues are negative (a bright sphere) and ~0 on tubes (vessels) and plates.
+3. Lung gating: local air fraction (Gaussian, sigma 12 mm, of HU < -500), multiplied into the blob channels.
+4. A 1x1x1 Conv (logistic regression, L2, L-BFGS) fitted on seeds {training['train_seeds'][0]}-{training['train_seeds'][-1]}
+   (4 nodules each): positives are 2 mm voxels within half a radius of a nodule centre, negatives
+   those > radius + 3 mm away (random and "hard" blob-like samples, reweighted to the population).
+5. The operating threshold is the highest-sensitivity threshold (nodules >= 5 mm) with at most
+   0.75 false positives per training scan; the spiculation cut-off maximises accuracy on the
+   training detections. Both are written into the ONNX metadata.
+
+| Feature | Logistic weight |
+|---|---|
+{weights}
+| (bias) | {training['logistic_bias']:+.4f} |
+
+Downstream (not in the ONNX graph): connected components of the thresholded map (at most 40
+candidates per scan), then per candidate at full resolution: half-way threshold between lung
+and solid (or ground-glass) attenuation, region growing, vessel cut by an opening scaled to the
+inscribed radius, long/short axial diameters (Bankier et al., Radiology 2017), volume, mean HU,
+type from the solid-core (>= -300 HU) diameter ratio (solid if >= 0.8, ground glass if the core
+is < 1.5 mm; attenuation ranges per the Fleischner glossary, Hansell et al., Radiology 2008),
+spiculation = volume of thin protrusions ending within 2.5 radii / nodule volume, lobe by
+`pathways.lung_anatomy` on a lung mask segmented from HU.
+
+## Evaluation (`python models/lung_nodule/evaluate.py --studies {m['studies']}`)
+
+Held-out seeds {m['seeds']} (random 0-4 nodules each, {m['truth_nodules']} nodules); a detection
+matches when its centre is within max(truth radius, 5 mm). Figures from `metrics.json`.
+
+| Metric | Value |
+|---|---|
+| Sensitivity, all | {_pct(m['sensitivity'])} |
+| Sensitivity, >= 5 mm | {_pct(m['sensitivity_ge5mm'])} |
+| False positives per scan | {m['false_positives_per_scan']:.2f} ({m['false_positives']} in {m['studies']} scans) |
+| Long-axis diameter MAE (mm) | {_num(m['long_axis_mae_mm'])} |
+| Mean-diameter MAE (mm) | {_num(m['mean_diameter_mae_mm'])} |
+| Volume mean absolute relative error | {_num(m['volume_mean_abs_relative_error'])} |
+| Type accuracy | {_num(m['type_accuracy'])} |
+| Spiculation accuracy | {_num(m['spiculation_accuracy'])} |
+| Lobe accuracy | {_num(m['lobe_accuracy'])} |
+| Seconds per study (mean / max, 2 cores, incl. measurement) | {_num(m['seconds_per_study_mean'], '.1f')} / {_num(m['seconds_per_study_max'], '.1f')} |
+
+| Type | Sensitivity |
+|---|---|
+{types}
+
+| Size band | Sensitivity |
+|---|---|
+{sizes}
+
+## Limitations
+
+- Synthetic data only: one phantom family (its noise, vessel tree, nodule shapes and HU levels).
+  Nothing here says anything about real CT.
+- Small nodules (< 5 mm) are close to the 2 mm model grid and are often missed.
+- Nodules touching the pleura or mediastinum are gated down by the lung-air feature (the
+  phantom places nodules inside the lung, so this is untested).
+- Type and spiculation rules are simple thresholds tuned on the phantom's attenuation values.
+- Lobes come from a geometric fissure rule, not segmented fissures.
+"""
+
+
+def main() -> None:
+    training = json.loads((HERE / "training.json").read_text())
+    metrics = json.loads((HERE / "metrics.json").read_text())
+    (HERE / "MODEL_CARD.md").write_text(render(training, metrics))
+
+
+if __name__ == "__main__":
+    main()
