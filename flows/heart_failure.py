@@ -11,38 +11,17 @@ so a single flow would only re-derive that choice. Each flow stays a straight li
 from __future__ import annotations
 
 from prefect import flow
-from prefect.context import get_run_context
-from prefect.states import Completed
 
-from flows.common import StepTimer, mark_run_failed
-from integrations.db import ledger
+from flows.common import mark_run_failed, not_eligible, record_and_deliver, start_run
 from pathways.heart_failure import assess_lv_function
 from pathways.heart_failure_report import calcium_report_content, echo_report_content
 from pathways.registry import default_registry
-from tasks.artifacts import publish_run_summary
-from tasks.delivery import deliver
 from tasks.imaging import prepare_echo_cine, prepare_inputs, score_coronary_calcium
 from tasks.inference import segment_echo_lv
-from tasks.results import record_result
 
 ECHO = "heart-failure-echo"
 CARDIAC_CT = "heart-failure-cardiac-ct"
 CALCIUM_RULES_NAME = "radpath-agatston"  # the "model" of a rules-only result (SR observer, result identity)
-
-
-def _not_eligible(run_id: str, what: str):  # noqa: ANN202
-    ledger.set_run_status(run_id, "not_eligible", reason=f"no {what} fits the spec")
-    return Completed(name="NotEligible", message=f"the study holds no {what} the pathway can use")
-
-
-def _record_and_deliver(pathway, run_id, study_key, timer, content, assessment, series, mask_path, name, version):  # noqa: ANN001, ANN202
-    with timer.step("outputs"):
-        recorded = record_result(run_id, content, assessment, series, mask_path, name, version)
-    with timer.step("delivery"):
-        receipts = [f.result() for f in [deliver.submit(d) for d in recorded.delivery_ids]]
-    publish_run_summary(pathway, study_key, content, timer.seconds, receipts)
-    ledger.set_run_status(run_id, "completed")
-    return Completed(name="Delivered", message=f"{len(receipts)} deliveries; {content.conclusion_codes[0].display if content.conclusion_codes else content.conclusion}")
 
 
 @flow(name=ECHO, flow_run_name="heart-failure-echo/{study_key}", on_failure=[mark_run_failed],
@@ -51,19 +30,18 @@ async def heart_failure_echo(run_id: str, study_key: str):  # noqa: ANN201 - ret
     """A4C cine → LV masks per frame → EDV, ESV, LVEF → ESC 2021 category → SR, FHIR, ORU."""
     registry = default_registry()
     spec, rules = registry.get(ECHO), registry.rules(ECHO)
-    timer = StepTimer()
-    ledger.set_run_status(run_id, "running", flow_run_id=str(get_run_context().flow_run.id))
+    timer = start_run(run_id)
     with timer.step("prepare"):
         inputs = prepare_echo_cine(run_id)
     if inputs.series is None:
-        return _not_eligible(run_id, "echo cine")
+        return not_eligible(run_id, "echo cine")
     with timer.step("inference"):
         segmentation = segment_echo_lv(inputs.cine, spec.model, rules)
     with timer.step("rules"):
         assessment = assess_lv_function(segmentation.volumes, rules)
         content = echo_report_content(assessment)
     # No SEG: the cine has no frame of reference for a highdicom SEG; the SR carries the measurements.
-    return _record_and_deliver(ECHO, run_id, study_key, timer, content, assessment, inputs.series, None,
+    return record_and_deliver(ECHO, run_id, study_key, timer, content, assessment, inputs.series, None,
                                segmentation.model_name, segmentation.model_version)
 
 
@@ -73,15 +51,14 @@ async def heart_failure_cardiac_ct(run_id: str, study_key: str):  # noqa: ANN201
     """Calcium-scoring CT → Agatston per lesion (rules, no model) → CAC-DRS → SR + SEG, FHIR, ORU."""
     registry = default_registry()
     spec, rules = registry.get(CARDIAC_CT), registry.rules(CARDIAC_CT)
-    timer = StepTimer()
-    ledger.set_run_status(run_id, "running", flow_run_id=str(get_run_context().flow_run.id))
+    timer = start_run(run_id)
     with timer.step("prepare"):
         inputs = prepare_inputs(run_id)
     if inputs.series is None:
-        return _not_eligible(run_id, "3 mm axial calcium-scoring series")
+        return not_eligible(run_id, "3 mm axial calcium-scoring series")
     with timer.step("rules"):
         assessment, mask_path = score_coronary_calcium(inputs.volume, rules)
         content = calcium_report_content(assessment)
     mask = mask_path if assessment.lesions else None
-    return _record_and_deliver(CARDIAC_CT, run_id, study_key, timer, content, assessment, inputs.series, mask,
+    return record_and_deliver(CARDIAC_CT, run_id, study_key, timer, content, assessment, inputs.series, mask,
                                CALCIUM_RULES_NAME, spec.version)

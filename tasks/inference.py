@@ -14,7 +14,9 @@ from integrations.dicom.volume import read_volume
 from integrations.inference.lung_nodules import detect_nodules
 from integrations.inference.onnx_model import load_model
 from integrations.settings import get_settings
+from pathways.dementia_mri import BrainVolumes
 from pathways.findings import Nodule, VolumeRef
+from pathways.heart_failure import CineRef, EchoRules, LvVolumes
 from pathways.registry import model_path
 from pathways.spec import ModelRef, PathwaySpec
 
@@ -29,15 +31,18 @@ class NoduleDetection(BaseModel):
     mask_path: str  # uint8 label mask (.npy) on local disk; label k = nodule k
 
 
-def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
-    """Same series and same model bytes → same detections, across runs (not run-scoped).
+def local_cache_key(*parts: object) -> str:
+    """A cache key from the inputs that decide a result (series/cine UID, model sha256, rules)
+    plus the data directory, since cached results point at mask files inside it.
 
-    The data directory is part of the key: the cached result points at a mask file in it.
+    Not run-scoped: the same inputs in a later run (a re-drive) reuse the result.
     """
-    volume: VolumeRef = parameters["volume"]
-    model: ModelRef = parameters["model"]
     data_dir = hashlib.sha256(str(get_settings().data_dir.resolve()).encode()).hexdigest()[:12]
-    return f"lung-nodules:{data_dir}:{volume.series_uid}:{model.sha256}:{parameters.get('threshold')}"
+    return ":".join([data_dir, *map(str, parts)])
+
+
+def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
+    return local_cache_key("lung-nodules", parameters["volume"].series_uid, parameters["model"].sha256, parameters.get("threshold"))
 
 
 @task(
@@ -66,3 +71,78 @@ def detect_lung_nodules(volume: VolumeRef, model: ModelRef, threshold: float | N
         nodules=tuple(nodules),
         mask_path=str(Path(out)),
     )
+
+
+# --- Dementia brain MRI: brain volumetry ------------------------------------------------------
+class BrainVolumetryResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    model_version: str
+    model_sha256: str
+    volumes: BrainVolumes
+    mask_path: str  # uint8 SEG label mask (.npy): 1 = left hippocampus, 2 = right hippocampus
+
+
+def _volumetry_cache_key(context, parameters) -> str:  # noqa: ANN001
+    return local_cache_key("brain-volumetry", parameters["volume"].series_uid, parameters["model"].sha256)
+
+
+@task(name="measure-brain-volumes", cache_key_fn=_volumetry_cache_key, persist_result=True, retries=1,
+      retry_delay_seconds=2)
+def measure_brain_volumes(volume: VolumeRef, model: ModelRef) -> BrainVolumetryResult:
+    """Run the brain volumetry model on the cached T1 volume; hippocampal label mask to local disk."""
+    from integrations.inference.brain_volumetry import HIPPO_LEFT, HIPPO_RIGHT, measure_brain
+    from pathways.dementia_report import SEGMENT_NUMBERS
+
+    onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
+    t1 = np.asarray(read_volume(volume))
+    with concurrency("inference", occupy=1, strict=False):
+        measured = measure_brain(t1, volume.spacing_zyx_mm, onnx_model)
+    mask = np.zeros(measured.labels.shape, np.uint8)
+    mask[measured.labels == HIPPO_LEFT] = SEGMENT_NUMBERS["left"]
+    mask[measured.labels == HIPPO_RIGHT] = SEGMENT_NUMBERS["right"]
+    key = hashlib.sha256(("brain:" + volume.series_uid + model.sha256).encode()).hexdigest()[:24]
+    out = get_settings().work_dir / "masks" / f"{key}.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, mask)
+    volumes = BrainVolumes(intracranial_ml=measured.intracranial_ml, brain_ml=measured.brain_ml,
+                           hippocampus_left_ml=measured.hippocampus_left_ml,
+                           hippocampus_right_ml=measured.hippocampus_right_ml)
+    return BrainVolumetryResult(model_name=onnx_model.name, model_version=onnx_model.version,
+                                model_sha256=onnx_model.sha256, volumes=volumes, mask_path=str(out))
+
+
+# --- Heart failure echo: LV cavity segmentation and volumes per frame ------------------------
+class LvSegmentation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    model_version: str
+    model_sha256: str
+    volumes: LvVolumes  # per frame, by the rules' volume method (pathways.heart_failure)
+    masks_path: str  # bool LV masks (frames, rows, cols), .npy on local disk
+
+
+def _lv_cache_key(context, parameters) -> str:  # noqa: ANN001
+    rules = parameters["rules"]
+    return local_cache_key("echo-lv", parameters["cine"].sop_instance_uid, parameters["model"].sha256, rules.volume_method, rules.n_discs)
+
+
+@task(name="segment-echo-lv", cache_key_fn=_lv_cache_key, persist_result=True, retries=1, retry_delay_seconds=2)
+def segment_echo_lv(cine: CineRef, model: ModelRef, rules: EchoRules) -> LvSegmentation:
+    """Run the echo-lv model on every frame of the cached cine and measure each frame's LV volume."""
+    from integrations.dicom.multiframe import read_cine
+    from integrations.inference.echo_lv import segment_lv
+    from pathways.heart_failure import measure_lv_volumes
+
+    onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
+    frames = np.asarray(read_cine(cine))
+    with concurrency("inference", occupy=1, strict=False):
+        masks = segment_lv(frames, cine.region, cine.cm_per_pixel, onnx_model)
+    key = hashlib.sha256(("echo-lv:" + cine.sop_instance_uid + model.sha256).encode()).hexdigest()[:24]
+    out = get_settings().work_dir / "masks" / f"{key}.npy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, masks)
+    return LvSegmentation(model_name=onnx_model.name, model_version=onnx_model.version, model_sha256=onnx_model.sha256,
+                          volumes=measure_lv_volumes(masks, cine.cm_per_pixel, rules), masks_path=str(out))
