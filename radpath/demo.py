@@ -114,7 +114,7 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
     for study in generated:
         truth = json.loads(Path(study.truth_path).read_text())
         run_ids = [r for r in ready if ledger.run_view(r).study_uid == study.study_uid]
-        rows.append(DemoRow(study_key=ledger.study_key(study.study_uid), truth=truth.get("nodules", []), run_id=run_ids[0] if run_ids else None))
+        rows.append(DemoRow(study_key=ledger.study_key(study.study_uid), truth=truth["truth"]["nodules"], run_id=run_ids[0] if run_ids else None))
     await ensure_concurrency_limits()
     bar = progress.add_task("pathway runs", total=len(rows))
     for row in rows:

@@ -462,3 +462,19 @@ def test_outputs_from_the_lung_rules_including_a_normal_study(assessment, ctx, s
         )
         assert len(sr.content.get_volumetric_roi_measurement_groups()) == len(nodules)
     assert "No pulmonary nodule" in content.text
+
+
+def test_single_nodule_seg_and_sr(assessment, ctx, source_datasets, label_mask, tmp_path):
+    """A one-segment SEG keeps its segment identification in the shared functional groups;
+    the SR must still reference the segment and its frames (demo regression)."""
+    one = assessment.model_copy(update={"nodules": assessment.nodules[:1]})
+    content = lung_report_content(one)
+    mask = np.where(label_mask == 1, 1, 0).astype(np.uint8)
+    seg = build_segmentation(mask, content, ctx, source_datasets)
+    sr = build_measurement_report_sr(content, ctx, source_datasets, seg)
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert _dciodvfy_errors(path) == []
+    group = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()[0]
+    referenced = group.referenced_segment[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSegmentNumber == 1 and referenced.ReferencedSOPInstanceUID == seg.SOPInstanceUID

@@ -64,6 +64,22 @@ def _qualitative(finding: Finding) -> list[hd.sr.QualitativeEvaluation]:
     ]
 
 
+def _referenced_segment(seg: pydicom.Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
+    """Reference one segment of the SEG by its number (TID 1411 "Referenced Segment").
+
+    Built directly rather than with highdicom's `ReferencedSegment.from_segmentation`, which
+    fails on a single-segment SEG (its segment identification sits in the shared functional
+    groups) and adds ReferencedFrameNumber, which dciodvfy rejects beside
+    ReferencedSegmentNumber.
+    """
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=segment_number,
+        source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID),
+    )
+
+
 def _finding_group(
     finding: Finding,
     ctx: ResultContext,
@@ -83,9 +99,7 @@ def _finding_group(
     )
     if seg is not None and finding.segment_number is not None:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
-                seg, segment_number=finding.segment_number
-            ),
+            referenced_segment=_referenced_segment(seg, finding.segment_number),
             **common,
         )
     if finding.centre_xyz_mm is not None:
