@@ -302,3 +302,29 @@ def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:
             f" ({_BTS} Algorithm 1 PET-CT threshold)"
         )
     return reasons
+
+
+def match_detections(truth: Sequence[dict], found: Sequence[dict]) -> tuple[int, int]:
+    """(truth nodules found, false positives) for evaluation against synthetic truth.
+
+    A detection matches the nearest unmatched truth nodule whose centre lies within
+    max(its radius, 5 mm) — the same rule as models/lung_nodule/evaluate.py.
+    """
+    unmatched = list(found)
+    hits = 0
+    for t in truth:
+        radius = max(t["diameter_mm"] / 2, 5.0)
+        best = min(unmatched, key=lambda f: math.dist(f["centre_xyz_mm"], t["centre_xyz_mm"]), default=None)
+        if best is not None and math.dist(best["centre_xyz_mm"], t["centre_xyz_mm"]) <= radius:
+            hits += 1
+            unmatched.remove(best)
+    return hits, len(unmatched)
+
+
+def compare_to_truth(result_assessment: dict, truth: dict) -> str:
+    """One line for the demo table: nodules found against the synthetic truth."""
+    found = [n["nodule"] for n in result_assessment["nodules"]]
+    hits, false_positives = match_detections(truth["nodules"], found)
+    brocks = [n["brock_probability"] for n in result_assessment["nodules"] if n["brock_probability"] is not None]
+    brock = f"; max Brock {100 * max(brocks):.1f}%" if brocks else ""
+    return f"{hits}/{len(truth['nodules'])} nodules found, {false_positives} false +{brock}"

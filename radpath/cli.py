@@ -20,14 +20,15 @@ console = Console()
 def demo(
     studies: int = typer.Option(4, min=1, help="How many synthetic chest CTs to run"),
     seed: int = typer.Option(2026, help="Seed for the synthetic studies"),
+    all_pathways: bool = typer.Option(True, help="Also one brain MRI, echo and cardiac CT for the other pathways"),
 ) -> None:
-    """Generate chest CTs with orders, ingest them, run the lung pathway, deliver, report."""
+    """Synthetic studies with orders, through the front doors, every pathway, delivered, reported."""
     from radpath.runtime import configure_prefect
 
     configure_prefect()
     from radpath.demo import run_demo
 
-    ok = run_demo(studies=studies, seed=seed, console=console)
+    ok = run_demo(studies=studies, seed=seed, console=console, all_pathways=all_pathways)
     raise typer.Exit(code=0 if ok else 1)
 
 

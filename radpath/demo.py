@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import socket
 import time
@@ -28,6 +27,7 @@ from integrations.fhir.local_server import LocalFhirServer, start_local_fhir_ser
 from integrations.hl7.client import send_messages
 from integrations.hl7.listener import serve_mllp
 from integrations.settings import get_settings, reset_settings
+from pathways import dementia_mri, heart_failure, lung_cancer_ct
 from radpath.pacs_simulator import PacsSimulator
 from radpath.ris_simulator import RisSimulator
 from radpath.runtime import prepare_ledger
@@ -35,25 +35,23 @@ from radpath.runtime import prepare_ledger
 
 @dataclass
 class DemoRow:
+    kind: str
     study_key: str
-    truth: list[dict]
+    truth: dict
     run_id: str | None = None
     state: str = "not run"
     seconds: float = 0.0
 
 
-def match_count(truth: list[dict], found: list[dict]) -> tuple[int, int]:
-    """(truth nodules found, false positives): a detection matches a truth nodule whose centre
-    lies within max(its radius, 5 mm)."""
-    unmatched = list(found)
-    hits = 0
-    for t in truth:
-        radius = max(t["diameter_mm"] / 2, 5.0)
-        best = min(unmatched, key=lambda f: math.dist(f["centre_xyz_mm"], t["centre_xyz_mm"]), default=None)
-        if best is not None and math.dist(best["centre_xyz_mm"], t["centre_xyz_mm"]) <= radius:
-            hits += 1
-            unmatched.remove(best)
-    return hits, len(unmatched)
+# One line per pathway comparing its stored assessment with the synthetic truth.
+TRUTH_COMPARISONS = {
+    "lung-cancer-ct": lung_cancer_ct.compare_to_truth,
+    "dementia-mri": dementia_mri.compare_to_truth,
+    "heart-failure-echo": heart_failure.compare_to_truth,
+    "heart-failure-cardiac-ct": heart_failure.compare_to_truth,
+}
+# The other pathways' studies, one each, beside the chest CTs.
+OTHER_KINDS = ("brain-mri", "echo", "cardiac-ct")
 
 
 @dataclass
@@ -80,7 +78,7 @@ def _point_radpath_at(peers: DemoPeers) -> None:
             "ehr": {"kind": "fhir", "base_url": peers.ehr.base_url},
         }
     )
-    os.environ["RADPATH_DICOM_QUIET_PERIOD_SECONDS"] = json.dumps({"CT": 0})
+    os.environ["RADPATH_DICOM_QUIET_PERIOD_SECONDS"] = json.dumps({"CT": 0, "MR": 0, "US": 0})
     os.environ["RADPATH_MLLP_PORT"] = str(_free_port())
     os.environ["RADPATH_DICOM_PORT"] = str(_free_port())
     reset_settings()
@@ -114,7 +112,9 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
     for study in generated:
         truth = json.loads(Path(study.truth_path).read_text())
         run_ids = [r for r in ready if ledger.run_view(r).study_uid == study.study_uid]
-        rows.append(DemoRow(study_key=ledger.study_key(study.study_uid), truth=truth["truth"]["nodules"], run_id=run_ids[0] if run_ids else None))
+        rows.append(
+            DemoRow(kind=study.kind, study_key=ledger.study_key(study.study_uid), truth=truth["truth"], run_id=run_ids[0] if run_ids else None)
+        )
     await ensure_concurrency_limits()
     bar = progress.add_task("pathway runs", total=len(rows))
     for row in rows:
@@ -128,17 +128,19 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
     return rows
 
 
-def run_demo(studies: int, seed: int, console: Console) -> bool:
+def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = True) -> bool:
     from radpath.synth import generate
 
     settings = get_settings()
     prepare_ledger()
     console.print(f"radpath demo — data in [bold]{settings.data_dir.resolve()}[/bold], ledger {settings.resolved_database_url.split(':')[0]}")
     with Progress(console=console) as progress:
-        bar = progress.add_task("synthetic chest CTs", total=studies)
-        generated = generate(
-            "chest-ct", studies, seed, settings.data_dir / "synthetic", progress=lambda d, t: progress.update(bar, completed=d)
-        )
+        bar = progress.add_task("synthetic studies", total=studies + len(OTHER_KINDS))
+        generated = generate("chest-ct", studies, seed, settings.data_dir / "synthetic", progress=lambda d, t: progress.update(bar, completed=d))
+        if all_pathways:
+            for kind in OTHER_KINDS:
+                generated += generate(kind, 1, seed, settings.data_dir / "synthetic")
+                progress.advance(bar)
         progress.add_task("starting local RIS, PACS and FHIR server", total=None)
         with RisSimulator() as ris, PacsSimulator(settings.data_dir / "pacs") as pacs, start_local_fhir_server(
             settings.data_dir / "fhir-server"
@@ -165,9 +167,9 @@ def _report_peers(peers: DemoPeers, console: Console) -> bool:
 
 
 def _report(rows: list[DemoRow], console: Console) -> bool:
-    table = Table(title="lung-cancer-ct: results")
-    for col in ("study", "nodules found / truth", "false +", "max Brock %", "recommendation", "urgent", "turnaround s", "delivered", "state"):
-        table.add_column(col)
+    table = Table(title="radpath demo: every study from order to delivered result")
+    for col in ("pathway", "study", "result vs truth", "conclusion", "urgent", "TAT s", "sent", "state"):
+        table.add_column(col, overflow="fold")
     ok = True
     with session_scope() as session:
         for row in rows:
@@ -183,21 +185,18 @@ def _report(rows: list[DemoRow], console: Console) -> bool:
             delivered = [d for d in deliveries if d.status == "delivered"]
             all_delivered = bool(deliveries) and len(delivered) == len(deliveries)
             ok &= all_delivered and row.state == "Delivered"
+            pathway = run.pathway if run else row.kind
             if result is None:
-                table.add_row(row.study_key, "-", "-", "-", "-", "-", "-", "0/0", row.state)
+                table.add_row(pathway, row.study_key, "-", "-", "-", "-", "0/0", row.state)
                 continue
-            nodules = [n["nodule"] for n in result.assessment["nodules"]]
-            brocks = [n["brock_probability"] for n in result.assessment["nodules"] if n["brock_probability"] is not None]
-            hits, false_pos = match_count(row.truth, nodules)
             turnaround = (max(d.delivered_at for d in delivered) - order.received_at).total_seconds() if all_delivered else None
             table.add_row(
+                pathway,
                 row.study_key,
-                f"{hits} / {len(row.truth)}",
-                str(false_pos),
-                f"{100 * max(brocks):.1f}" if brocks else "-",
-                result.assessment["recommendation_code"],
+                TRUTH_COMPARISONS[pathway](result.assessment, row.truth),
+                result.assessment.get("recommendation_code") or result.report.get("conclusion", ""),
                 "YES" if result.urgent else "no",
-                f"{turnaround:.1f}" if turnaround is not None else "-",
+                f"{turnaround:.0f}" if turnaround is not None else "-",
                 f"{len(delivered)}/{len(deliveries)}",
                 row.state,
             )

@@ -17,7 +17,7 @@ from integrations.db.engine import session_scope
 from integrations.db.models import Delivery, PathwayRun, Result
 from integrations.dicom.store import ingest_instances
 from integrations.hl7.orders import parse_order
-from radpath.demo import match_count
+from pathways.lung_cancer_ct import match_detections
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_flow_delivers_once_and_a_rerun_adds_nothing(prefect_api, radpath_env, r
     # This study (generator seed 11) holds three nodules of >= 5 mm: all are found, none invented.
     truth = [n for n in json.loads(Path(study.truth_path).read_text())["truth"]["nodules"] if n["diameter_mm"] >= 5]
     found = [n["nodule"] for n in result.assessment["nodules"]]
-    hits, false_positives = match_count(truth, found)
+    hits, false_positives = match_detections(truth, found)
     assert (hits, false_positives) == (len(truth), 0) and len(truth) == 3
     assert result.assessment["recommendation_code"] in {"ct-3-months", "pet-ct", "clinical-review"}
 
