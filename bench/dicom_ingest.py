@@ -1,10 +1,13 @@
 """Ingest throughput of radpath's C-STORE SCP next to dcmtk's storescp, same study, same run.
 
 Both receivers are fed by dcmtk's storescu (TCP_NODELAY=1 on every dcmtk process) with the
-same synthetic chest CT; radpath writes each instance durably (fsync) and commits it to the
-ledger before answering, storescp just writes files. Prints instances/s, MB/s and the ratio.
+same synthetic chest CT, split across N parallel storescu processes (one association each).
+radpath writes each instance durably (file fsync, folder fsync) and commits its ledger row
+before answering (concurrent associations share one group commit); storescp just writes
+files (with --fork when N > 1, so its associations run in parallel too). Prints instances/s,
+MB/s and the ratio per concurrency level: medians of --repeat runs.
 
-    .venv/bin/python bench/dicom_ingest.py [--seed 3] [--repeat 2]
+    .venv/bin/python bench/dicom_ingest.py [--seed 3] [--repeat 3] [--concurrency 1 4]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -28,16 +34,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _send(folder: Path, port: int) -> float:
-    env = {**os.environ, "TCP_NODELAY": "1"}
+def _send(shares: list[list[Path]], port: int) -> float:
+    """Send each share over its own association, all at once; seconds until the last finishes."""
     start = time.perf_counter()
-    done = subprocess.run(
-        ["storescu", "-aet", "MODALITY", "-aec", "RADPATH", "+sd", "+r", "127.0.0.1", str(port), str(folder)],
-        capture_output=True, text=True, env=env,
-    )
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-aet", "MODALITY", "-aec", "RADPATH", "127.0.0.1", str(port), *map(str, share)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=DCMTK_ENV,
+        )
+        for share in shares
+    ]
+    errors = [p.communicate()[1] for p in procs]
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-1000:])
+    if any(p.returncode for p in procs):
+        raise RuntimeError("".join(errors)[-1000:])
     return elapsed
 
 
@@ -51,58 +61,74 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError("receiver did not start")
 
 
-def bench_storescp(folder: Path, out: Path) -> float:
+def bench_storescp(shares: list[list[Path]], out: Path) -> float:
     port = _free_port()
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["storescp", "-aet", "RADPATH", "-od", str(out), str(port)], env={**os.environ, "TCP_NODELAY": "1"})
+    fork = ["--fork"] if len(shares) > 1 else []
+    proc = subprocess.Popen(["storescp", *fork, "-aet", "RADPATH", "-od", str(out), str(port)], env=DCMTK_ENV)
     try:
         _wait_port(port)
-        return _send(folder, port)
+        return _send(shares, port)
     finally:
         proc.terminate()
         proc.wait()
 
 
-def bench_radpath(folder: Path, data_dir: Path) -> float:
+def bench_radpath(shares: list[list[Path]], data_dir: Path) -> tuple[float, float]:
+    """(seconds, instances per ledger commit)."""
     os.environ.update(
         RADPATH_DATA_DIR=str(data_dir), RADPATH_DICOM_PORT="0", RADPATH_DICOM_PEERS='{"MODALITY": ["127.0.0.1"]}',
-        RADPATH_PSEUDONYM_KEY="bench", RADPATH_DICOM_MIN_FREE_MB="0",
+        RADPATH_PSEUDONYM_KEY="bench", RADPATH_DICOM_MIN_FREE_MB="0", RADPATH_DICOM_MAX_ASSOCIATIONS=str(max(10, len(shares))),
     )
     os.environ.pop("RADPATH_DATABASE_URL", None)
     from integrations.db.engine import get_engine, migrate
     from integrations.dicom.scp import start_scp
+    from integrations.dicom.store import GROUP_COMMITTER
     from integrations.settings import get_settings, reset_settings
 
     reset_settings()
     get_engine.cache_clear()
     migrate()
     handle = start_scp(get_settings())
+    batches, groups = GROUP_COMMITTER.batches, GROUP_COMMITTER.grouped
     try:
-        return _send(folder, handle.port)
+        seconds = _send(shares, handle.port)
     finally:
         handle.shutdown()
+        get_engine().dispose()
+    assert handle.stats["stored"] == sum(map(len, shares)), handle.stats
+    return seconds, (GROUP_COMMITTER.grouped - groups) / max(1, GROUP_COMMITTER.batches - batches)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     from radpath.synth import generate
 
     work = Path(tempfile.mkdtemp(prefix="radpath-bench-"))
     try:
         (study,) = generate("chest-ct", 1, args.seed, work / "synthetic")
-        files = list(Path(study.dicom_dir).rglob("*.dcm"))
+        files = sorted(Path(study.dicom_dir).rglob("*.dcm"))
         n, mb = len(files), sum(f.stat().st_size for f in files) / 1e6
-        print(f"study: {n} instances, {mb:.1f} MB (synthetic chest CT, explicit VR little endian)")
-        best = {"storescp": float("inf"), "radpath": float("inf")}
-        for k in range(args.repeat):
-            best["storescp"] = min(best["storescp"], bench_storescp(Path(study.dicom_dir), work / f"storescp{k}"))
-            best["radpath"] = min(best["radpath"], bench_radpath(Path(study.dicom_dir), work / f"radpath{k}"))
-        for name, seconds in best.items():
-            print(f"{name:9s} {n / seconds:8.1f} instances/s {mb / seconds:8.1f} MB/s  ({seconds:.2f} s, best of {args.repeat})")
-        print(f"ratio radpath/storescp: {best['storescp'] / best['radpath']:.2f}")
+        print(f"study: {n} instances, {mb:.1f} MB (synthetic chest CT, explicit VR little endian); medians of {args.repeat} runs")
+        print(f"{'assocs':>6} {'receiver':9} {'inst/s':>8} {'MB/s':>7} {'seconds':>8}  note")
+        for level in args.concurrency:
+            shares = [files[k::level] for k in range(level)]
+            times: dict[str, list[float]] = {"storescp": [], "radpath": []}
+            per_commit: list[float] = []
+            for k in range(args.repeat):  # interleaved, so both see the same disk weather
+                times["storescp"].append(bench_storescp(shares, work / f"storescp-{level}-{k}"))
+                seconds, grouped = bench_radpath(shares, work / f"radpath-{level}-{k}")
+                times["radpath"].append(seconds)
+                per_commit.append(grouped)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            for name, seconds in medians.items():
+                note = f"{statistics.median(per_commit):.1f} instances per ledger commit" if name == "radpath" else ("--fork" if level > 1 else "")
+                print(f"{level:>6} {name:9} {n / seconds:8.1f} {mb / seconds:7.1f} {seconds:8.2f}  {note}")
+            print(f"{level:>6} ratio radpath/storescp: {medians['storescp'] / medians['radpath']:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

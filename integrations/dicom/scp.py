@@ -9,19 +9,19 @@ identifier and dataset logging is switched off, so no patient data reaches the l
 from __future__ import annotations
 
 import logging
+import time
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
+import threading
 
-from pydicom import dcmread
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from sqlalchemy.exc import OperationalError
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
-from integrations.dicom.store import StoredInstance, StoreFull, ingest_instances
+from integrations.dicom.store import StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
 
@@ -116,11 +116,29 @@ class ScpHandle:
     host: str
     port: int
     stats: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicate": 0, "conflict": 0, "refused": 0})
+    _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, outcome: str) -> None:
+        """Count one C-STORE outcome (handlers run in one thread per association)."""
+        with self._stats_lock:
+            self.stats[outcome] += 1
 
     def shutdown(self) -> None:
         """Stop accepting and close the socket (idempotent)."""
         if self.server in self.ae._servers:  # noqa: SLF001 - pynetdicom offers no public check
             self.server.shutdown()
+
+
+def _flush_reject(assoc) -> None:  # noqa: ANN001 - pynetdicom.association.Association
+    """Let the DUL thread put the A-ASSOCIATE-RJ on the wire before pynetdicom closes the socket.
+
+    After a reject from EVT_REQUESTED, pynetdicom shuts the connection at once, while the
+    PDU still sits in the DUL's queue: the peer then sees an abort instead of the reject.
+    """
+    deadline = time.monotonic() + 2.0
+    while not assoc.dul.to_provider_queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.02)  # the dequeued PDU is written by the same DUL pass
 
 
 def set_nodelay(event: evt.Event) -> None:
@@ -157,25 +175,28 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
         address = event.assoc.requestor.address
         if not peer_allowed(peers, calling, address):
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+            _flush_reject(event.assoc)
             _audit_reject(calling, address, "calling AE title or source address not allowed")
 
     def on_store(event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title.strip()
         try:
             data = event.encoded_dataset(include_meta=True)
-            header = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-            if str(header.get("SOPClassUID", "")) != str(event.request.AffectedSOPClassUID) or str(
-                header.get("SOPInstanceUID", "")
-            ) != str(event.request.AffectedSOPInstanceUID):
-                handle.stats["refused"] += 1
+            prepared = prepare_instance(data)
+            if prepared.sop_class_uid != str(event.request.AffectedSOPClassUID) or prepared.sop_instance_uid != str(
+                event.request.AffectedSOPInstanceUID
+            ):
+                handle.count("refused")
                 return DATASET_MISMATCH
-            (outcome,) = ingest_instances([data], actor=f"dicom:{calling}")
+            # Concurrent associations meet in the group committer: one fsync pass and one
+            # ledger commit for all of them; each returns only after the commit holding it.
+            (outcome,) = commit_prepared([(prepared, data)], actor=f"dicom:{calling}")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status; the node keeps serving
-            handle.stats["refused"] += 1
+            handle.count("refused")
             if not isinstance(exc, (InvalidInput, StoreFull)):
                 log.warning("C-STORE failed: %s", exc.__class__.__name__)
             return status_for(exc)
-        handle.stats[outcome.outcome] += 1
+        handle.count(outcome.outcome)
         if on_instance_committed is not None:
             try:
                 on_instance_committed(outcome)

@@ -11,20 +11,23 @@ import os
 import re
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from struct import error as struct_error
+import struct
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from sqlalchemy import insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from integrations.db.engine import session_scope
+from integrations.db.engine import get_engine, session_scope
 from integrations.db.ledger import audit, patient_key
-from integrations.db.models import Instance, Series, Study, utcnow
+from integrations.db.models import Instance, Series, Study, new_id, utcnow
 from integrations.errors import InvalidInput, TransientError
 from integrations.settings import get_settings
 
@@ -45,21 +48,32 @@ def _h(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
-def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> Path:
+def relative_path(study_uid: str, series_uid: str, sop_uid: str, digest: str = "") -> Path:
+    """Where an instance lives; with its content digest in the name, two different instances
+    under one SOP Instance UID never overwrite each other, whatever order they commit in."""
     study = _h(study_uid)
-    return Path(study[:2]) / study / _h(series_uid) / f"{_h(sop_uid)}.dcm"
+    stem = f"{_h(sop_uid)}.{digest[:16]}" if digest else _h(sop_uid)
+    return Path(study[:2]) / study / _h(series_uid) / f"{stem}.dcm"
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename, fsync the folder: all or nothing on disk."""
+def write_durably(path: Path, data: bytes, sync_folder: bool = True) -> None:
+    """Write to a temporary name, fsync, rename, fsync the folder: all or nothing on disk.
+    With sync_folder=False the caller fsyncs the folder itself (once for many files) before
+    anything that depends on the new name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if sync_folder:
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the names in `folder` (new files, renames) durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -75,13 +89,55 @@ class StoredInstance:
 
 
 def _header(data: bytes) -> pydicom.Dataset:
-    """Parse a Part 10 instance (pixel data kept as encoded bytes, never decoded) and check it."""
+    """Read the header only (everything before Pixel Data) and check the pixel data's declared
+    size against its actual length, without copying or decoding the pixels."""
+    fp = BytesIO(data)
     try:
-        ds = pydicom.dcmread(BytesIO(data))
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        pixels = _pixel_data_extent(ds, data, fp.tell())
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise InvalidInput(f"not a readable DICOM instance ({exc.__class__.__name__})") from None
-    check_pixel_data(ds)
+    if pixels is _REPARSE:  # deflated body: offsets in `data` mean nothing, read it all
+        full = _full_read(data)
+        check_pixel_data(full, full.get("PixelData"))
+    else:
+        check_pixel_data(ds, pixels)
     return ds
+
+
+_REPARSE = memoryview(b"")
+
+
+def _full_read(data: bytes) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise InvalidInput(f"not a readable DICOM instance ({exc.__class__.__name__})") from None
+
+
+def _pixel_data_extent(ds: pydicom.Dataset, data: bytes, offset: int) -> memoryview | None:
+    """The value of top-level (7FE0,0010) Pixel Data as a view into `data` (None if absent),
+    read from the element header at `offset` where the header-only read stopped."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and pydicom.uid.UID(syntax) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return _REPARSE
+    implicit, little = ds.original_encoding
+    if implicit is None or len(data) < offset + 8:
+        return None
+    order = "<" if little else ">"
+    group, element = struct.unpack_from(f"{order}HH", data, offset)
+    if (group, element) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        (length,), start = struct.unpack_from(f"{order}L", data, offset + 4), offset + 8
+    else:
+        (length,), start = struct.unpack_from(f"{order}L", data, offset + 8), offset + 12
+    view = memoryview(data)
+    if length == 0xFFFFFFFF:
+        return view[start:]  # encapsulated: items up to the sequence delimiter
+    if start + length > len(data):
+        raise InvalidInput("pixel data length runs past the end of the instance")
+    return view[start : start + length]
 
 
 def _int_attr(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int | None:
@@ -94,10 +150,11 @@ def _int_attr(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> 
         raise InvalidInput(f"{keyword} is not an integer (bad VR value)") from None
 
 
-def check_pixel_data(ds: pydicom.Dataset) -> None:
+def check_pixel_data(ds: pydicom.Dataset, data: bytes | memoryview | None) -> None:
     """Refuse pixel data that disagrees with Rows x Columns x Frames x Samples x Bits, or that
-    declares an image larger than the configured ceiling, before anything is decoded."""
-    if "PixelData" not in ds:
+    declares an image larger than the configured ceiling, before anything is decoded.
+    `data` is the Pixel Data value (bytes or a view of them), None when the instance has none."""
+    if data is None:
         return
     rows, cols = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0)
     frames = _int_attr(ds, "NumberOfFrames", 1)
@@ -108,20 +165,31 @@ def check_pixel_data(ds: pydicom.Dataset) -> None:
     expected = (expected_bits + 7) // 8
     if expected > get_settings().dicom_max_pixel_bytes:
         raise InvalidInput("declared image size exceeds the configured ceiling")
-    data = ds.PixelData
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is not None and pydicom.uid.UID(syntax).is_encapsulated:
-        from pydicom.encaps import generate_fragments
-
-        try:
-            fragments = sum(1 for _ in generate_fragments(data))
-        except (ValueError, EOFError, struct_error) as exc:
-            raise InvalidInput(f"encapsulated pixel data is malformed ({exc.__class__.__name__})") from None
-        if fragments < frames:
+        if _count_items(data) < frames + 1:  # the Basic Offset Table item, then >= 1 fragment per frame
             raise InvalidInput("encapsulated pixel data holds fewer fragments than frames")
         return
     if len(data) not in (expected, expected + 1, expected + (expected % 2)):
         raise InvalidInput("pixel data length disagrees with rows x columns x frames x samples x bits")
+
+
+def _count_items(data: bytes | memoryview) -> int:
+    """Items of encapsulated pixel data (PS3.5 A.4), each wholly present, up to the sequence
+    delimiter; truncated or malformed data raises InvalidInput."""
+    pos, count = 0, 0
+    while True:
+        if pos + 8 > len(data):
+            raise InvalidInput("encapsulated pixel data is truncated")
+        group, element, length = struct.unpack_from("<HHL", data, pos)
+        if (group, element) == (0xFFFE, 0xE0DD):  # Sequence Delimitation Item
+            return count
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise InvalidInput("encapsulated pixel data is malformed")
+        pos += 8 + length
+        if pos > len(data):
+            raise InvalidInput("encapsulated pixel data is truncated")
+        count += 1
 
 
 def check_free_space(root: Path, incoming: int) -> None:
@@ -143,28 +211,198 @@ def _position_along_normal(ds: pydicom.Dataset) -> float | None:
 
 def ingest_instances(blobs: Iterable[bytes], actor: str = "import") -> list[StoredInstance]:
     """Store each instance durably, then commit the ledger index for all of them at once."""
+    return commit_prepared([(prepare_instance(data), data) for data in blobs], actor)
+
+
+@dataclass
+class PreparedInstance:
+    """A checked instance header, ready to be written and indexed."""
+
+    ds: pydicom.Dataset  # header only, no pixel data
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    digest: str
+    size: int
+
+
+def prepare_instance(data: bytes) -> PreparedInstance:
+    """Read and check one Part 10 instance (header read, pixel-size check, UIDs, digest)."""
+    ds = _header(data)
+    uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    if not all(valid_uid(u) for u in uids):
+        raise InvalidInput("a UID is missing or not digits and dots of at most 64 characters")
+    return PreparedInstance(ds, *uids, str(ds.get("SOPClassUID", "")), hashlib.sha256(data).hexdigest(), len(data))
+
+
+def commit_prepared(items: list[tuple[PreparedInstance, bytes]], actor: str) -> list[StoredInstance]:
+    """Write each new instance durably (file fsync), then hand them to the group committer and
+    return once the ledger transaction holding them has committed. Resends already in the
+    ledger with the same bytes are answered from it without writing anything."""
     settings = get_settings()
-    staged: list[tuple[pydicom.Dataset, Path, str, int]] = []
-    for data in blobs:
-        ds = _header(data)
-        uids = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        if not all(valid_uid(u) for u in uids):
-            raise InvalidInput("a UID is missing or not digits and dots of at most 64 characters")
-        rel = relative_path(*uids)
-        digest = hashlib.sha256(data).hexdigest()
+    known = _known_digests([p.sop_instance_uid for p, _ in items])
+    staged = []
+    for prep, data in items:
+        if known.get(prep.sop_instance_uid) == prep.digest:
+            staged.append(_Staged(prep, None))
+            continue
+        rel = relative_path(prep.study_uid, prep.series_uid, prep.sop_instance_uid, prep.digest)
+        check_free_space(settings.store_dir, prep.size)
         target = settings.store_dir / rel
-        check_free_space(settings.store_dir, len(data))
-        if not (target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == digest):
-            write_durably(target if not target.exists() else target.with_suffix(f".{digest[:12]}.conflict"), data)
-        staged.append((ds, rel, digest, len(data)))
+        new_dirs = _missing_dirs(target.parent, settings.store_dir)
+        staged.append(_Staged(prep, rel, new_dirs, _write_temporary(target, data)))
+    if all(s.rel is None for s in staged):
+        return [StoredInstance(s.prep.study_uid, s.prep.series_uid, s.prep.sop_instance_uid, "duplicate") for s in staged]
+    return GROUP_COMMITTER.commit(_Group(staged, actor))
+
+
+def _known_digests(sop_uids: list[str]) -> dict[str, str]:
+    """SHA-256 of instances already committed under these SOP Instance UIDs."""
+    out: dict[str, str] = {}
+    with get_engine().connect() as conn:
+        for i in range(0, len(sop_uids), 500):
+            chunk = sop_uids[i : i + 500]
+            rows = conn.execute(sa_select(Instance.sop_instance_uid, Instance.sha256).where(Instance.sop_instance_uid.in_(chunk)))
+            out.update({uid: sha for uid, sha in rows})
+    return out
+
+
+def _missing_dirs(folder: Path, root: Path) -> tuple[Path, ...]:
+    """`folder` and its parents below `root` not yet known to be durable in their parent."""
+    out = []
+    while folder != root and folder not in _DURABLE_DIRS:
+        out.append(folder)
+        folder = folder.parent
+    return tuple(out)
+
+
+_DURABLE_DIRS: set[Path] = set()  # folders whose own entry in their parent has been fsynced
+
+
+@dataclass
+class _Staged:
+    prep: PreparedInstance
+    rel: Path | None  # None: a resend of committed bytes, nothing written
+    new_dirs: tuple[Path, ...] = ()
+    tmp: Path | None = None  # written, not yet fsynced nor renamed
+
+
+def _write_temporary(target: Path, data: bytes) -> Path:
+    """Write next to `target` under a temporary name; the committer fsyncs and renames it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    return tmp
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _settle_files(batch: list[_Group]) -> None:
+    """fsync every temporary file of the batch (in parallel: the kernel can share one journal
+    commit between them), then rename each to its final name: a final name only ever holds
+    complete, durable bytes."""
+    pending = [s for g in batch for s in g.staged if s.tmp is not None]
+    if len(pending) == 1:
+        _fsync_file(pending[0].tmp)
+    elif pending:
+        list(_FSYNC_POOL.map(_fsync_file, [s.tmp for s in pending]))
+    root = get_settings().store_dir
+    for staged in pending:
+        os.replace(staged.tmp, root / staged.rel)
+        staged.tmp = None
+
+
+_FSYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
+@dataclass
+class _Group:
+    """One caller's instances; they commit together, in one transaction, or not at all."""
+
+    staged: list[_Staged]
+    actor: str
+    done: bool = False
+    result: list[StoredInstance] | None = None
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Leader/follower group commit. Each caller queues its group and takes INDEX_LOCK; the one
+    holding it commits every group queued so far (folder fsyncs, one ledger transaction, one
+    commit) and marks them done. A caller returns only once its group is done, so no caller
+    (and no C-STORE-RSP) ever gets success before the commit that holds its instances."""
+
+    def __init__(self) -> None:
+        self._queue: list[_Group] = []
+        self._queue_lock = threading.Lock()
+        self.batches = 0  # commits done (tests and the bench read these)
+        self.grouped = 0  # groups committed
+
+    def commit(self, group: _Group) -> list[StoredInstance]:
+        with self._queue_lock:
+            self._queue.append(group)
+        with INDEX_LOCK:
+            if not group.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if group.error is not None:
+            raise group.error
+        return group.result
+
+    def _commit_batch(self, batch: list[_Group]) -> None:
+        try:
+            results = _commit_with_retries(batch)
+        except Exception as exc:  # noqa: BLE001 - isolate: one bad group must not fail the others
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = exc, True
+                return
+            for group in batch:
+                self._commit_batch([group])
+            return
+        for group, result in zip(batch, results):
+            group.result, group.done = result, True
+        self.batches += 1
+        self.grouped += len(batch)
+
+
+def _commit_with_retries(batch: list[_Group]) -> list[list[StoredInstance]]:
+    _settle_files(batch)
+    _sync_folders(batch)
     for attempt in range(3):  # another process may create the same study or series first
         try:
-            with INDEX_LOCK, session_scope() as session:
-                return [_index(session, ds, rel, digest, size, actor) for ds, rel, digest, size in staged]
+            with session_scope() as session:
+                return _index_batch(session, batch)
         except IntegrityError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _sync_folders(batch: list[_Group]) -> None:
+    """fsync each touched series folder once, and the parent of each newly created folder,
+    before the commit that makes the batch visible."""
+    root = get_settings().store_dir
+    folders, created = set(), set()
+    for group in batch:
+        for staged in group.staged:
+            if staged.rel is not None:
+                folders.add(root / staged.rel.parent)
+                created.update(staged.new_dirs)
+    for folder in sorted(folders | {d.parent for d in created}, key=lambda p: len(p.parts), reverse=True):
+        fsync_folder(folder)
+    _DURABLE_DIRS.update(created)
+
+
+GROUP_COMMITTER = GroupCommitter()
 
 
 def patient_keys(ds: pydicom.Dataset) -> list[str]:
@@ -188,60 +426,114 @@ def patient_keys(ds: pydicom.Dataset) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _index(session, ds: pydicom.Dataset, rel: Path, digest: str, size: int, actor: str) -> StoredInstance:  # noqa: ANN001
-    study_uid, series_uid, sop_uid = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
-    existing = session.exec(select(Instance).where(Instance.sop_instance_uid == sop_uid)).first()
-    if existing is not None:
-        if existing.sha256 == digest:
-            return StoredInstance(study_uid, series_uid, sop_uid, "duplicate")
-        audit(session, actor, "instance.conflict", "instance", existing.id, sha256=digest[:16])
-        return StoredInstance(study_uid, series_uid, sop_uid, "conflict")
-    now = utcnow()
-    study = session.exec(select(Study).where(Study.study_uid == study_uid)).first()
-    if study is None:
-        keys = patient_keys(ds)
-        study = Study(
-            study_uid=study_uid,
-            accession_number=str(ds.get("AccessionNumber", "")),
-            patient_key=keys[0] if keys else "",
-            patient_keys=keys,
-        )
-        session.add(study)
-        session.flush()
-    study.last_received_at = now
-    if study.status == "ready":  # images after the study was handed to runs: readiness decides
-        study.late_instances += 1
-    series = session.exec(select(Series).where(Series.series_uid == series_uid)).first()
-    if series is None:
-        thickness = ds.get("SliceThickness")
-        series = Series(
-            study_id=study.id,
-            series_uid=series_uid,
-            modality=str(ds.get("Modality", "")),
-            series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
-            description=str(ds.get("SeriesDescription", "")),
-            body_part=str(ds.get("BodyPartExamined", "")),
-            slice_thickness_mm=float(thickness) if thickness not in (None, "") else None,
-            orientation="\\".join(str(float(v)) for v in ds.get("ImageOrientationPatient", []) or []),
-            image_type="\\".join(ds.get("ImageType", []) or []),
-        )
-        session.add(series)
-        session.flush()
-    series.n_instances += 1
-    session.add(
-        Instance(
-            series_id=series.id,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=str(ds.get("SOPClassUID", "")),
-            instance_number=int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
-            position_z_mm=_position_along_normal(ds),
-            path=str(rel),
-            sha256=digest,
-            size_bytes=size,
-            received_at=now,
-        )
+def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  # noqa: ANN001
+    """Index every staged instance of the batch: a few set-wise lookups, one bulk insert."""
+    now, root = utcnow(), get_settings().store_dir
+    staged_all = [s for g in batch for s in g.staged if s.rel is not None]
+    existing = _existing(session, [s.prep.sop_instance_uid for s in staged_all])
+    studies = _by_uid(session, Study, Study.study_uid, {s.prep.study_uid for s in staged_all})
+    series_by_uid = _by_uid(session, Series, Series.series_uid, {s.prep.series_uid for s in staged_all})
+    rows, results = [], []
+    for group in batch:
+        out = []
+        for staged in group.staged:
+            prep = staged.prep
+            out.append(StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "duplicate"))
+            if staged.rel is None:
+                continue
+            if prep.sop_instance_uid in existing:
+                instance_id, digest, path = existing[prep.sop_instance_uid]
+                if digest != prep.digest:
+                    _keep_aside(root / staged.rel)
+                    audit(session, group.actor, "instance.conflict", "instance", instance_id, sha256=prep.digest[:16])
+                    out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "conflict")
+                elif path != str(staged.rel):  # same bytes already indexed under an older name
+                    (root / staged.rel).unlink(missing_ok=True)
+                continue
+            study = studies.get(prep.study_uid) or _new_study(session, studies, prep.ds)
+            study.last_received_at = now
+            if study.status == "ready":  # images after the study was handed to runs: readiness decides
+                study.late_instances += 1
+            series = series_by_uid.get(prep.series_uid) or _new_series(session, series_by_uid, study.id, prep.ds)
+            series.n_instances += 1
+            row = _instance_row(prep, series.id, staged.rel, now)
+            existing[prep.sop_instance_uid] = (row["id"], prep.digest, row["path"])
+            rows.append(row)
+            out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "stored")
+        results.append(out)
+    session.flush()
+    if rows:
+        session.execute(insert(Instance), rows)
+    return results
+
+
+def _existing(session, sop_uids: list[str]) -> dict[str, tuple[str, str, str]]:  # noqa: ANN001
+    out = {}
+    for i in range(0, len(sop_uids), 500):
+        query = sa_select(Instance.sop_instance_uid, Instance.id, Instance.sha256, Instance.path)
+        for uid, instance_id, digest, path in session.execute(query.where(Instance.sop_instance_uid.in_(sop_uids[i : i + 500]))):
+            out[uid] = (instance_id, digest, path)
+    return out
+
+
+def _by_uid(session, model, column, uids: set[str]) -> dict:  # noqa: ANN001
+    if not uids:
+        return {}
+    return {getattr(row, column.key): row for row in session.exec(select(model).where(column.in_(sorted(uids)))).all()}
+
+
+def _keep_aside(path: Path) -> None:
+    """A different instance under an already indexed SOP Instance UID: renamed *.conflict."""
+    path.rename(path.with_suffix(".conflict"))
+    fsync_folder(path.parent)
+
+
+def _new_study(session, studies: dict, ds: pydicom.Dataset) -> Study:  # noqa: ANN001
+    keys = patient_keys(ds)
+    study = Study(
+        study_uid=str(ds.StudyInstanceUID),
+        accession_number=str(ds.get("AccessionNumber", "")),
+        patient_key=keys[0] if keys else "",
+        patient_keys=keys,
     )
-    return StoredInstance(study_uid, series_uid, sop_uid, "stored")
+    session.add(study)
+    session.flush()  # no ORM relationship orders study before series: insert it now
+    studies[study.study_uid] = study
+    return study
+
+
+def _new_series(session, series_by_uid: dict, study_id: str, ds: pydicom.Dataset) -> Series:  # noqa: ANN001
+    thickness = ds.get("SliceThickness")
+    series = Series(
+        study_id=study_id,
+        series_uid=str(ds.SeriesInstanceUID),
+        modality=str(ds.get("Modality", "")),
+        series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+        description=str(ds.get("SeriesDescription", "")),
+        body_part=str(ds.get("BodyPartExamined", "")),
+        slice_thickness_mm=float(thickness) if thickness not in (None, "") else None,
+        orientation="\\".join(str(float(v)) for v in ds.get("ImageOrientationPatient", []) or []),
+        image_type="\\".join(ds.get("ImageType", []) or []),
+    )
+    session.add(series)
+    series_by_uid[series.series_uid] = series
+    return series
+
+
+def _instance_row(prep: PreparedInstance, series_id: str, rel: Path, now) -> dict:  # noqa: ANN001
+    ds = prep.ds
+    return {
+        "id": new_id(),
+        "series_id": series_id,
+        "sop_instance_uid": prep.sop_instance_uid,
+        "sop_class_uid": prep.sop_class_uid,
+        "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
+        "position_z_mm": _position_along_normal(ds),
+        "path": str(rel),
+        "sha256": prep.digest,
+        "size_bytes": prep.size,
+        "received_at": now,
+    }
 
 
 def series_files(series_uid: str) -> list[tuple[Path, str]]:
