@@ -21,8 +21,9 @@ DEFAULT_MODEL_SPACING_MM = 2.0
 INPUT_NAME = "ct_hu"
 OUTPUT_NAME = "nodule_probability"
 # Shape gate on measured candidates: vessel segments and branch points that pass the blob filter
-# are elongated (short/long < ~0.85) and fill little of their long-axis sphere (< ~0.6); the
-# phantom's nodules scored >= 0.92 and >= 0.74 (training seeds 9000-9002, see MODEL_CARD.md).
+# are elongated (low short/long axis ratio) and fill little of their long-axis sphere. The cut-offs
+# are fitted on training studies by models/lung_nodule/build_model.py and read from the model's
+# metadata (min_roundness, min_compactness); these defaults serve models built without them.
 MIN_ROUNDNESS = 0.85
 MIN_COMPACTNESS = 0.6
 MAX_CANDIDATES = 40  # most probable candidates measured per study (bounds the run time)
@@ -93,10 +94,43 @@ def _measure(volume_hu, spacing_zyx_mm, seed, approx_d, cutoff) -> NoduleMeasure
     return m
 
 
+def measure_candidates(volume_hu: np.ndarray, spacing_zyx_mm, prob: np.ndarray, coarse_mm: float,
+                       threshold: float, spiculation_cutoff: float) -> list[tuple[NoduleMeasurement, float]]:
+    """(measurement, peak probability) of the most probable candidates of a probability map."""
+    scale = np.array([coarse_mm / abs(float(s)) for s in spacing_zyx_mm])
+    measured = []
+    for peak, confidence, n_vox in sorted(candidates(prob, threshold), key=lambda c: -c[1])[:MAX_CANDIDATES]:
+        seed = tuple(int(min(round(p * f), n - 1)) for p, f, n in zip(peak, scale, volume_hu.shape))
+        approx_d = max(6.0, 2.0 * coarse_mm * (3.0 * n_vox / (4.0 * np.pi)) ** (1.0 / 3.0))
+        m = _measure(volume_hu, spacing_zyx_mm, seed, approx_d, spiculation_cutoff)
+        if m is not None:
+            measured.append((m, float(min(max(confidence, 0.0), 1.0))))
+    return measured
+
+
+def select_nodules(measured: list[tuple[NoduleMeasurement, float]], spacing_zyx_mm, *, threshold: float,
+                   min_roundness: float, min_compactness: float,
+                   min_diameter_mm: float = 3.0) -> list[tuple[NoduleMeasurement, float]]:
+    """Candidates (most probable first) that pass confidence, size and shape, one per nodule."""
+    voxel_mm = np.abs(np.array(spacing_zyx_mm, float))
+    kept: list[tuple[NoduleMeasurement, float]] = []
+    for m, confidence in measured:
+        if confidence < threshold or m.long_axis_mm < min_diameter_mm:
+            continue
+        if m.roundness < min_roundness or m.compactness < min_compactness:
+            continue
+        centre_mm = np.array(m.centre_zyx_vox) * voxel_mm
+        if any(np.linalg.norm(centre_mm - np.array(o.centre_zyx_vox) * voxel_mm)
+               < 0.5 * max(o.long_axis_mm, m.long_axis_mm) for o, _ in kept):
+            continue  # the same nodule reached from a second candidate
+        kept.append((m, confidence))
+    return kept
+
+
 def find_nodules(volume_hu: np.ndarray, spacing_zyx_mm, origin_xyz_mm, model: OnnxModel, *,
                  threshold: float | None = None, min_diameter_mm: float = 3.0,
                  spiculation_cutoff: float | None = None) -> list[Detection]:
-    """Measured detections, largest first; thresholds default to the model's metadata."""
+    """Measured detections, largest first; thresholds and shape cut-offs default to the model's metadata."""
     meta = model.metadata
     if threshold is None:
         threshold = float(meta.get("operating_threshold", 0.5))
@@ -104,25 +138,16 @@ def find_nodules(volume_hu: np.ndarray, spacing_zyx_mm, origin_xyz_mm, model: On
         spiculation_cutoff = float(meta.get("spiculation_cutoff", SPICULATION_CUTOFF))
     coarse_mm = model_spacing_mm(model)
     coarse, prob = probability_map(volume_hu, spacing_zyx_mm, model)
-    lungs = _lungs(coarse, spacing_zyx_mm, coarse_mm, origin_xyz_mm)
-    scale = np.array([coarse_mm / abs(float(s)) for s in spacing_zyx_mm])
-    voxel_mm = np.abs(np.array(spacing_zyx_mm, float))
-    found: list[Detection] = []
-    for peak, confidence, n_vox in sorted(candidates(prob, threshold), key=lambda c: -c[1])[:MAX_CANDIDATES]:
-        seed = tuple(int(min(round(p * f), n - 1)) for p, f, n in zip(peak, scale, volume_hu.shape))
-        approx_d = max(6.0, 2.0 * coarse_mm * (3.0 * n_vox / (4.0 * np.pi)) ** (1.0 / 3.0))
-        m = _measure(volume_hu, spacing_zyx_mm, seed, approx_d, spiculation_cutoff)
-        if m is None or m.long_axis_mm < min_diameter_mm:
-            continue
-        if m.roundness < MIN_ROUNDNESS or m.compactness < MIN_COMPACTNESS:
-            continue
-        centre_mm = np.array(m.centre_zyx_vox) * voxel_mm
-        if any(np.linalg.norm(centre_mm - np.array(o.measurement.centre_zyx_vox) * voxel_mm)
-               < 0.5 * max(o.measurement.long_axis_mm, m.long_axis_mm) for o in found):
-            continue  # the same nodule reached from a second candidate
+    measured = measure_candidates(volume_hu, spacing_zyx_mm, prob, coarse_mm, threshold, spiculation_cutoff)
+    kept = select_nodules(measured, spacing_zyx_mm, threshold=threshold, min_diameter_mm=min_diameter_mm,
+                          min_roundness=float(meta.get("min_roundness", MIN_ROUNDNESS)),
+                          min_compactness=float(meta.get("min_compactness", MIN_COMPACTNESS)))
+    lungs = _lungs(coarse, spacing_zyx_mm, coarse_mm, origin_xyz_mm) if kept else None
+    found = []
+    for m, confidence in kept:
         xyz = _patient_xyz(m.centre_zyx_vox, spacing_zyx_mm, origin_xyz_mm)
         lobe = lungs.lobe_of(xyz) if lungs is not None else _fallback_lobe(xyz)
-        found.append(Detection(m, float(min(max(confidence, 0.0), 1.0)), xyz, lobe))
+        found.append(Detection(m, confidence, xyz, lobe))
     found.sort(key=lambda d: -d.measurement.volume_mm3)
     return found[:255]
 

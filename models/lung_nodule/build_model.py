@@ -27,13 +27,18 @@ from models.lung_nodule.graph import FEATURE_NAMES, MODEL_SPACING_MM, N_FEATURES
 
 HERE = Path(__file__).resolve().parent
 MODEL_PATH = HERE / "lung_nodule_detector.onnx"
-VERSION = "1.0.0"
-TRAIN_SEEDS = tuple(range(9000, 9012))  # evaluate.py uses 5000.., tests use 7000..
+VERSION = "1.1.0"
+TRAIN_SEEDS = tuple(range(9000, 9024))  # evaluate.py uses 5000.., tests use 7000..
 NODULES_PER_TRAINING_STUDY = 4
 NEGATIVES_PER_STUDY = 40_000
 POSITIVE_SHARE = 0.2  # positives' share of the total sample weight (prevalence is ~1e-4)
 L2 = 1e-3
-MAX_FP_PER_SCAN = 0.75  # operating point: best sensitivity (>= 5 mm) within this training FP rate (target <= 1)
+MAX_FP_PER_SCAN = 0.2  # operating point: best sensitivity (>= 5 mm) within this training FP rate (target <= 0.3)
+CALIBRATION_FLOOR = 0.9  # candidates above this probability are measured once, then cut-offs are searched
+# candidate operating thresholds evenly spaced in logit (probabilities 0.9 .. 1 - 2.5e-7)
+THRESHOLD_GRID = np.round(1.0 / (1.0 + np.exp(-np.linspace(np.log(9.0), 15.0, 27))), 7)
+ROUNDNESS_GRID = np.round(np.arange(0.80, 0.951, 0.01), 3)  # short / long axial axis
+COMPACTNESS_GRID = np.round(np.arange(0.55, 0.801, 0.01), 3)  # volume / sphere of the long axis
 METADATA = {
     "name": "radpath-lung-nodule-detector",
     "version": VERSION,
@@ -119,46 +124,93 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarra
     return beta, float(result.x[-1] - np.sum(result.x[:-1] * mu / sd))
 
 
-def calibrate(model_path: Path, seeds) -> dict:
-    """Pick the operating threshold and the spiculation cut-off on the training studies."""
-    from integrations.inference.lung_nodules import find_nodules
+def _candidate_pool(model_path: Path, seeds) -> list[tuple[object, list]]:
+    """Per training study: (phantom, [(measurement, confidence, centre_xyz_mm)]) without any cut."""
+    from integrations.inference.lung_nodules import _patient_xyz, measure_candidates, probability_map
     from integrations.inference.onnx_model import load_model
-    from models.lung_nodule.evaluate import match
     from radpath.synth.chest_ct import make_chest_ct
 
     model = load_model(model_path)
-    # candidate thresholds evenly spaced in logit (probabilities 0.5 .. 1 - 6e-6)
-    thresholds = np.round(1.0 / (1.0 + np.exp(-np.linspace(0.0, 12.0, 25))), 6)
-    found = {t: [0, 0, 0] for t in thresholds}  # detected >= 5 mm, truth >= 5 mm, false positives
-    spic = []
+    pool = []
     for seed in seeds:
         phantom = make_chest_ct(seed, NODULES_PER_TRAINING_STUDY)
-        nodules = find_nodules(phantom.hu, phantom.spacing_zyx_mm, phantom.origin_xyz_mm, model,
-                                    threshold=float(thresholds[0]), spiculation_cutoff=np.inf)
-        pairs, false_pos = match(phantom, nodules)
-        for t in thresholds:
-            kept = [(tr, d) for tr, d in pairs if tr.diameter_mm >= 5.0]
-            found[t][0] += sum(1 for _, d in kept if d is not None and d.confidence >= t)
-            found[t][1] += len(kept)
-            found[t][2] += sum(1 for d in false_pos if d.confidence >= t)
-        spic += [(d.measurement.spiculation_score, tr.spiculated) for tr, d in pairs if d is not None and tr.nodule_type != "ground-glass"]
+        _, prob = probability_map(phantom.hu, phantom.spacing_zyx_mm, model)
+        measured = measure_candidates(phantom.hu, phantom.spacing_zyx_mm, prob, MODEL_SPACING_MM,
+                                      CALIBRATION_FLOOR, np.inf)
+        pool.append((phantom, [(m, c, _patient_xyz(m.centre_zyx_vox, phantom.spacing_zyx_mm, phantom.origin_xyz_mm))
+                               for m, c in measured]))
+    return pool
+
+
+def _score(pool, threshold: float, roundness: float, compactness: float) -> tuple[int, int, int]:
+    """(detected >= 5 mm, truth >= 5 mm, false positives) over the pool at one set of cut-offs."""
+    from types import SimpleNamespace
+
+    from integrations.inference.lung_nodules import select_nodules
+    from models.lung_nodule.evaluate import match
+
+    hits = total = false_pos = 0
+    for phantom, measured in pool:
+        xyz = {id(m): p for m, _, p in measured}
+        kept = select_nodules([(m, c) for m, c, _ in measured if c >= threshold], phantom.spacing_zyx_mm,
+                              threshold=threshold, min_roundness=roundness, min_compactness=compactness)
+        dets = [SimpleNamespace(measurement=m, confidence=c, centre_xyz_mm=xyz[id(m)]) for m, c in kept]
+        pairs, fps = match(phantom, dets)
+        big = [d for t, d in pairs if t.diameter_mm >= 5.0]
+        hits, total, false_pos = hits + sum(d is not None for d in big), total + len(big), false_pos + len(fps)
+    return hits, total, false_pos
+
+
+def calibrate(model_path: Path, seeds) -> dict:
+    """Fit the operating threshold, the shape cut-offs and the spiculation cut-off on training studies.
+
+    Grid search: the highest sensitivity (nodules >= 5 mm) with at most MAX_FP_PER_SCAN false
+    positives per training scan; ties go to fewer false positives, then the loosest cut-offs.
+    """
+    from models.lung_nodule.evaluate import match
+
+    pool = _candidate_pool(model_path, seeds)
     n = len(seeds)
-    table = {float(t): {"sensitivity_ge5mm": v[0] / max(v[1], 1), "fp_per_scan": v[2] / n} for t, v in found.items()}
-    allowed = [t for t, v in table.items() if v["fp_per_scan"] <= MAX_FP_PER_SCAN]
-    threshold = max(allowed, key=lambda t: (table[t]["sensitivity_ge5mm"], -t)) if allowed else 0.9
+    best, table = None, {}
+    for t in THRESHOLD_GRID:
+        for r in ROUNDNESS_GRID:
+            for c in COMPACTNESS_GRID:
+                hits, total, fps = _score(pool, float(t), float(r), float(c))
+                key = (hits / max(total, 1), -fps, -t, -r, -c)
+                if r == ROUNDNESS_GRID[0] and c == COMPACTNESS_GRID[0]:
+                    table[float(t)] = {"sensitivity_ge5mm": hits / max(total, 1), "fp_per_scan": fps / n}
+                if fps / n <= MAX_FP_PER_SCAN and (best is None or key > best[0]):
+                    best = (key, float(t), float(r), float(c), hits / max(total, 1), fps / n)
+    if best is None:
+        raise RuntimeError("no cut-offs reach the false-positive target on the training studies")
+    _, threshold, roundness, compactness, sensitivity, fp_rate = best
+    spic = []
+    for phantom, measured in pool:
+        dets = [_Det(m, c, p) for m, c, p in measured if c >= threshold and m.roundness >= roundness
+                and m.compactness >= compactness]
+        pairs, _ = match(phantom, dets)
+        spic += [(d.measurement.spiculation_score, tr.spiculated) for tr, d in pairs
+                 if d is not None and tr.nodule_type != "ground-glass"]
     scores = np.array([s for s, _ in spic])
     truth = np.array([t for _, t in spic])
     cuts = np.unique(np.concatenate([[0.0], scores]))
     accuracy = [np.mean((scores >= c) == truth) if c > 0 else np.mean(~truth) for c in cuts]
-    best = int(np.argmax(accuracy))
-    cut = float(cuts[best]) if cuts[best] > 0 else float(np.inf)
+    best_cut = int(np.argmax(accuracy))
+    cut = float(cuts[best_cut]) if cuts[best_cut] > 0 else float(np.inf)
     # place the cut half-way to the next lower score, for margin
     lower = scores[scores < cut]
     if np.isfinite(cut) and lower.size:
         cut = float(0.5 * (cut + lower.max()))
-    return {"operating_threshold": threshold, "threshold_table": table,
-            "spiculation_cutoff": cut, "spiculation_training_accuracy": float(accuracy[best]),
+    return {"operating_threshold": threshold, "min_roundness": roundness, "min_compactness": compactness,
+            "training_sensitivity_ge5mm": sensitivity, "training_fp_per_scan": fp_rate,
+            "threshold_table_without_shape_gate": table,
+            "spiculation_cutoff": cut, "spiculation_training_accuracy": float(accuracy[best_cut]),
             "spiculation_training_n": int(len(spic))}
+
+
+class _Det:
+    def __init__(self, measurement, confidence, centre_xyz_mm):
+        self.measurement, self.confidence, self.centre_xyz_mm = measurement, confidence, centre_xyz_mm
 
 
 def main() -> None:
@@ -174,8 +226,9 @@ def main() -> None:
 
     onnx.save(build_graph(beta, bias, provisional), MODEL_PATH)
     cal = calibrate(MODEL_PATH, TRAIN_SEEDS)
-    meta = dict(METADATA, operating_threshold=f"{cal['operating_threshold']:.6f}",
+    meta = dict(METADATA, operating_threshold=f"{cal['operating_threshold']:.7f}",
                 spiculation_cutoff=f"{cal['spiculation_cutoff']:.4f}",
+                min_roundness=f"{cal['min_roundness']:.3f}", min_compactness=f"{cal['min_compactness']:.3f}",
                 training_seeds=f"{TRAIN_SEEDS[0]}-{TRAIN_SEEDS[-1]}")
     onnx.save(build_graph(beta, bias, meta), MODEL_PATH)
     sha = hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
@@ -184,7 +237,9 @@ def main() -> None:
               "logistic_weights": [float(b) for b in beta], "logistic_bias": bias, **cal}
     (HERE / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {MODEL_PATH.name} sha256 {sha} ({record['size_bytes']} bytes) in {time.time() - t0:.0f} s")
-    print(f"operating threshold {cal['operating_threshold']}, spiculation cut-off {cal['spiculation_cutoff']:.4f}")
+    print(f"operating threshold {cal['operating_threshold']}, roundness >= {cal['min_roundness']}, "
+          f"compactness >= {cal['min_compactness']}, spiculation cut-off {cal['spiculation_cutoff']:.4f}; "
+          f"training sensitivity >= 5 mm {cal['training_sensitivity_ge5mm']:.3f}, FP/scan {cal['training_fp_per_scan']:.3f}")
 
 
 if __name__ == "__main__":

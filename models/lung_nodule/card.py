@@ -37,6 +37,7 @@ was built and evaluated only on synthetic phantoms (`radpath/synth/chest_ct.py`)
 | Input | `ct_hu` float32 [1, 1, Z, Y, X]: HU, resampled by the caller to an isotropic 2 mm grid (metadata `input_spacing_mm`) |
 | Output | `nodule_probability` float32 [1, 1, Z, Y, X], same grid |
 | Operating threshold | {training['operating_threshold']} (metadata `operating_threshold`) |
+| Shape cut-offs | roundness (short/long axial axis) >= {training['min_roundness']}, compactness (volume / sphere of the long axis) >= {training['min_compactness']} (metadata `min_roundness`, `min_compactness`) |
 | Spiculation cut-off | {_num(training['spiculation_cutoff'], '.4f')} (metadata `spiculation_cutoff`) |
 | Runner | `integrations/inference/onnx_model.py` (checksum-verified, CPU onnxruntime) |
 | Detection + measurement | `integrations/inference/lung_nodules.py`, `pathways/lung_nodule_measurement.py` |
@@ -46,18 +47,30 @@ was built and evaluated only on synthetic phantoms (`radpath/synth/chest_ct.py`)
 Not a trained CNN: a **derived filter bank with a fitted logistic layer** (`graph.py`), all
 ordinary ONNX ops (Conv, Clip, Mul, Pow, Min, Max, Sigmoid).
 
-1. Intensity window: density = clip((HU + 900) / 500, 0, 1) (aerated lung ~0, ground glass ~0.6, soft tissue 1).
-2. Separable Gaussian smoothing at 5 scales (sigma 0.75 to 3.5 voxels = 1.5 to 7 mm), scale-normalised
+1. Two intensity windows, each feeding its own blob branch: solid D = clip((HU + 900) / 500, 0, 1)
+   (aerated lung ~0.1, ground glass ~0.7, soft tissue 1) and ground glass G = clip((HU + 800) / 300, 0, 1)
+   (lung ~0, ground glass (-550 HU) ~0.83, soft tissue 1), so ground-glass nodules respond almost as
+   strongly as solid ones (v1.0.0 had only D and missed most ground-glass nodules).
+2. Per branch: separable Gaussian smoothing at 5 scales (sigma 0.75 to 3.5 voxels = 1.5 to 7 mm), scale-normalised
    Hessian by central differences, and a blob measure from its invariants:
    min(-I1/3, sqrt(I2/3), cbrt(-I3)), all clipped at 0. It is positive only where all three
    eigenvalues are negative (a bright sphere) and ~0 on tubes (vessels) and plates.
-3. Lung gating: local air fraction (Gaussian, sigma 12 mm, of HU < -500), multiplied into the blob channels.
+3. Lung gating: local air fraction (Gaussian, sigma 12 mm, of HU < -500), multiplied into the blob channels
+   (21 feature channels in all, listed below).
 4. A 1x1x1 Conv (logistic regression, L2, L-BFGS) fitted on seeds {training['train_seeds'][0]}-{training['train_seeds'][-1]}
    (4 nodules each): positives are 2 mm voxels within half a radius of a nodule centre, negatives
    those > radius + 3 mm away (random and "hard" blob-like samples, reweighted to the population).
-5. The operating threshold is the highest-sensitivity threshold (nodules >= 5 mm) with at most
-   0.75 false positives per training scan; the spiculation cut-off maximises accuracy on the
-   training detections. Both are written into the ONNX metadata.
+5. Cut-offs fitted on the same training studies (replacing v1.0.0's hand-picked shape gate):
+   every candidate above probability 0.9 (at most 40 per scan) is measured once, then a grid
+   search over operating threshold (27 values, logit-spaced 0.9 to 1 - 3e-7), roundness
+   (0.80-0.95) and compactness (0.55-0.80) keeps the highest sensitivity for nodules >= 5 mm with
+   at most 0.2 false positives per training scan (ties: fewer false positives, then the loosest
+   cut-offs). Result: threshold {training['operating_threshold']}, roundness >= {training['min_roundness']},
+   compactness >= {training['min_compactness']}; training sensitivity >= 5 mm
+   {training['training_sensitivity_ge5mm']:.2f}, {training['training_fp_per_scan']:.2f} false positives per scan.
+   The operating threshold is also the minimum confidence for reporting a nodule. The
+   spiculation cut-off maximises accuracy on the training detections. All are written into the
+   ONNX metadata and read by `integrations/inference/lung_nodules.py`.
 
 | Feature | Logistic weight |
 |---|---|
@@ -65,13 +78,14 @@ ordinary ONNX ops (Conv, Clip, Mul, Pow, Min, Max, Sigmoid).
 | (bias) | {training['logistic_bias']:+.4f} |
 
 Downstream (not in the ONNX graph): connected components of the thresholded map (at most 40
-candidates per scan), then per candidate at full resolution: half-way threshold between lung
+candidates per scan, most probable first), then per candidate at full resolution: half-way threshold between lung
 and solid (or ground-glass) attenuation, region growing, vessel cut by an opening scaled to the
 inscribed radius, long/short axial diameters (Bankier et al., Radiology 2017), volume, mean HU,
 type from the solid-core (>= -300 HU) diameter ratio (solid if >= 0.8, ground glass if the core
 is < 1.5 mm; attenuation ranges per the Fleischner glossary, Hansell et al., Radiology 2008),
-spiculation = volume of thin protrusions ending within 2.5 radii / nodule volume, lobe by
-`pathways.lung_anatomy` on a lung mask segmented from HU.
+spiculation = volume of thin protrusions ending within 2.5 radii / nodule volume, the fitted
+shape gate (vessel segments and branch points are elongated or fill little of their long-axis
+sphere), one detection per nodule, lobe by `pathways.lung_anatomy` on a lung mask segmented from HU.
 
 ## Evaluation (`python models/lung_nodule/evaluate.py --studies {m['studies']}`)
 
@@ -104,6 +118,12 @@ matches when its centre is within max(truth radius, 5 mm). Figures from `metrics
 - Synthetic data only: one phantom family (its noise, vessel tree, nodule shapes and HU levels).
   Nothing here says anything about real CT.
 - Small nodules (< 5 mm) are close to the 2 mm model grid and are often missed.
+- Vessel branch points outnumber nodules among high-probability candidates (hundreds above 0.9
+  per scan); small ground-glass nodules can rank below the 40-candidate cap and be missed.
+- Run time is dominated by measuring up to 40 candidates at full resolution; the slowest
+  held-out study took over 5 s on 2 cores (see the table above).
+- The shape and threshold cut-offs were fitted on 24 training studies (~90 nodules): the
+  held-out false-positive rate can differ from the training one.
 - Nodules touching the pleura or mediastinum are gated down by the lung-air feature (the
   phantom places nodules inside the lung, so this is untested).
 - Type and spiculation rules are simple thresholds tuned on the phantom's attenuation values.

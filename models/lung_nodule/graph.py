@@ -3,8 +3,14 @@
 Input ``ct_hu`` float32 [1, 1, Z, Y, X]: CT in Hounsfield units, already resampled by the caller
 to an isotropic ``MODEL_SPACING_MM`` grid. Output ``nodule_probability`` float32 [1, 1, Z, Y, X].
 
-Per voxel, for each Gaussian scale s (voxels), with D the windowed density
-(HU -900 -> 0, HU -400 -> 1, clipped; lung parenchyma ~0, ground glass ~0.5, soft tissue 1):
+Two intensity windows feed two identical blob branches:
+
+- solid window D (HU -900 -> 0, HU -400 -> 1, clipped): lung ~0.1, ground glass (-550 HU) ~0.7,
+  soft tissue 1;
+- ground-glass window G (HU -800 -> 0, HU -500 -> 1, clipped): lung ~0, ground glass ~0.83,
+  soft tissue 1, so a ground-glass nodule's blob response is close to a solid one's.
+
+Per voxel and branch, for each Gaussian scale s (voxels), with D the windowed density:
 
 - H_s = s^2 * Hessian(G_s * D) (scale-normalised, central differences on the smoothed volume);
 - invariants I1 = trace, I2 = sum of principal 2x2 minors, I3 = det;
@@ -14,8 +20,9 @@ Per voxel, for each Gaussian scale s (voxels), with D the windowed density
   magnitudes. A tube (one eigenvalue ~0) or a plate scores ~0: vessels are suppressed.
 - lung = G_6 * [HU < -500]: the local air fraction, gating out mediastinum, spine and body wall.
 
-Features: blob_s (5 scales), max_s blob_s, lung, blob_s * lung (5), max_s blob_s * lung and
-G_s0 * D: 14 channels. A 1x1x1 Conv (the logistic layer, weights fitted by ``build_model.py``)
+Features: solid branch blob_s (5 scales), max_s blob_s, lung, blob_s * lung (5),
+max_s blob_s * lung and G_s0 * D; ground-glass branch blob_s * lung (5), max_s blob_s * lung and
+G_s0 * G: 21 channels. A 1x1x1 Conv (the logistic layer, weights fitted by ``build_model.py``)
 and a Sigmoid give the probability.
 """
 
@@ -30,10 +37,13 @@ SCALES_VOX = (0.75, 1.1, 1.6, 2.4, 3.5)  # Gaussian sigma in model voxels (1.5 t
 LUNG_SIGMA_VOX = 6.0
 WINDOW_LOW_HU = -900.0
 WINDOW_HIGH_HU = -400.0
+GLASS_WINDOW_LOW_HU = -800.0  # aerated lung (~-850 HU) -> 0
+GLASS_WINDOW_HIGH_HU = -500.0  # ground glass (-750 to -300 HU, Fleischner glossary) -> ~0.8 .. 1
 AIR_BELOW_HU = -500.0
 FEATURE_NAMES = (
     *(f"blob_s{s}" for s in SCALES_VOX), "blob_max", "lung_fraction",
     *(f"blob_s{s}_x_lung" for s in SCALES_VOX), "blob_max_x_lung", "density_s0",
+    *(f"glass_blob_s{s}_x_lung" for s in SCALES_VOX), "glass_blob_max_x_lung", "glass_density_s0",
 )
 N_FEATURES = len(FEATURE_NAMES)
 OPSET = 17
@@ -112,6 +122,17 @@ def _blob(g: _Graph, smoothed: str, sigma: float) -> str:
     return g.op("Min", [mean_mag, quad_mag, geo_mag], "blob")
 
 
+def _branch(g: _Graph, density: str) -> tuple[list[str], str, str]:
+    """(blob per scale, max over scales, finest smoothed density) of one windowed volume."""
+    blobs, smoothed, previous, finest = [], density, 0.0, None
+    for sigma in SCALES_VOX:
+        smoothed = g.gaussian(smoothed, float(np.sqrt(sigma**2 - previous**2)))
+        previous = sigma
+        finest = finest or smoothed
+        blobs.append(_blob(g, smoothed, sigma))
+    return blobs, g.op("Max", blobs, "blob_max"), finest
+
+
 def build_graph(weights: np.ndarray | None, bias: float = 0.0, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
     """The detector; with ``weights=None`` the graph outputs the feature channels instead."""
     g = _Graph()
@@ -121,16 +142,14 @@ def build_graph(weights: np.ndarray | None, bias: float = 0.0, metadata: dict[st
     air = g.op("Cast", [g.op("Less", ["ct_hu", g.const(AIR_BELOW_HU)])], "air", to=TensorProto.FLOAT)
     lung = g.gaussian(air, LUNG_SIGMA_VOX)
 
-    blobs, smoothed, previous = [], density, 0.0
-    density_s0 = None
-    for sigma in SCALES_VOX:
-        smoothed = g.gaussian(smoothed, float(np.sqrt(sigma**2 - previous**2)))
-        previous = sigma
-        density_s0 = density_s0 or smoothed
-        blobs.append(_blob(g, smoothed, sigma))
-    blob_max = g.op("Max", blobs, "blob_max")
+    blobs, blob_max, density_s0 = _branch(g, density)
     gated = [g.op("Mul", [b, lung]) for b in [*blobs, blob_max]]
-    features = g.op("Concat", [*blobs, blob_max, lung, *gated, density_s0], "features", axis=1)
+    glass_low, glass_span = g.const(GLASS_WINDOW_LOW_HU), g.const(1.0 / (GLASS_WINDOW_HIGH_HU - GLASS_WINDOW_LOW_HU))
+    glass = g.op("Clip", [g.op("Mul", [g.op("Sub", ["ct_hu", glass_low]), glass_span]), zero, one], "glass")
+    glass_blobs, glass_max, glass_s0 = _branch(g, glass)
+    glass_gated = [g.op("Mul", [b, lung]) for b in [*glass_blobs, glass_max]]
+    features = g.op("Concat", [*blobs, blob_max, lung, *gated, density_s0, *glass_gated, glass_s0],
+                    "features", axis=1)
 
     if weights is None:
         out_name, out = "features", features
