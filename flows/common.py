@@ -5,18 +5,27 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from pydantic import BaseModel
 
 from prefect.context import get_run_context
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 
-from integrations.db import ledger
+from integrations.db import ledger, ops
+from integrations.settings import get_settings
+from pathways.registry import default_registry
+from pathways.routing import route
 from pathways.findings import SeriesRef
 from pathways.report import ReportContent
-from tasks.artifacts import publish_run_summary
+from tasks.artifacts import publish_ops_tables, publish_run_summary
 from tasks.delivery import deliver
+from tasks.events import emit
 from tasks.results import record_result
+
+
+# The lease owner a reconciler holds for the run it is about to re-drive in this process.
+HANDOFF: ContextVar[str | None] = ContextVar("radpath_run_handoff", default=None)
 
 
 class StepTimer:
@@ -35,22 +44,59 @@ class StepTimer:
 
 
 def mark_run_failed(flow, flow_run, state) -> None:  # noqa: ANN001
-    """Flow hook (failure/crash): the ledger shows the run failed; the reconciler may re-drive it."""
+    """Flow hook (failure/crash): the ledger shows the run failed; the reconciler may re-drive it.
+
+    A run that ended `DeadLettered` already recorded that; it is not re-driven."""
     run_id = flow_run.parameters.get("run_id")
-    if run_id:
+    if run_id and state.name != "DeadLettered":
         ledger.set_run_status(run_id, "failed", reason=f"flow run {state.name}")
+    if run_id:
+        ops.release_run(run_id, _owner(str(flow_run.id)))
+
+
+def _owner(flow_run_id: str) -> str:
+    return f"flow-run:{flow_run_id}"
 
 
 def start_run(run_id: str) -> StepTimer:
-    """Mark the ledger run as running under this flow run; returns the step timer."""
-    ledger.set_run_status(run_id, "running", flow_run_id=str(get_run_context().flow_run.id))
+    """Claim the ledger run for this flow run (a lease the reconciler respects) and mark it running.
+
+    Raises RunClaimed when another live flow run holds the run."""
+    flow_run_id = str(get_run_context().flow_run.id)
+    owner, lease = _owner(flow_run_id), get_settings().run_lease_seconds
+    handed = HANDOFF.get()  # a reconciler that claimed the run passes it on to this flow run
+    if handed and not ops.hand_over_run(run_id, handed, owner, lease):
+        raise RunClaimed("the reconciler's claim on this pathway run lapsed")
+    if not handed and not ops.claim_run(run_id, owner, lease):
+        raise RunClaimed("another flow run holds this pathway run")
+    ledger.set_run_status(run_id, "running", flow_run_id=flow_run_id)
     return StepTimer()
+
+
+class RunClaimed(RuntimeError):
+    """Another live flow run is working on the same pathway run."""
+
+
+def _finish(run_id: str, status: str, reason: str | None = None) -> None:
+    ledger.set_run_status(run_id, status, reason=reason)
+    ops.release_run(run_id, _owner(str(get_run_context().flow_run.id)))
 
 
 def not_eligible(run_id: str, what: str) -> State:
     """The study holds nothing the pathway can use: a named terminal state, visible to ops."""
-    ledger.set_run_status(run_id, "not_eligible", reason=f"no {what} fits the spec")
+    _finish(run_id, "not_eligible", reason=f"no {what} fits the spec")
     return Completed(name="NotEligible", message=f"the study holds no {what} the pathway can use")
+
+
+def deliver_all(delivery_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Send the rows concurrently; returns (receipts, failures) without raising."""
+    receipts, failures = [], []
+    for future in [deliver.submit(d) for d in delivery_ids]:
+        try:
+            receipts.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - the ledger row records it; the state names it
+            failures.append(f"{exc.__class__.__name__}: {exc}")
+    return receipts, failures
 
 
 def record_and_deliver(
@@ -65,12 +111,45 @@ def record_and_deliver(
     model_name: str,
     model_version: str,
 ) -> State:
-    """The ending every pathway shares: outputs + outbox, deliveries, the ops summary."""
+    """The ending every pathway shares: outputs + outbox routed by the spec's mode, deliveries,
+    the ops summary, and a named terminal state (Delivered, AwaitingReview, DeadLettered,
+    DeliveryPending)."""
+    spec = default_registry().get(pathway)
+    routing = route(spec)
     with timer.step("outputs"):
         recorded = record_result(run_id, content, assessment, series, mask_path, model_name, model_version)
     with timer.step("delivery"):
-        receipts = [f.result() for f in [deliver.submit(d) for d in recorded.delivery_ids]]
-    publish_run_summary(pathway, study_key, content, timer.seconds, receipts)
-    ledger.set_run_status(run_id, "completed")
+        receipts, failures = deliver_all(ops.delivery_ids(recorded.result_id, "pending"))
+    held = ops.delivery_ids(recorded.result_id, "held")
+    receipts += [f"{d}: held for review" for d in routing.held] if held else []
+    receipts += [f"{d}: not sent (shadow mode)" for d in routing.withheld]
+    publish_run_summary(pathway, study_key, content, timer.seconds, receipts + [f"FAILED {f}" for f in failures])
+    publish_ops_tables()
     summary = content.conclusion_codes[0].display if content.conclusion_codes else content.conclusion
-    return Completed(name="Delivered", message=f"{len(receipts)} deliveries; urgent={content.urgent}; {summary}")
+    mode = f"mode={spec.mode}"
+    dead = ops.delivery_ids(recorded.result_id, "dead_letter")
+    if dead:
+        _finish(run_id, "dead_lettered", reason=f"{len(dead)} delivery(ies) dead-lettered")
+        return Failed(name="DeadLettered", message=f"{len(dead)} of {len(receipts) + len(failures)} deliveries dead-lettered; {mode}")
+    if held:
+        ops.set_review(recorded.result_id, "pending")
+        _finish(run_id, "awaiting_review", reason=f"{len(held)} clinical delivery(ies) held for review")
+        emit("result.awaiting_review", "result", recorded.result_id, related={"pathway": pathway, "run": run_id},
+             study_key=study_key, held=len(held))
+        request_review(recorded.result_id, study_key, pathway)
+        return Completed(name="AwaitingReview", message=f"{len(held)} clinical deliveries held for review; {mode}; {summary}")
+    if ops.delivery_ids(recorded.result_id, "pending"):
+        _finish(run_id, "completed", reason="deliveries pending retry")
+        return Completed(name="DeliveryPending", message=f"{len(failures)} deliveries will be retried by the reconciler; {mode}")
+    _finish(run_id, "completed")
+    return Completed(name="Delivered", message=f"{len(receipts)} deliveries; urgent={content.urgent}; {mode}; {summary}")
+
+
+def request_review(result_id: str, study_key: str, pathway: str) -> None:
+    """Start the review flow (a suspended run with a typed form) where it is deployed.
+
+    Without a Prefect server and deployment (the embedded default), held results wait in
+    the ledger for `radpath review`."""
+    from flows.review import start_review_run
+
+    start_review_run(result_id, study_key, pathway)

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     )
     fhir_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest FHIR request body accepted (413 above)")
 
+    # --- Operations (issue 7): leases, reconciler, notifications
+    run_lease_seconds: float = Field(default=1800, gt=0, description="A running flow's claim on its run; a dead one's lapses after this")
+    delivery_lease_seconds: float = Field(default=300, gt=0, description="A sender's claim on one delivery")
+    delivery_max_attempts: int = Field(default=12, ge=1, description="Transient failures before a delivery is dead-lettered")
+    reconcile_grace_seconds: float = Field(default=60, ge=0, description="Left to the event-driven path before the reconciler acts")
+    notify_webhook_url: str | None = Field(default=None, description="Where automations post (radpath automations apply)")
+
     @classmethod
     def settings_customise_sources(
         cls,

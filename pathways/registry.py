@@ -99,6 +99,10 @@ def check_spec(spec: PathwaySpec) -> list[str]:
     names = [d.name for d in spec.destinations]
     if len(names) != len(set(names)):
         errors.append("destinations: names repeat")
+    if spec.mode == "shadow" and all(d.clinical for d in spec.destinations):
+        errors.append("mode: a shadow pathway needs an evaluation destination (clinical: false)")
+    if spec.mode == "qa" and all(not d.clinical for d in spec.destinations):
+        errors.append("mode: a qa pathway holds clinical destinations for review, and has none")
     return errors
 
 

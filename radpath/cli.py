@@ -133,5 +133,31 @@ def status() -> None:
         console.print(table)
 
 
+automations_app = typer.Typer(help="Prefect automations (deployments/automations.py)", no_args_is_help=True)
+app.add_typer(automations_app, name="automations")
+
+
+@automations_app.command("apply")
+def automations_apply(
+    webhook_url: str = typer.Option(None, help="Where notifications go (default: RADPATH_NOTIFY_WEBHOOK_URL)"),
+) -> None:
+    """Create or replace radpath's automations on the configured Prefect API (`PREFECT_API_URL`)."""
+    import asyncio
+
+    from radpath.runtime import configure_prefect
+
+    configure_prefect()
+    from deployments.automations import apply_automations
+    from integrations.settings import get_settings
+    from pathways.registry import default_registry
+
+    url = webhook_url or get_settings().notify_webhook_url
+    if not url:
+        console.print("[red]set RADPATH_NOTIFY_WEBHOOK_URL or pass --webhook-url[/red]")
+        raise typer.Exit(1)
+    for name in asyncio.run(apply_automations(default_registry(), url)):
+        console.print(f"[green]✓[/green] {name}")
+
+
 if __name__ == "__main__":
     app()

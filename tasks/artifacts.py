@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pathways.report import ReportContent
@@ -55,3 +55,19 @@ def publish_run_summary(
         description=f"{pathway} result for study {study_key}",
     )
     return markdown
+
+
+@task(name="publish-ops-tables", cache_policy=NO_CACHE)
+def publish_ops_tables() -> None:
+    """Keyed table artifacts for ops (each key keeps its history in the UI): turnaround per
+    pathway, queue depth, dead letters. Counts, times and opaque ids only."""
+    from integrations.db import ops
+
+    create_table_artifact(key="radpath-turnaround", table=ops.turnaround_table() or [{"pathway": "none yet"}],
+                          description="Turnaround per pathway, minutes (order received → study ready → inference done → delivered)")
+    depth = [{"queue": f"{kind}: {status}", "count": n} for kind, counts in ops.status_counts().items() for status, n in sorted(counts.items())]
+    create_table_artifact(key="radpath-queue-depth", table=depth or [{"queue": "empty", "count": 0}],
+                          description="Pathway runs and deliveries by status")
+    letters = [vars(d) for d in ops.dead_letters()]
+    create_table_artifact(key="radpath-dead-letters", table=letters or [{"delivery_id": "none"}],
+                          description="Deliveries that will not be retried; act on each (fix the peer, then re-queue)")

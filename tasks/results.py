@@ -20,6 +20,7 @@ from integrations.hl7.oru import build_oru_r01, default_control_id
 from integrations.settings import get_settings
 from pathways.findings import SeriesRef
 from pathways.registry import default_registry
+from pathways.routing import route
 from pathways.report import ReportContent
 
 OUTPUT_FILES = {
@@ -87,9 +88,11 @@ def record_result(
     if existing is not None:  # a re-driven run: the outputs were built and committed before
         return RecordedResult(result_id=existing[0], delivery_ids=tuple(existing[1]), created=False)
     out_dir = get_settings().data_dir / "results" / result_id
-    shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in spec.destinations for f in d.formats})
+    routing = route(spec)  # shadow: clinical destinations get nothing; qa/review: they are held
+    destinations = [d for d in spec.destinations if d.name in routing.planned]
+    shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in destinations for f in d.formats})
     plans = []
-    for destination in spec.destinations:
+    for destination in destinations:
         payloads = []
         for fmt in destination.formats:
             if fmt in shared:
@@ -112,7 +115,8 @@ def record_result(
                 write_durably(path, oru.encode())
                 payloads.append(str(path))
         kind = get_settings().destination(destination.name).kind
-        plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads))
+        plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads,
+                                         held=destination.name in routing.held))
     result_id, delivery_ids, created = ledger.record_result(
         run_id,
         result_id=result_id,

@@ -211,7 +211,7 @@ def set_run_status(run_id: str, status: str, *, reason: str | None = None, flow_
             run.flow_run_id = flow_run_id
         if status == "running" and run.started_at is None:
             run.started_at = utcnow()
-        if status in {"completed", "failed", "not_eligible"}:
+        if status in {"completed", "failed", "not_eligible", "awaiting_review", "dead_lettered", "rejected"}:
             run.finished_at = utcnow()
         audit(session, "pathway", f"run.{status}", "pathway_run", run_id, reason=reason)
 
@@ -230,6 +230,7 @@ class DeliveryPlan:
     destination: str
     kind: str
     payloads: Sequence[str]  # file paths of what to send
+    held: bool = False  # True: waits for a review decision (pathways/routing.py)
 
 
 def record_result(
@@ -271,7 +272,8 @@ def record_result(
                     kind=plan.kind,
                     idempotency_key=idempotency_key(result_id, plan.destination),
                     payloads=list(plan.payloads),
-                    next_attempt_at=utcnow(),
+                    status="held" if plan.held else "pending",
+                    next_attempt_at=None if plan.held else utcnow(),
                 )
                 session.add(row)
                 ids.append(row.id)

@@ -181,9 +181,13 @@ class PathwayRun(SQLModel, table=True):
     study_id: str | None = Field(default=None, foreign_key="study.id")
     pathway: str
     pathway_version: str
-    status: str = "waiting"  # waiting | ready | running | completed | failed | not_eligible
+    # waiting | ready | running | awaiting_review | completed | rejected | dead_lettered | failed | not_eligible
+    status: str = "waiting"
     status_reason: str | None = None
     flow_run_id: str | None = None
+    # Reconciler lease (0003_ops): whoever holds an unexpired claim re-drives this run alone.
+    claimed_by: str | None = None
+    claimed_until: dt.datetime | None = _ts(nullable=True)
     created_at: dt.datetime = _ts()
     started_at: dt.datetime | None = _ts(nullable=True)
     finished_at: dt.datetime | None = _ts(nullable=True)
@@ -203,6 +207,11 @@ class Result(SQLModel, table=True):
     assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     report: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     urgent: bool = False
+    # Clinical review (0003_ops): pending | accepted | rejected | amended; None when not gated.
+    review_status: str | None = None
+    reviewed_by: str | None = None
+    review_reason: str | None = None
+    reviewed_at: dt.datetime | None = _ts(nullable=True)
     created_at: dt.datetime = _ts()
 
 
@@ -218,8 +227,10 @@ class Delivery(SQLModel, table=True):
     kind: str  # file-drop | mllp | fhir | dicom ...
     idempotency_key: str = Field(unique=True)
     payloads: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", index=True)  # pending | delivered | dead_letter
+    status: str = Field(default="pending", index=True)  # held | pending | delivered | dead_letter | rejected
     attempts: int = 0
+    claimed_by: str | None = None  # reconciler lease (0003_ops)
+    claimed_until: dt.datetime | None = _ts(nullable=True)
     next_attempt_at: dt.datetime | None = _ts(nullable=True)
     last_response: str | None = None
     created_at: dt.datetime = _ts()

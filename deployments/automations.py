@@ -1,0 +1,96 @@
+"""radpath's automations, as code: built from the pathway specs and applied by
+`radpath automations apply` (replacing any automation of the same name).
+
+- a pathway run failed or crashed;
+- a delivery dead-lettered (`radpath.delivery.dead_lettered`);
+- per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
+  `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
+
+Each notifies through one notification block (a custom webhook by default).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from prefect.automations import Automation
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import EventTrigger, Posture
+
+from pathways.registry import Registry
+
+BLOCK_NAME = "radpath-ops-webhook"
+
+
+def build_automations(registry: Registry, block_document_id: UUID) -> list[Automation]:
+    def notify(subject: str, body: str) -> list[SendNotification]:
+        return [SendNotification(block_document_id=block_document_id, subject=subject, body=body)]
+
+    automations = [
+        Automation(
+            name="radpath: pathway run failed or crashed",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related={"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.pathway:*"},
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=notify("radpath: pathway run {{ flow_run.name }} {{ flow_run.state.name }}",
+                           "Flow run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"),
+        ),
+        Automation(
+            name="radpath: delivery dead-lettered",
+            trigger=EventTrigger(expect={"radpath.delivery.dead_lettered"}, match={"prefect.resource.id": "radpath.delivery.*"},
+                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            actions=notify("radpath: delivery dead-lettered",
+                           "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
+                           "{{ event.payload.attempts }} attempt(s). `radpath status` lists dead letters."),
+        ),
+    ]
+    for spec in registry.specs.values():
+        automations.append(
+            Automation(
+                name=f"radpath: SLA breach {spec.name}",
+                trigger=EventTrigger(
+                    after={"radpath.order.received"},
+                    expect={"radpath.result.delivered"},
+                    match={"prefect.resource.id": "radpath.order.*"},
+                    match_related={"prefect.resource.id": f"radpath.pathway.{spec.name}"},
+                    for_each={"prefect.resource.id"},
+                    posture=Posture.Proactive,
+                    threshold=1,
+                    within=timedelta(minutes=spec.sla.turnaround_minutes),
+                ),
+                actions=notify(f"radpath: SLA breach on {spec.name}",
+                               f"No result delivered within {spec.sla.turnaround_minutes} min of the order "
+                               "({{ event.resource.id }})."),
+            )
+        )
+    return automations
+
+
+async def ensure_notification_block(url: str) -> UUID:
+    """The webhook block automations notify through (created or updated)."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(name="radpath", url=url, json_data={"subject": "{{subject}}", "text": "{{body}}"})
+    return await block.save(BLOCK_NAME, overwrite=True)
+
+
+async def apply_automations(registry: Registry, webhook_url: str) -> list[str]:
+    """Create radpath's automations against the configured Prefect API, replacing same-named ones."""
+    from prefect import get_client
+
+    block_id = await ensure_notification_block(webhook_url)
+    names = []
+    async with get_client() as client:
+        existing = {a.name: a.id for a in await client.read_automations()}
+        for automation in build_automations(registry, block_id):
+            if automation.name in existing:
+                await client.delete_automation(existing[automation.name])
+            await automation.acreate()
+            names.append(automation.name)
+    return names

@@ -1,0 +1,49 @@
+"""The reconciler: a scheduled flow that re-drives ledger work Prefect lost.
+
+The ledger is the source of truth. Every few minutes this finds pathway runs that were
+ready but never started (a missed event), running but whose lease lapsed (the process
+died), or failed; and deliveries whose next attempt is due. Each item is claimed with a
+lease first, so two reconcilers (or a reconciler and a live flow) never do the same item.
+Re-driven pathway runs are idempotent: the result and its outbox rows are written once.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.states import Completed, State
+
+from flows.common import HANDOFF, deliver_all
+from integrations.db import ops
+from integrations.settings import get_settings
+
+REDRIVABLE = {"ready", "running", "failed"}
+
+
+@flow(name="reconciler", flow_run_name="reconcile", persist_result=False)
+async def reconciler(grace_seconds: float | None = None, max_runs: int = 10) -> State:
+    """One reconciliation pass: re-drive lost runs, then due deliveries."""
+    from flows.dispatch import run_pathway
+
+    settings = get_settings()
+    grace = settings.reconcile_grace_seconds if grace_seconds is None else grace_seconds
+    owner = f"reconciler:{get_run_context().flow_run.id}"
+    logger = get_run_logger()
+    redriven = []
+    for run_id in ops.runs_to_redrive(grace_seconds=grace)[:max_runs]:
+        if not ops.claim_run(run_id, owner, settings.run_lease_seconds):
+            continue  # another reconciler (or a live flow) has it
+        if ops.run_status(run_id) not in REDRIVABLE:  # finished between the listing and the claim
+            ops.release_run(run_id, owner)
+            continue
+        ops.note_redrive(run_id, owner)
+        token = HANDOFF.set(owner)
+        try:
+            state = await run_pathway(run_id)
+        finally:
+            HANDOFF.reset(token)
+        logger.info("re-drove pathway run %s: %s", run_id, state.name)
+        redriven.append(state.name)
+    receipts, failures = deliver_all(ops.deliveries_due(grace_seconds=grace))
+    message = f"{len(redriven)} runs re-driven ({', '.join(redriven) or 'none'}); {len(receipts)} deliveries sent, {len(failures)} failed"
+    return Completed(name="Reconciled", message=message)

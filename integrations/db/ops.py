@@ -1,0 +1,324 @@
+"""Ledger operations for running the service: leases, re-drive candidates, review, turnaround.
+
+A lease (`claimed_by`, `claimed_until`) is taken by one conditional UPDATE, so of two
+reconcilers (or a reconciler and a pathway flow) racing for the same row exactly one wins;
+a holder that dies loses its lease when `claimed_until` passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlmodel import func, select
+
+from integrations.db.engine import session_scope
+from integrations.db.ledger import audit
+from integrations.db.models import AuditEvent, Delivery, Order, PathwayRun, Result, Study, utcnow
+
+REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
+
+
+def _claim(model: type, row_id: str, owner: str, lease_seconds: float) -> bool:
+    now = utcnow()
+    with session_scope() as session:
+        claimed = session.exec(
+            update(model)
+            .where(model.id == row_id)
+            .where(or_(model.claimed_until.is_(None), model.claimed_until < now, model.claimed_by == owner))
+            .values(claimed_by=owner, claimed_until=now + dt.timedelta(seconds=lease_seconds))
+        )
+        return claimed.rowcount == 1
+
+
+def _release(model: type, row_id: str, owner: str) -> None:
+    with session_scope() as session:
+        session.exec(
+            update(model).where(model.id == row_id, model.claimed_by == owner).values(claimed_by=None, claimed_until=None)
+        )
+
+
+def claim_delivery(delivery_id: str, owner: str, lease_seconds: float = 300) -> bool:
+    """True when `owner` now holds the delivery (or already did); False: someone else sends it."""
+    return _claim(Delivery, delivery_id, owner, lease_seconds)
+
+
+def release_delivery(delivery_id: str, owner: str) -> None:
+    _release(Delivery, delivery_id, owner)
+
+
+def claim_run(run_id: str, owner: str, lease_seconds: float = 1800) -> bool:
+    return _claim(PathwayRun, run_id, owner, lease_seconds)
+
+
+def release_run(run_id: str, owner: str) -> None:
+    _release(PathwayRun, run_id, owner)
+
+
+def redrive_count(run_id: str) -> int:
+    with session_scope() as session:
+        return session.exec(
+            select(func.count()).where(AuditEvent.entity_id == run_id, AuditEvent.action == "run.redriven")
+        ).one()
+
+
+def runs_to_redrive(*, grace_seconds: float = 60, now: dt.datetime | None = None) -> list[str]:
+    """Runs Prefect lost: ready but never started, running whose lease ran out (the process
+    died), or failed. A running flow holds its run's lease, so live runs are never listed.
+
+    `grace_seconds`: how long a ready run is left to the event-driven path first. Failed runs
+    are re-driven at most `REDRIVE_LIMIT` times.
+    """
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=grace_seconds)
+    with session_scope() as session:
+        rows = session.exec(
+            select(PathwayRun, Study)
+            .join(Study, Study.id == PathwayRun.study_id)
+            .where(PathwayRun.status.in_(("ready", "running", "failed")))
+            .where(or_(PathwayRun.claimed_until.is_(None), PathwayRun.claimed_until < now))
+        ).all()
+        candidates = [
+            run.id
+            for run, study in rows
+            if run.status != "ready" or study.ready_at is None or study.ready_at <= cutoff
+        ]
+    return [r for r in candidates if redrive_count(r) < REDRIVE_LIMIT]
+
+
+def note_redrive(run_id: str, owner: str, flow_run_id: str | None = None) -> None:
+    with session_scope() as session:
+        audit(session, owner, "run.redriven", "pathway_run", run_id, flow_run_id=flow_run_id)
+
+
+def deliveries_due(*, grace_seconds: float = 60, now: dt.datetime | None = None) -> list[str]:
+    """Pending deliveries whose next attempt is due (and older than the grace the flow has to send)."""
+    now = now or utcnow()
+    with session_scope() as session:
+        return list(
+            session.exec(
+                select(Delivery.id)
+                .where(Delivery.status == "pending")
+                .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now - dt.timedelta(seconds=grace_seconds))
+                .where(or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
+                .order_by(Delivery.next_attempt_at)
+            ).all()
+        )
+
+
+@dataclass(frozen=True)
+class ResultDeliveries:
+    result_id: str
+    order_id: str
+    pathway: str
+    statuses: dict[str, str]  # destination -> status
+
+    def with_status(self, *statuses: str) -> list[str]:
+        return [d for d, s in self.statuses.items() if s in statuses]
+
+
+def result_deliveries(run_id: str) -> ResultDeliveries | None:
+    with session_scope() as session:
+        result = session.exec(select(Result).where(Result.run_id == run_id)).first()
+        if result is None:
+            return None
+        run = session.get(PathwayRun, run_id)
+        rows = session.exec(select(Delivery).where(Delivery.result_id == result.id)).all()
+        return ResultDeliveries(result.id, run.order_id, run.pathway, {d.destination: d.status for d in rows})
+
+
+def delivery_ids(result_id: str, *statuses: str) -> list[str]:
+    with session_scope() as session:
+        query = select(Delivery.id).where(Delivery.result_id == result_id)
+        if statuses:
+            query = query.where(Delivery.status.in_(statuses))
+        return list(session.exec(query).all())
+
+
+def set_review(result_id: str, status: str, *, reviewer: str | None = None, reason: str | None = None,
+               report: dict[str, Any] | None = None) -> None:
+    """Record a review decision (or that one is pending); accepted/amended release held rows."""
+    with session_scope() as session:
+        result = session.get(Result, result_id)
+        result.review_status = status
+        if reviewer is not None:
+            result.reviewed_by, result.review_reason, result.reviewed_at = reviewer, reason, utcnow()
+        if report is not None:
+            result.report = report
+        release = {"accepted": "pending", "amended": "pending", "rejected": "rejected"}.get(status)
+        if release:
+            for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all():
+                row.status = release
+                row.next_attempt_at = utcnow() if release == "pending" else None
+        audit(session, reviewer or "pathway", f"review.{status}", "result", result_id, reason=reason)
+
+
+def audit_spec_modes(modes: dict[str, str], actor: str = "radpath") -> list[str]:
+    """Record each pathway's mode; a change since the last record becomes a `pathway.mode_changed` audit event.
+
+    Returns the pathways whose mode changed (the first record of a pathway counts as a change).
+    """
+    changed = []
+    with session_scope() as session:
+        for pathway, mode in modes.items():
+            last = session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.entity_type == "pathway", AuditEvent.entity_id == pathway,
+                       AuditEvent.action.in_(("pathway.mode_changed",)))
+                .order_by(AuditEvent.id.desc())
+            ).first()
+            previous = last.detail.get("mode") if last else None
+            if previous != mode:
+                audit(session, actor, "pathway.mode_changed", "pathway", pathway, mode=mode, previous=previous)
+                changed.append(pathway)
+    return changed
+
+
+@dataclass(frozen=True)
+class Turnaround:
+    pathway: str
+    order_received: dt.datetime
+    study_ready: dt.datetime | None
+    inference_done: dt.datetime | None  # the result was recorded
+    delivered: dt.datetime | None  # the last clinical delivery (or evaluation one in shadow)
+
+
+def turnarounds(pathway: str | None = None) -> list[Turnaround]:
+    with session_scope() as session:
+        query = (
+            select(PathwayRun, Order, Study, Result)
+            .join(Order, Order.id == PathwayRun.order_id)
+            .join(Study, Study.id == PathwayRun.study_id, isouter=True)
+            .join(Result, Result.run_id == PathwayRun.id, isouter=True)
+        )
+        if pathway:
+            query = query.where(PathwayRun.pathway == pathway)
+        out = []
+        for run, order, study, result in session.exec(query).all():
+            delivered = None
+            if result is not None:
+                times = session.exec(
+                    select(Delivery.delivered_at).where(Delivery.result_id == result.id, Delivery.status == "delivered")
+                ).all()
+                pending = session.exec(
+                    select(func.count()).where(Delivery.result_id == result.id, Delivery.status != "delivered")
+                ).one()
+                delivered = max(times) if times and not pending else None
+            out.append(Turnaround(run.pathway, order.received_at, study.ready_at if study else None,
+                                  result.created_at if result else None, delivered))
+        return out
+
+
+def run_pathways(run_ids) -> list[str]:  # noqa: ANN001 - any iterable of run ids
+    ids = list(run_ids)
+    if not ids:
+        return []
+    with session_scope() as session:
+        return list(session.exec(select(PathwayRun.pathway).where(PathwayRun.id.in_(ids))).all())
+
+
+def delivery_context(delivery_id: str) -> tuple[str, str, str]:
+    """(result id, order id, pathway) of a delivery."""
+    with session_scope() as session:
+        row = session.exec(
+            select(Delivery.result_id, PathwayRun.order_id, PathwayRun.pathway)
+            .join(Result, Result.id == Delivery.result_id)
+            .join(PathwayRun, PathwayRun.id == Result.run_id)
+            .where(Delivery.id == delivery_id)
+        ).one()
+        return row[0], row[1], row[2]
+
+
+def result_fully_delivered(result_id: str) -> bool:
+    """Every outbox row of the result delivered (nothing held, pending or dead)."""
+    with session_scope() as session:
+        statuses = session.exec(select(Delivery.status).where(Delivery.result_id == result_id)).all()
+        return bool(statuses) and all(s == "delivered" for s in statuses)
+
+
+def status_counts() -> dict[str, dict[str, int]]:
+    """Queue depth: runs and deliveries by status (no patient data)."""
+    with session_scope() as session:
+        return {
+            "pathway runs": dict(session.exec(select(PathwayRun.status, func.count()).group_by(PathwayRun.status)).all()),
+            "deliveries": dict(session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all()),
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    delivery_id: str
+    destination: str
+    pathway: str
+    attempts: int
+    last_response: str
+
+
+def dead_letters(limit: int = 50) -> list[DeadLetter]:
+    with session_scope() as session:
+        rows = session.exec(
+            select(Delivery, PathwayRun.pathway)
+            .join(Result, Result.id == Delivery.result_id)
+            .join(PathwayRun, PathwayRun.id == Result.run_id)
+            .where(Delivery.status == "dead_letter")
+            .order_by(Delivery.created_at.desc())
+            .limit(limit)
+        ).all()
+        return [DeadLetter(d.id, d.destination, p, d.attempts, (d.last_response or "")[:200]) for d, p in rows]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of the values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n q / 100), at least 1
+    return ordered[int(rank) - 1]
+
+
+def turnaround_table() -> list[dict[str, Any]]:
+    """Per pathway: p50/p90 minutes of order → ready, ready → inference done, inference → delivered, and the total."""
+    by_pathway: dict[str, list[Turnaround]] = {}
+    for t in turnarounds():
+        by_pathway.setdefault(t.pathway, []).append(t)
+    rows = []
+    for pathway, items in sorted(by_pathway.items()):
+        def minutes(pairs) -> list[float]:  # noqa: ANN001
+            return [(b - a).total_seconds() / 60 for a, b in pairs if a is not None and b is not None]
+
+        legs = {
+            "order→ready": minutes((t.order_received, t.study_ready) for t in items),
+            "ready→inference": minutes((t.study_ready, t.inference_done) for t in items),
+            "inference→delivered": minutes((t.inference_done, t.delivered) for t in items),
+            "order→delivered": minutes((t.order_received, t.delivered) for t in items),
+        }
+        row: dict[str, Any] = {"pathway": pathway, "runs": len(items), "delivered": len(legs["order→delivered"])}
+        for leg, values in legs.items():
+            for q in (50, 90):
+                value = percentile(values, q)
+                row[f"{leg} p{q} (min)"] = None if value is None else round(value, 2)
+        rows.append(row)
+    return rows
+
+
+def result_run_id(result_id: str) -> str:
+    with session_scope() as session:
+        return session.get(Result, result_id).run_id
+
+
+def hand_over_run(run_id: str, from_owner: str, to_owner: str, lease_seconds: float) -> bool:
+    """Pass a held lease on a run to another owner atomically (reconciler → the flow it starts)."""
+    with session_scope() as session:
+        moved = session.exec(
+            update(PathwayRun)
+            .where(PathwayRun.id == run_id, PathwayRun.claimed_by == from_owner)
+            .values(claimed_by=to_owner, claimed_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+        )
+        return moved.rowcount == 1
+
+
+def run_status(run_id: str) -> str:
+    with session_scope() as session:
+        return session.get(PathwayRun, run_id).status

@@ -1,0 +1,40 @@
+"""Where a pathway's result goes, by mode and review policy (pure; no I/O).
+
+- `shadow`: the pathway runs and records its result, but only evaluation destinations
+  (`clinical: false`) receive it; clinical destinations get nothing, not even a held row.
+- `qa`: evaluation destinations receive it now; clinical ones are held for review.
+- `clinical`: every destination receives it now, unless the spec requires review, in
+  which case clinical destinations are held until a reviewer accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pathways.spec import PathwaySpec
+
+
+@dataclass(frozen=True)
+class Routing:
+    send_now: tuple[str, ...]  # destinations delivered as soon as the result is recorded
+    held: tuple[str, ...]  # destinations whose rows wait for a review decision
+    withheld: tuple[str, ...]  # clinical destinations a shadow pathway never sends to
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.held)
+
+    @property
+    def planned(self) -> tuple[str, ...]:
+        """Destinations that get an outbox row (sent now or held)."""
+        return self.send_now + self.held
+
+
+def route(spec: PathwaySpec) -> Routing:
+    evaluation = tuple(d.name for d in spec.destinations if not d.clinical)
+    clinical = tuple(d.name for d in spec.destinations if d.clinical)
+    if spec.mode == "shadow":
+        return Routing(send_now=evaluation, held=(), withheld=clinical)
+    if spec.mode == "qa" or spec.review.required:
+        return Routing(send_now=evaluation, held=clinical, withheld=())
+    return Routing(send_now=evaluation + clinical, held=(), withheld=())

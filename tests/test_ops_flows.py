@@ -1,0 +1,170 @@
+"""Modes, review holds, dead letters and the reconciler, through real flows under Prefect's
+test harness (cardiac CT: a rules-only pathway, the quickest to run)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from integrations.db import ledger, ops
+from integrations.db.engine import session_scope
+from integrations.db.models import Delivery, PathwayRun, Result
+from integrations.dicom.store import ingest_instances
+from integrations.hl7.orders import parse_order
+from integrations.errors import PermanentError
+from pathways.spec import Destination, Review
+
+pytestmark = pytest.mark.slow
+PATHWAY = "heart-failure-cardiac-ct"
+IDENTITIES: list[str] = []  # every patient identifier these tests sent through Prefect
+STUDY_KEYS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def spec_mode(registry):
+    """Set the cardiac CT spec's mode (plus an evaluation destination) for one test."""
+    original = registry.specs[PATHWAY]
+
+    def set_mode(mode: str, review: bool = False) -> None:
+        evaluation = Destination(name="evaluation", formats=("fhir-bundle",), clinical=False)
+        registry.specs[PATHWAY] = original.model_copy(
+            update={"mode": mode, "destinations": original.destinations + (evaluation,), "review": Review(required=review)}
+        )
+
+    yield set_mode
+    registry.specs[PATHWAY] = original
+
+
+def _ready_run(tmp_path: Path, registry, seed: int) -> str:
+    from radpath.synth import generate
+
+    (study,) = generate("cardiac-ct", 1, seed, tmp_path / "synthetic")
+    raw = Path(study.order_path).read_text()
+    order = parse_order(raw)
+    ledger.record_order(order, raw, registry)
+    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
+    (run_id,) = ledger.attach_study(study.study_uid)
+    IDENTITIES.extend(_identity_forms(order))
+    STUDY_KEYS.append(ledger.run_view(run_id).study_key)
+    return run_id
+
+
+def _identity_forms(order) -> list[str]:  # noqa: ANN001
+    """The NHS number (bare and spaced), names, and birth date as ISO, HL7 and UK text."""
+    forms = [order.family_name, order.given_name]
+    if order.nhs_number:
+        n = order.nhs_number
+        forms += [n, f"{n[:3]} {n[3:6]} {n[6:]}"]
+    if order.birth_date:
+        b = order.birth_date
+        forms += [b.isoformat(), b.strftime("%Y%m%d"), b.strftime("%d/%m/%Y")]
+    return [f for f in forms if f and len(f) >= 3]
+
+
+def _deliveries() -> dict[str, Delivery]:
+    with session_scope() as s:
+        return {d.destination: d for d in s.exec(select(Delivery)).all()}
+
+
+def _run(run_id: str):
+    from flows.dispatch import run_pathway
+
+    return asyncio.run(run_pathway(run_id))
+
+
+def test_shadow_mode_delivers_only_to_evaluation(prefect_api, radpath_env, registry, spec_mode, tmp_path):
+    spec_mode("shadow")
+    state = _run(_ready_run(tmp_path, registry, seed=21))
+    assert state.name == "Delivered" and "mode=shadow" in state.message
+    rows = _deliveries()
+    assert set(rows) == {"evaluation"} and rows["evaluation"].status == "delivered"
+    assert sorted(p.name for p in radpath_env.outbox_dir.iterdir()) == ["evaluation"]
+
+
+def test_qa_mode_holds_clinical_deliveries_until_accepted(prefect_api, radpath_env, registry, spec_mode, tmp_path):
+    from flows.reconciler import reconciler
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode("qa")
+    run_id = _ready_run(tmp_path, registry, seed=22)
+    state = _run(run_id)
+    assert state.is_completed() and state.name == "AwaitingReview", state.message
+    rows = _deliveries()
+    assert rows["evaluation"].status == "delivered"
+    assert {rows[d].status for d in ("pacs", "ris", "ehr")} == {"held"}
+    assert not (radpath_env.outbox_dir / "ris").exists()
+    with session_scope() as s:
+        assert s.get(PathwayRun, run_id).status == "awaiting_review"
+        result = s.exec(select(Result)).one()
+    assert result.review_status == "pending"
+
+    status, pending = apply_review(result.id, ReviewDecision(decision="accept", reviewer="Dr Test", reason="agree"))
+    assert status == "accepted" and len(pending) == 3
+    assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"  # sends what the review released
+    rows = _deliveries()
+    assert all(r.status == "delivered" and r.attempts == 1 for r in rows.values())
+    with session_scope() as s:
+        assert s.exec(select(Result)).one().reviewed_by == "Dr Test"
+
+
+def test_a_rejected_review_sends_nothing_clinical(prefect_api, radpath_env, registry, spec_mode, tmp_path):
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode("clinical", review=True)
+    assert _run(_ready_run(tmp_path, registry, seed=23)).name == "AwaitingReview"
+    with session_scope() as s:
+        result_id = s.exec(select(Result.id)).one()
+    with pytest.raises(ValueError, match="reason"):
+        apply_review(result_id, ReviewDecision(decision="reject", reviewer="Dr Test"))
+    assert apply_review(result_id, ReviewDecision(decision="reject", reviewer="Dr Test", reason="artefact")) == ("rejected", [])
+    assert {d: r.status for d, r in _deliveries().items()} == {
+        "evaluation": "delivered", "pacs": "rejected", "ris": "rejected", "ehr": "rejected"}
+
+
+def test_a_permanent_rejection_dead_letters_and_names_the_state(prefect_api, radpath_env, registry, monkeypatch, tmp_path):
+    import tasks.delivery
+    from integrations.delivery.send import send as real_send
+
+    def refusing_ris(destination, config, key, payloads):  # noqa: ANN001
+        if destination == "ris":
+            raise PermanentError("AR: unknown order")
+        return real_send(destination, config, key, payloads)
+
+    monkeypatch.setattr(tasks.delivery, "send", refusing_ris)
+    run_id = _ready_run(tmp_path, registry, seed=24)
+    state = _run(run_id)
+    assert state.is_failed() and state.name == "DeadLettered", state.message
+    rows = _deliveries()
+    assert rows["ris"].status == "dead_letter" and rows["ris"].attempts == 1  # permanent: never retried
+    assert rows["pacs"].status == rows["ehr"].status == "delivered"
+    with session_scope() as s:
+        assert s.get(PathwayRun, run_id).status == "dead_lettered"
+    assert [d.destination for d in ops.dead_letters()] == ["ris"]
+    assert ops.runs_to_redrive(grace_seconds=0) == []  # a dead letter is for people, not for re-driving
+
+
+def test_prefect_holds_no_patient_identifier(prefect_api):
+    """Scan everything Prefect stored for these runs (its database, logs, artifacts, events,
+    task inputs, and any persisted results) for the patients' identifiers."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    assert IDENTITIES and STUDY_KEYS, "run this module whole: the earlier tests feed the scan"
+    db_path = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    time.sleep(2)  # events and logs are sent in the background; let them land
+    blobs = [p.read_bytes() for p in db_path.parent.rglob("*") if p.is_file()]
+    assert blobs and any(STUDY_KEYS[0].encode() in b for b in blobs), "the scan sees the runs (their study keys)"
+    for identity in IDENTITIES:
+        for encoding in ("utf-8", "utf-16-le"):
+            assert not any(identity.encode(encoding) in b for b in blobs), "a patient identifier reached Prefect"

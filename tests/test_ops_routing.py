@@ -1,0 +1,51 @@
+"""Pathway modes route results: shadow → evaluation only, qa → clinical held, clinical → all."""
+
+from __future__ import annotations
+
+import pytest
+
+from integrations.db import ops
+from pathways.registry import check_spec
+from pathways.routing import route
+from pathways.spec import Destination, Review
+
+
+def _spec(registry, mode: str, review: bool = False, evaluation: bool = True):
+    spec = registry.get("heart-failure-cardiac-ct")
+    destinations = spec.destinations + ((Destination(name="evaluation", formats=("fhir-bundle",), clinical=False),) if evaluation else ())
+    return spec.model_copy(update={"mode": mode, "destinations": destinations, "review": Review(required=review)})
+
+
+def test_shadow_sends_only_to_evaluation_destinations(registry):
+    routing = route(_spec(registry, "shadow"))
+    assert routing.send_now == ("evaluation",) and routing.held == ()
+    assert set(routing.withheld) == {"pacs", "ris", "ehr"} and not routing.needs_review
+
+
+def test_qa_holds_every_clinical_destination_for_review(registry):
+    routing = route(_spec(registry, "qa"))
+    assert routing.send_now == ("evaluation",) and set(routing.held) == {"pacs", "ris", "ehr"}
+    assert routing.needs_review and routing.withheld == ()
+
+
+def test_clinical_sends_everywhere_unless_the_spec_requires_review(registry):
+    assert set(route(_spec(registry, "clinical")).send_now) == {"pacs", "ris", "ehr", "evaluation"}
+    gated = route(_spec(registry, "clinical", review=True))
+    assert gated.send_now == ("evaluation",) and set(gated.held) == {"pacs", "ris", "ehr"}
+
+
+def test_a_shadow_spec_without_an_evaluation_destination_is_an_error(registry):
+    errors = check_spec(_spec(registry, "shadow", evaluation=False))
+    assert any("shadow pathway needs an evaluation destination" in e for e in errors)
+    assert not any(e.startswith("mode") for e in check_spec(_spec(registry, "shadow")))
+
+
+def test_mode_changes_are_audited_once_per_change(radpath_env):
+    assert ops.audit_spec_modes({"lung-cancer-ct": "shadow"}) == ["lung-cancer-ct"]
+    assert ops.audit_spec_modes({"lung-cancer-ct": "shadow"}) == []
+    assert ops.audit_spec_modes({"lung-cancer-ct": "clinical"}) == ["lung-cancer-ct"]
+
+
+@pytest.mark.parametrize(("values", "q", "expected"), [([5, 1, 3, 2, 4], 50, 3), ([5, 1, 3, 2, 4], 90, 5), ([7], 90, 7), ([], 50, None)])
+def test_nearest_rank_percentile(values, q, expected):
+    assert ops.percentile(values, q) == expected

@@ -1,0 +1,98 @@
+"""Deployment triggers and automations, checked with Prefect's own (3.9.1) event matching."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments.automations import apply_automations, build_automations
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _event(event: str, resource: dict, related: list | None = None, payload: dict | None = None):
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    return ReceivedEvent(occurred=datetime.now(timezone.utc), event=event, resource=resource,
+                         related=related or [], payload=payload or {}, id=uuid.uuid4())
+
+
+def _server_trigger(trigger: dict):
+    """What the server evaluates: the YAML read as `prefect deploy` reads it (defaults filled in)."""
+    from prefect.events.schemas.automations import EventTrigger as ClientTrigger
+    from prefect.server.events.schemas.automations import EventTrigger
+
+    fields = {k: v for k, v in trigger.items() if k not in ("enabled", "parameters", "name")}
+    return EventTrigger.model_validate(ClientTrigger.model_validate(fields).model_dump(mode="json", exclude={"type"}))
+
+
+def _run_ready(pathway: str, priority: str):
+    return _event("radpath.run.ready",
+                  {"prefect.resource.id": "radpath.run.r-1", "prefect.resource.name": "run",
+                   "radpath.pathway": pathway, "radpath.priority": priority},
+                  [{"prefect.resource.id": f"radpath.pathway.{pathway}", "prefect.resource.role": "pathway"}],
+                  {"run_id": "r-1", "study_key": "S-abc"})
+
+
+def test_each_ready_run_starts_exactly_one_deployment_with_its_ids(registry):
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    deployments = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]
+    triggered = {d["name"]: d["triggers"][0] for d in deployments if d.get("triggers")}
+    assert {n.rsplit("-", 1)[0] for n in triggered} == set(registry.specs)
+    queues = {d["name"]: d["work_pool"]["work_queue_name"] for d in deployments}
+    for pathway in registry.specs:
+        for priority in ("urgent", "routine"):
+            event = _run_ready(pathway, priority)
+            hits = [n for n, t in triggered.items() if _server_trigger(t).covers(event)]
+            assert hits == [f"{pathway}-{priority}"] and queues[hits[0]] == priority
+            params = {k: render_user_template_sync(v, {"event": event}) for k, v in triggered[hits[0]]["parameters"].items()}
+            assert params == {"run_id": "r-1", "study_key": "S-abc"}
+    other = _event("radpath.study.ready", {"prefect.resource.id": "radpath.study.s-1"})
+    assert not any(_server_trigger(t).covers(other) for t in triggered.values())
+
+
+def _automation_triggers(registry) -> dict:
+    return {a.name: _server_trigger(a.trigger.model_dump(mode="json")) for a in build_automations(registry, uuid.uuid4())}
+
+
+def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
+    triggers = _automation_triggers(registry)
+    failed = _event("prefect.flow-run.Failed", {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
+                    [{"prefect.resource.id": "prefect.tag.pathway:lung-cancer-ct", "prefect.resource.role": "tag"}])
+    assert triggers["radpath: pathway run failed or crashed"].covers(failed)
+    unrelated = _event("prefect.flow-run.Failed", {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"})
+    assert not triggers["radpath: pathway run failed or crashed"].covers(unrelated)
+    dead = _event("radpath.delivery.dead_lettered", {"prefect.resource.id": "radpath.delivery.d-1"},
+                  payload={"destination": "ris", "attempts": 1})
+    assert triggers["radpath: delivery dead-lettered"].covers(dead)
+
+    sla = triggers["radpath: SLA breach lung-cancer-ct"]
+    order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
+                   [{"prefect.resource.id": "radpath.pathway.lung-cancer-ct", "prefect.resource.role": "pathway"}])
+    other_pathway = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-2"},
+                           [{"prefect.resource.id": "radpath.pathway.dementia-mri", "prefect.resource.role": "pathway"}])
+    assert sla.covers(order) and not sla.covers(other_pathway)
+    assert sla.posture == "Proactive" and sla.after == {"radpath.order.received"} and sla.expect == {"radpath.result.delivered"}
+    assert sla.within.total_seconds() == registry.get("lung-cancer-ct").sla.turnaround_minutes * 60
+    assert sla.for_each == {"prefect.resource.id"}  # one clock per order
+
+
+@pytest.mark.slow
+def test_apply_creates_the_automations_and_is_repeatable(registry):
+    from prefect import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    async def names() -> list[str]:
+        async with get_client() as client:
+            return sorted(a.name for a in await client.read_automations())
+
+    with prefect_test_harness(server_startup_timeout=120):
+        first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
+        asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
+        assert asyncio.run(names()) == sorted(first) and len(first) == 2 + len(registry.specs)
