@@ -120,6 +120,8 @@ def db_upgrade() -> None:
 @app.command()
 def status() -> None:
     """A summary of the ledger: orders, runs, deliveries."""
+    from integrations.db.ops import dead_letters, turnaround_table
+    from integrations.db.studies import waiting_runs
     from radpath.runtime import prepare_ledger
     from radpath.status import ledger_summary
 
@@ -131,6 +133,20 @@ def status() -> None:
         for key, count in rows.items():
             table.add_row(key, str(count))
         console.print(table)
+    turnaround = turnaround_table()
+    if turnaround:
+        table = Table(title="turnaround (minutes)")
+        for column in turnaround[0]:
+            table.add_column(str(column))
+        for row in turnaround:
+            table.add_row(*(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values()))
+        console.print(table)
+    waiting = waiting_runs()
+    console.print(f"orders waiting for images: {len(waiting)}" + (f" (oldest since {waiting[0].since:%Y-%m-%d %H:%M} UTC)" if waiting else ""))
+    letters = dead_letters()
+    console.print(f"dead-lettered deliveries: {len(letters)}")
+    for letter in letters[:10]:
+        console.print(f"  {letter}")
 
 
 automations_app = typer.Typer(help="Prefect automations (deployments/automations.py)", no_args_is_help=True)

@@ -30,7 +30,9 @@ def _safely(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = None, sweep_seconds: float = 5.0) -> None:
+async def serve(
+    *, stop: asyncio.Event | None = None, ready_file: Path | None = None, sweep_seconds: float = 5.0, reconcile_seconds: float = 300.0
+) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM)."""
     import uvicorn
     from fastapi import FastAPI
@@ -43,7 +45,9 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     from integrations.hl7.listener import serve_mllp
     from integrations.settings import get_settings
     from pathways.registry import default_registry
-    from tasks.events import emit
+    from flows.reconciler import reconciler
+    from integrations.db.ops import audit_spec_modes
+    from tasks.events import emit, emit_order_received, emit_runs_ready
 
     settings = get_settings()
     registry = default_registry()
@@ -58,7 +62,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
 
     @_safely
     def on_order(outcome) -> None:  # noqa: ANN001 - integrations.db.ledger.OrderOutcome
-        emit("order.received", "order", outcome.order_id, eligible=outcome.eligible, runs=len(outcome.run_ids))
+        emit_order_received(outcome.order_id, outcome.run_ids, outcome.eligible)
 
     @_safely
     def on_hl7_event(event) -> None:  # noqa: ANN001 - integrations.hl7.intake.IntakeEvent
@@ -68,10 +72,14 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     @_safely
     def on_ready(ready) -> None:  # noqa: ANN001 - integrations.db.studies.ReadyStudy
         emit("study.ready", "study", ready.study_id, runs=len(ready.run_ids), forced=ready.forced, rerun=ready.rerun)
+        emit_runs_ready(ready.run_ids)
         for run_id in ready.run_ids:
             loop.call_soon_threadsafe(ready_runs.put_nowait, run_id)
 
     await ensure_concurrency_limits()
+    changed = audit_spec_modes({name: spec.mode for name, spec in registry.specs.items()})
+    if changed:
+        log.warning("pathway modes recorded: %s", ", ".join(f"{n}={registry.get(n).mode}" for n in changed))
     mllp = await serve_mllp(settings, on_order_committed=on_order, on_event=on_hl7_event)
     scp = start_scp(settings)
     app = FastAPI(title="radpath", docs_url=None, redoc_url=None)
@@ -102,7 +110,18 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
             state = await run_pathway(run_id)
             log.info("pathway run %s finished: %s", run_id, state.name)
 
-    workers = [asyncio.create_task(sweep_forever()), asyncio.create_task(run_forever())]
+    async def reconcile_forever() -> None:
+        """Re-drive what Prefect lost (crashed runs, missed events, due deliveries) from the ledger."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=reconcile_seconds)
+            except TimeoutError:
+                try:
+                    await reconciler()
+                except Exception:  # noqa: BLE001 - the next pass retries
+                    log.warning("reconciler pass failed", exc_info=True)
+
+    workers = [asyncio.create_task(w()) for w in (sweep_forever, run_forever, reconcile_forever)]
     if ready_file:
         ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
     log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,
