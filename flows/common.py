@@ -18,7 +18,7 @@ from pathways.registry import default_registry
 from pathways.routing import route
 from pathways.findings import SeriesRef
 from pathways.report import ReportContent
-from tasks.artifacts import publish_ops_tables, publish_run_summary
+from tasks.artifacts import publish_run_summary
 from tasks.delivery import deliver
 from tasks.events import emit
 from tasks.results import record_result
@@ -124,7 +124,6 @@ def record_and_deliver(
     receipts += [f"{d}: held for review" for d in routing.held] if held else []
     receipts += [f"{d}: not sent (shadow mode)" for d in routing.withheld]
     publish_run_summary(pathway, study_key, content, timer.seconds, receipts + [f"FAILED {f}" for f in failures])
-    publish_ops_tables()
     summary = content.conclusion_codes[0].display if content.conclusion_codes else content.conclusion
     mode = f"mode={spec.mode}"
     dead = ops.delivery_ids(recorded.result_id, "dead_letter")

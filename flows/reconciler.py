@@ -16,6 +16,7 @@ from prefect.states import Completed, State
 from flows.common import HANDOFF, deliver_all
 from integrations.db import ops
 from integrations.settings import get_settings
+from tasks.artifacts import publish_ops_tables
 
 REDRIVABLE = {"ready", "running", "failed"}
 
@@ -45,5 +46,6 @@ async def reconciler(grace_seconds: float | None = None, max_runs: int = 10) -> 
         logger.info("re-drove pathway run %s: %s", run_id, state.name)
         redriven.append(state.name)
     receipts, failures = deliver_all(ops.deliveries_due(grace_seconds=grace))
+    publish_ops_tables()  # once per pass, not per pathway run: ops tables are a periodic view
     message = f"{len(redriven)} runs re-driven ({', '.join(redriven) or 'none'}); {len(receipts)} deliveries sent, {len(failures)} failed"
     return Completed(name="Reconciled", message=message)

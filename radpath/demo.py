@@ -87,6 +87,7 @@ def _point_radpath_at(peers: DemoPeers) -> None:
 async def _through_front_doors(generated: list, progress: Progress) -> list[DemoRow]:
     """Orders over MLLP, images over C-STORE, readiness from the ledger, then the pathway."""
     from flows.dispatch import ensure_concurrency_limits, run_pathway
+    from tasks.artifacts import publish_ops_tables
 
     settings = get_settings()
     mllp = await serve_mllp(settings)
@@ -125,6 +126,7 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
             state = await run_pathway(row.run_id)
             row.state, row.seconds = state.name, time.perf_counter() - start
         progress.advance(bar)
+    publish_ops_tables()  # the ops tables a reconciler pass would publish in a service
     return rows
 
 

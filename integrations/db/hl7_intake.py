@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from integrations.db.ledger import OrderOutcome, audit, patient_key
+from integrations.db.ledger import OrderOutcome, audit, create_pathway_runs, order_from_request, patient_key
 from integrations.db.models import Hl7Quarantine, InboundMessage, Order, PathwayRun
 from pathways.orders import OrderRequest
 from pathways.registry import Registry
@@ -60,28 +60,6 @@ def add_message(session: Session, *, application: str, facility: str, control_id
     return message
 
 
-def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
-    if birth is None:
-        return None
-    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
-def _new_runs(session: Session, order: Order, registry: Registry, skip: set[str]) -> list[PathwayRun]:
-    """Pathway runs for every pathway claiming the order's procedure and modality."""
-    runs = []
-    age = _age_on(order.birth_date, dt.date.today())
-    for spec in registry.match(order.procedure_code, order.modality):
-        if spec.name in skip:
-            continue
-        low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
-        run = PathwayRun(order_id=order.id, pathway=spec.name, pathway_version=spec.version)
-        if (low is not None and (age is None or age < low)) or (high is not None and age is not None and age > high):
-            run.status, run.status_reason = "not_eligible", "patient age outside the pathway's range"
-        session.add(run)
-        runs.append(run)
-    return runs
-
-
 def _find_order(session: Session, parsed: OrderRequest) -> Order | None:
     return session.exec(
         select(Order).where(Order.sender == parsed.sender, Order.placer_order_number == parsed.placer_order_number)
@@ -97,32 +75,10 @@ def add_order(session: Session, parsed: OrderRequest, message: InboundMessage, r
         runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == existing.id)).all()
         audit(session, "hl7", "order.duplicate-suppressed", "order", existing.id, message_id=message.id)
         return OrderOutcome(existing.id, tuple(runs), duplicate=True, eligible=existing.status != "not_eligible")
-    order = Order(
-        sender=parsed.sender,
-        placer_order_number=parsed.placer_order_number,
-        filler_order_number=parsed.filler_order_number,
-        accession_number=parsed.accession_number,
-        patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
-        nhs_number=parsed.nhs_number,
-        local_patient_id=parsed.local_patient_id,
-        family_name=parsed.family_name,
-        given_name=parsed.given_name,
-        birth_date=parsed.birth_date,
-        sex=parsed.sex,
-        procedure_code=parsed.procedure_code,
-        procedure_system=parsed.procedure_system,
-        procedure_text=parsed.procedure_text,
-        modality=parsed.modality,
-        priority=parsed.priority,
-        clinical_indication=parsed.clinical_indication,
-        ordering_clinician=parsed.ordering_clinician,
-        ordering_location=parsed.ordering_location,
-        clinical_context=parsed.clinical_context,
-        message_id=message.id,
-    )
+    order = order_from_request(parsed, message.id)
     session.add(order)
     session.flush()
-    runs = _new_runs(session, order, registry, skip=set())
+    runs = create_pathway_runs(session, order, registry)
     waiting = [r for r in runs if r.status == "waiting"]
     if not waiting:
         order.status = "not_eligible"
@@ -174,7 +130,7 @@ def change_order(session: Session, parsed: OrderRequest, message: InboundMessage
             if run.pathway not in claimed and run.status in OPEN_RUN_STATES:
                 run.status, run.status_reason = "not_eligible", "order changed: procedure no longer claimed"
                 touched.append(run.id)
-        new = _new_runs(session, order, registry, skip={r.pathway for r in existing})
+        new = create_pathway_runs(session, order, registry, skip=frozenset(r.pathway for r in existing))
         touched += [r.id for r in new if r.status == "waiting"]
         open_runs = [r for r in [*existing, *new] if r.status in OPEN_RUN_STATES]
         order.status = "received" if open_runs else "not_eligible"

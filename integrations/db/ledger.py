@@ -63,6 +63,50 @@ def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
+def order_from_request(parsed: OrderRequest, message_id: str | None) -> Order:
+    """The ledger row for an incoming order, whatever front door it came through."""
+    return Order(
+        sender=parsed.sender,
+        placer_order_number=parsed.placer_order_number,
+        filler_order_number=parsed.filler_order_number,
+        accession_number=parsed.accession_number,
+        patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
+        nhs_number=parsed.nhs_number,
+        local_patient_id=parsed.local_patient_id,
+        family_name=parsed.family_name,
+        given_name=parsed.given_name,
+        birth_date=parsed.birth_date,
+        sex=parsed.sex,
+        procedure_code=parsed.procedure_code,
+        procedure_system=parsed.procedure_system,
+        procedure_text=parsed.procedure_text,
+        modality=parsed.modality,
+        priority=parsed.priority,
+        clinical_indication=parsed.clinical_indication,
+        ordering_clinician=parsed.ordering_clinician,
+        ordering_location=parsed.ordering_location,
+        clinical_context=parsed.clinical_context,
+        message_id=message_id,
+    )
+
+
+def create_pathway_runs(session: Session, order: Order, registry: Registry, skip: frozenset[str] = frozenset()) -> list[PathwayRun]:
+    """One run per pathway claiming the order's procedure and modality; outside a pathway's
+    age range the run is recorded as not eligible, visibly."""
+    runs = []
+    age = _age_on(order.birth_date, dt.date.today())
+    for spec in registry.match(order.procedure_code, order.modality):
+        if spec.name in skip:
+            continue
+        low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
+        run = PathwayRun(order_id=order.id, pathway=spec.name, pathway_version=spec.version)
+        if (low is not None and (age is None or age < low)) or (high is not None and age is not None and age > high):
+            run.status, run.status_reason = "not_eligible", "patient age outside the pathway's range"
+        session.add(run)
+        runs.append(run)
+    return runs
+
+
 def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
     """Commit the raw message, the order and its pathway runs; idempotent on resend."""
     with session_scope() as session:
@@ -98,39 +142,9 @@ def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str 
             audit(session, actor, "order.duplicate", "order", same.id, protocol=parsed.protocol, message_id=message.id)
             runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == same.id)).all()
             return OrderOutcome(same.id, tuple(runs), duplicate=True, eligible=bool(runs))
-        order = Order(
-            sender=parsed.sender,
-            placer_order_number=parsed.placer_order_number,
-            filler_order_number=parsed.filler_order_number,
-            accession_number=parsed.accession_number,
-            patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
-            nhs_number=parsed.nhs_number,
-            local_patient_id=parsed.local_patient_id,
-            family_name=parsed.family_name,
-            given_name=parsed.given_name,
-            birth_date=parsed.birth_date,
-            sex=parsed.sex,
-            procedure_code=parsed.procedure_code,
-            procedure_system=parsed.procedure_system,
-            procedure_text=parsed.procedure_text,
-            modality=parsed.modality,
-            priority=parsed.priority,
-            clinical_indication=parsed.clinical_indication,
-            clinical_context=parsed.clinical_context,
-            message_id=message.id,
-        )
+        order = order_from_request(parsed, message.id)
         session.add(order)
-        runs = []
-        age = _age_on(parsed.birth_date, dt.date.today())
-        for spec in registry.match(parsed.procedure_code, parsed.modality):
-            low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
-            too_young = low is not None and (age is None or age < low)
-            too_old = high is not None and age is not None and age > high
-            run = PathwayRun(order_id=order.id, pathway=spec.name, pathway_version=spec.version)
-            if too_young or too_old:
-                run.status, run.status_reason = "not_eligible", "patient age outside the pathway's range"
-            runs.append(run)
-            session.add(run)
+        runs = create_pathway_runs(session, order, registry)
         if not any(r.status == "waiting" for r in runs):
             order.status = "not_eligible"
         session.flush()
