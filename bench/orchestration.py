@@ -77,12 +77,15 @@ async def main(studies: int, seed: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="radpath-bench-"))
     os.environ["RADPATH_DATA_DIR"] = str(root / "prefect-run")
     configure_prefect()
-    from flows.dispatch import ensure_concurrency_limits, run_pathway
+    from flows.dispatch import run_pathway
     from radpath.synth import generate
 
     generated = generate("chest-ct", studies, seed, root / "synthetic")
     use_data_dir(root / "prefect-run")
-    await ensure_concurrency_limits()  # starts the ephemeral API before timing
+    from prefect import get_client
+
+    async with get_client() as client:  # starts the ephemeral API before timing
+        await client.api_healthcheck()
     rows = []
     for study in generated:
         use_data_dir(root / "bare")

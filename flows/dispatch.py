@@ -23,15 +23,3 @@ async def run_pathway(run_id: str):  # noqa: ANN201
     with tags(f"pathway:{view.pathway}", f"trust:{get_settings().trust}", f"priority:{view.priority}", f"study:{view.study_key}"):
         return await flow_fn(run_id=run_id, study_key=view.study_key, return_state=True)
 
-
-# Inference holds both cores of a small server; one model at a time per Prefect API.
-CONCURRENCY_LIMITS = {"inference": 1}
-
-
-async def ensure_concurrency_limits() -> None:
-    """Create radpath's global concurrency limits where the Prefect API lacks them."""
-    from prefect import get_client
-
-    async with get_client() as client:
-        for name, limit in CONCURRENCY_LIMITS.items():
-            await client.upsert_global_concurrency_limit_by_name(name=name, limit=limit)

@@ -86,7 +86,7 @@ def _point_radpath_at(peers: DemoPeers) -> None:
 
 async def _through_front_doors(generated: list, progress: Progress) -> list[DemoRow]:
     """Orders over MLLP, images over C-STORE, readiness from the ledger, then the pathway."""
-    from flows.dispatch import ensure_concurrency_limits, run_pathway
+    from flows.dispatch import run_pathway
     from tasks.artifacts import publish_ops_tables
 
     settings = get_settings()
@@ -116,7 +116,6 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
         rows.append(
             DemoRow(kind=study.kind, study_key=ledger.study_key(study.study_uid), truth=truth["truth"], run_id=run_ids[0] if run_ids else None)
         )
-    await ensure_concurrency_limits()
     bar = progress.add_task("pathway runs", total=len(rows))
     for row in rows:
         if row.run_id is None:

@@ -37,7 +37,7 @@ async def serve(
     import uvicorn
     from fastapi import FastAPI
 
-    from flows.dispatch import ensure_concurrency_limits, run_pathway
+    from flows.dispatch import run_pathway
     from integrations.db.studies import sweep_readiness
     from integrations.dicom.scp import start_scp
     from integrations.dicom.stow import build_router as stow_router
@@ -76,7 +76,6 @@ async def serve(
         for run_id in ready.run_ids:
             loop.call_soon_threadsafe(ready_runs.put_nowait, run_id)
 
-    await ensure_concurrency_limits()
     changed = audit_spec_modes({name: spec.mode for name, spec in registry.specs.items()})
     if changed:
         log.warning("pathway modes recorded: %s", ", ".join(f"{n}={registry.get(n).mode}" for n in changed))

@@ -1,13 +1,20 @@
-"""AI inference tasks: onnxruntime behind a concurrency limit, cached by input and model."""
+"""AI inference tasks: one model at a time per process, cached by input and model.
+
+Inference takes both cores of a small server, so runs in one process take turns
+(`INFERENCE_SLOT`). A Prefect global concurrency limit would do the same across processes,
+but each acquisition cost 2-5 s against the embedded API here (measured with
+bench/orchestration.py), more than the inference itself; across workers, the work pool's
+concurrency limit is the place for it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
 from prefect import task
-from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, ConfigDict
 
 from integrations.dicom.volume import read_volume
@@ -20,6 +27,9 @@ from pathways.heart_failure import CineRef, EchoRules, LvVolumes
 from pathways.registry import model_path
 from pathways.spec import ModelRef, PathwaySpec
 
+
+
+INFERENCE_SLOT = threading.BoundedSemaphore(1)
 
 class NoduleDetection(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -59,7 +69,7 @@ def detect_lung_nodules(volume: VolumeRef, model: ModelRef, threshold: float | N
     hu = np.asarray(read_volume(volume))
     kwargs = {} if threshold is None else {"threshold": threshold}
     # One inference at a time per process keeps two cores from thrashing (global limit "inference").
-    with concurrency("inference", occupy=1, strict=False):
+    with INFERENCE_SLOT:
         nodules, mask = detect_nodules(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, onnx_model, **kwargs)
     out = settings.work_dir / "masks" / f"{hashlib.sha256((volume.series_uid + model.sha256).encode()).hexdigest()[:24]}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,7 @@ def measure_brain_volumes(volume: VolumeRef, model: ModelRef) -> BrainVolumetryR
 
     onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
     t1 = np.asarray(read_volume(volume))
-    with concurrency("inference", occupy=1, strict=False):
+    with INFERENCE_SLOT:
         measured = measure_brain(t1, volume.spacing_zyx_mm, onnx_model)
     mask = np.zeros(measured.labels.shape, np.uint8)
     mask[measured.labels == HIPPO_LEFT] = SEGMENT_NUMBERS["left"]
@@ -138,7 +148,7 @@ def segment_echo_lv(cine: CineRef, model: ModelRef, rules: EchoRules) -> LvSegme
 
     onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
     frames = np.asarray(read_cine(cine))
-    with concurrency("inference", occupy=1, strict=False):
+    with INFERENCE_SLOT:
         masks = segment_lv(frames, cine.region, cine.cm_per_pixel, onnx_model)
     key = hashlib.sha256(("echo-lv:" + cine.sop_instance_uid + model.sha256).encode()).hexdigest()[:24]
     out = get_settings().work_dir / "masks" / f"{key}.npy"
