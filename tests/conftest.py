@@ -41,3 +41,41 @@ def radpath_env(tmp_path, monkeypatch):
 @pytest.fixture
 def registry():
     return default_registry()
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A real, temporary Prefect API (Prefect's own test harness) for a module's flow tests;
+    yields its URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+def dciodvfy_errors(path) -> list[str]:  # noqa: ANN001
+    """The "Error" lines dicom3tools' dciodvfy reports for a DICOM file (warnings allowed)."""
+    import subprocess
+
+    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
+
+
+def ingest_synthetic_study(tmp_path, registry, kind: str, seed: int):  # noqa: ANN001, ANN201
+    """One synthetic study with its order through the ledger and the image store, made ready.
+
+    Returns (GeneratedStudy, pathway run id)."""
+    from pathlib import Path
+
+    from integrations.db import ledger
+    from integrations.dicom.store import ingest_instances
+    from integrations.hl7.orders import parse_order
+    from radpath.synth import generate
+
+    (study,) = generate(kind, 1, seed, tmp_path / "synthetic")
+    raw = Path(study.order_path).read_bytes().decode()
+    ledger.record_order(parse_order(raw), raw, registry)
+    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
+    (run_id,) = ledger.attach_study(study.study_uid)
+    return study, run_id

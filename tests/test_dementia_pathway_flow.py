@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -17,40 +16,19 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import Delivery, PathwayRun, Result
-from integrations.dicom.store import ingest_instances
 from integrations.fhir.report import validate_r4
-from integrations.hl7.orders import parse_order
 from pathways.dementia_mri import compare_to_truth
-from tests.conftest import require_tool
+from tests.conftest import dciodvfy_errors, ingest_synthetic_study
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
-
-
 def test_brain_mri_flow_delivers_valid_outputs(prefect_api, radpath_env, registry, tmp_path):
     from flows.dispatch import run_pathway
-    from radpath.synth import generate
 
-    (study,) = generate("brain-mri", 1, 21, tmp_path / "synthetic")
-    raw = Path(study.order_path).read_text()
-    ledger.record_order(parse_order(raw), raw, registry)
-    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "brain-mri", 21)
 
     state = asyncio.run(run_pathway(run_id))
     assert state.is_completed() and state.name == "Delivered", state.message
@@ -71,7 +49,7 @@ def test_brain_mri_flow_delivers_valid_outputs(prefect_api, radpath_env, registr
 
     out = radpath_env.data_dir / "results" / result.id
     seg_path, sr_path = out / "seg.dcm", out / "sr.dcm"
-    assert _dciodvfy_errors(seg_path) == [] and _dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(seg_path) == [] and dciodvfy_errors(sr_path) == []
     seg = pydicom.dcmread(seg_path)
     assert [(i.SegmentNumber, i.SegmentLabel) for i in seg.SegmentSequence] == [(1, "Left hippocampus"), (2, "Right hippocampus")]
     oru = (out / "ris" / "oru-r01.hl7").read_bytes().decode()  # segments end in \r: no newline translation

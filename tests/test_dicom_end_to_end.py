@@ -29,14 +29,6 @@ from tests.orthanc import Orthanc, free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _allow_after_first_failure(orthanc: Orthanc, stop: threading.Event) -> None:
     while not stop.is_set():
         with session_scope() as s:

@@ -16,7 +16,7 @@ from pydicom.data import get_testdata_file
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
-from integrations.db.models import AuditEvent, Instance, Study
+from integrations.db.models import AuditEvent, Instance
 from integrations.delivery.dicom import multipart_body
 from integrations.dicom import scu
 from integrations.dicom.scp import start_scp

@@ -4,8 +4,6 @@ and SR/SEG delivery by C-STORE and STOW-RS, with refused first attempts."""
 from __future__ import annotations
 
 import copy
-import threading
-from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -23,7 +21,6 @@ from integrations.dicom.scp import start_scp
 from integrations.dicom.scu import status_category
 from integrations.errors import PermanentError, TransientError
 from integrations.settings import get_settings, reset_settings
-from tests.conftest import require_tool
 from tests.orthanc import Orthanc, free_port
 
 ACCESSION = "ACC0042"

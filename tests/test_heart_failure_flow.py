@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,35 +16,19 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import Delivery, Result
-from integrations.dicom.store import ingest_instances
 from integrations.fhir.report import validate_r4
-from integrations.hl7.orders import parse_order
 from pathways.heart_failure import cac_drs
-from tests.conftest import require_tool
+from tests.conftest import dciodvfy_errors, ingest_synthetic_study
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _run(tmp_path: Path, registry, kind: str, seed: int):
     from flows.dispatch import run_pathway
-    from radpath.synth import generate
 
-    (study,) = generate(kind, 1, seed, tmp_path / "synthetic")
-    raw = Path(study.order_path).read_text()
-    ledger.record_order(parse_order(raw), raw, registry)
-    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    study, run_id = ingest_synthetic_study(tmp_path, registry, kind, seed)
     state = asyncio.run(run_pathway(run_id))
     assert state.is_completed() and state.name == "Delivered", state.message
     with session_scope() as s:
@@ -58,12 +41,10 @@ def _run(tmp_path: Path, registry, kind: str, seed: int):
 
 def _check_outputs(data_dir: Path, result_id: str, expect_seg: bool) -> None:
     out = data_dir / "results" / result_id
-    dciodvfy = require_tool("dciodvfy")
     names = ["sr.dcm", "seg.dcm"] if expect_seg else ["sr.dcm"]
     assert (out / "seg.dcm").exists() == expect_seg
     for name in names:
-        run = subprocess.run([dciodvfy, str(out / name)], capture_output=True, text=True, timeout=60)
-        assert [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line] == [], name
+        assert dciodvfy_errors(out / name) == [], name
     er7 = (out / "ris" / "oru-r01.hl7").read_bytes().decode()  # keep the \r separators
     assert parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
     validate_r4(json.loads((out / "ehr" / "report-bundle.json").read_text()))

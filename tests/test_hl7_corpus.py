@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from integrations.hl7.client import parse_ack
-from tests.hl7_fixtures import RawConnection, ThreadedListener, adt, msa, order
+from tests.hl7_fixtures import RawConnection, ThreadedListener, adt, order
 
 VALID = order("BASE")
 SEGMENTS = VALID.strip("\r").split("\r")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from integrations.db.engine import session_scope
 from integrations.db.models import Hl7Quarantine, InboundMessage, Order, PathwayRun
 from integrations.hl7.intake import IntakeConfig
 from integrations.hl7.listener import ListenerConfig
-from tests.hl7_fixtures import CHEST_CT, RawConnection, ThreadedListener, adt, err, msa, order
+from tests.hl7_fixtures import RawConnection, ThreadedListener, adt, err, msa, order
 
 pytestmark = pytest.mark.usefixtures("radpath_env")
 

@@ -12,39 +12,18 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import Delivery, PathwayRun, Result
-from integrations.dicom.store import ingest_instances
-from integrations.hl7.orders import parse_order
 from pathways.lung_cancer_ct import match_detections
+from tests.conftest import ingest_synthetic_study
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def _ingest_study(tmp_path: Path, registry, seed: int):
-    from radpath.synth import generate
-
-    (study,) = generate("chest-ct", 1, seed, tmp_path / "synthetic")
-    raw = Path(study.order_path).read_text()
-    ledger.record_order(parse_order(raw), raw, registry)
-    ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
-    return study, run_id
 
 
 def test_flow_delivers_once_and_a_rerun_adds_nothing(prefect_api, radpath_env, registry, tmp_path):
     from flows.dispatch import run_pathway
 
-    study, run_id = _ingest_study(tmp_path, registry, seed=11)
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", 11)
     state = asyncio.run(run_pathway(run_id))
     assert state.is_completed() and state.name == "Delivered", state.message
 

@@ -24,14 +24,6 @@ IDENTITIES: list[str] = []  # every patient identifier these tests sent through 
 STUDY_KEYS: list[str] = []
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def spec_mode(registry):
     """Set the cardiac CT spec's mode (plus an evaluation destination) for one test."""

@@ -6,13 +6,9 @@ import base64
 import datetime as dt
 import io
 import json
-import os
-import shutil
-import subprocess
 
 import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
@@ -30,6 +26,7 @@ from pathways.findings import LungAssessment, Nodule, NoduleAssessment
 from pathways.identifiers import NHS_NUMBER_SYSTEM
 from pathways.lung_cancer_report import lung_report_content
 from pathways.report import Code, PatientIdentity, ResultContext
+from tests.conftest import dciodvfy_errors
 
 NHS_NUMBER = "9434765919"  # valid modulus-11 NHS number (NHS Digital example)
 STUDY_UID = "1.2.826.0.1.3680043.10.999.1"
@@ -162,15 +159,6 @@ def _bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _dciodvfy_errors(path) -> list[str]:
-    if shutil.which("dciodvfy") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("dciodvfy (dicom3tools) is required in CI")
-        pytest.skip("dciodvfy not installed")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
-
-
 # --- codes and report content ------------------------------------------------------------
 def test_catalogue_agrees_with_pydicom_codedict():
     """Every concept pydicom's PS3.16 dictionary also holds has the same value and scheme."""
@@ -259,7 +247,7 @@ def test_result_uids_are_deterministic_and_valid():
 def test_seg_passes_dciodvfy_and_reads_back(seg, label_mask, source_datasets, ctx, tmp_path):
     path = tmp_path / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     back = hd.seg.segread(path)
     assert back.SOPInstanceUID == result_uid(ctx.result_id, "seg-instance")
     assert back.number_of_segments == 2
@@ -274,7 +262,7 @@ def test_seg_passes_dciodvfy_and_reads_back(seg, label_mask, source_datasets, ct
 def test_sr_passes_dciodvfy_and_measurements_read_back(sr, seg, ctx, tmp_path):
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     back = hd.sr.srread(path)
     assert back.PatientID == "MRN001" and back.StudyInstanceUID == STUDY_UID
     groups = back.content.get_volumetric_roi_measurement_groups()
@@ -300,7 +288,7 @@ def test_sr_without_seg_points_at_the_nodule_centres(content, ctx, source_datase
     sr = build_measurement_report_sr(content, ctx, source_datasets, None)
     path = tmp_path / "sr-point.dcm"
     sr.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     groups = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()
     surface = groups[1].roi
     assert surface is not None
@@ -474,7 +462,7 @@ def test_single_nodule_seg_and_sr(assessment, ctx, source_datasets, label_mask, 
     sr = build_measurement_report_sr(content, ctx, source_datasets, seg)
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     group = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()[0]
     referenced = group.referenced_segment[0].ReferencedSOPSequence[0]
     assert referenced.ReferencedSegmentNumber == 1 and referenced.ReferencedSOPInstanceUID == seg.SOPInstanceUID

@@ -52,15 +52,6 @@ def test_of_many_concurrent_claimants_exactly_one_wins_and_a_lapsed_lease_frees_
     assert ops.claim_run(run_id, "after-lapse", 60)  # a dead holder's lease lapses
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
 class SilentRis:
     """A TCP peer that accepts the MLLP connection and never answers (a hung RIS)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from integrations.db.ledger import OrderOutcome, audit, create_pathway_runs, order_from_request, patient_key
+from integrations.db.ledger import OrderOutcome, audit, create_pathway_runs, order_from_request
 from integrations.db.models import Hl7Quarantine, InboundMessage, Order, PathwayRun
 from pathways.orders import OrderRequest
 from pathways.registry import Registry
