@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -13,7 +14,8 @@ pathways_app = typer.Typer(help="List and validate pathway specs", no_args_is_he
 db_app = typer.Typer(help="The ledger database", no_args_is_help=True)
 app.add_typer(pathways_app, name="pathways")
 app.add_typer(db_app, name="db")
-console = Console()
+# Piped output (CI logs, `make demo | tee`) gets a readable width instead of 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()

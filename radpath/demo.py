@@ -167,6 +167,10 @@ def _report_peers(peers: DemoPeers, console: Console) -> bool:
     return len(control_ids) == len(set(control_ids)) and peers.pacs.duplicates == 0
 
 
+def _short(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _report(rows: list[DemoRow], console: Console) -> bool:
     table = Table(title="radpath demo: every study from order to delivered result")
     for col in ("pathway", "study", "result vs truth", "conclusion", "urgent", "TAT s", "sent", "state"):
@@ -195,7 +199,7 @@ def _report(rows: list[DemoRow], console: Console) -> bool:
                 pathway,
                 row.study_key,
                 TRUTH_COMPARISONS[pathway](result.assessment, row.truth),
-                result.assessment.get("recommendation_code") or result.report.get("conclusion", ""),
+                _short(result.assessment.get("recommendation_code") or result.report.get("conclusion", "")),
                 "YES" if result.urgent else "no",
                 f"{turnaround:.0f}" if turnaround is not None else "-",
                 f"{len(delivered)}/{len(deliveries)}",
