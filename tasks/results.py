@@ -64,6 +64,15 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats) -> dict[str
     return files
 
 
+def supersedes_sentence(previous_result_id: str, study_revision: int) -> str:
+    """The narrative line a superseding report carries (opaque ids only)."""
+    return (
+        f"This report supersedes an earlier result for this study (result {previous_result_id}): "
+        f"images arrived after that result was produced and the study was analysed again "
+        f"(study revision {study_revision})."
+    )
+
+
 @task(name="record-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def record_result(
     run_id: str,
@@ -80,13 +89,21 @@ def record_result(
     """
     view = ledger.run_view(run_id)
     spec = default_registry().get(view.pathway)
-    result_id = ledger.result_id_for(view.study_uid, spec.name, model_version)
+    revision = view.study_revision
+    result_id = ledger.result_id_for(view.study_uid, spec.name, model_version, revision)
     ctx = ledger.result_context(
         run_id, result_id=result_id, model_name=model_name, model_version=model_version, source_series_uid=series.series_uid
     )
-    existing = ledger.existing_result(view.study_uid, spec.name, model_version)
+    existing = ledger.existing_result(view.study_uid, spec.name, model_version, revision)
     if existing is not None:  # a re-driven run: the outputs were built and committed before
         return RecordedResult(result_id=existing[0], delivery_ids=tuple(existing[1]), created=False)
+    previous = ledger.superseded_result(view.study_uid, spec.name, revision)
+    if previous is not None:
+        content = content.model_copy(update={"text": f"{content.text}\n\n{supersedes_sentence(previous, revision)}"})
+    # FHIR R4 diagnostic-report-status: "amended" = modified after being final, including any
+    # change in results, diagnosis or narrative; "corrected" is the narrower case of fixing an
+    # error. Late images give a new analysis of more data, not a correction, so: amended.
+    report_status = "amended" if previous is not None else "final"
     out_dir = get_settings().data_dir / "results" / result_id
     routing = route(spec)  # shadow: clinical destinations get nothing; qa/review: they are held
     destinations = [d for d in spec.destinations if d.name in routing.planned]
@@ -99,7 +116,7 @@ def record_result(
                 payloads.append(str(shared[fmt]))
             elif fmt == "fhir-bundle":
                 path = out_dir / destination.name / OUTPUT_FILES[fmt]
-                write_durably(path, json.dumps(build_report_bundle(content, ctx), indent=2).encode())
+                write_durably(path, json.dumps(build_report_bundle(content, ctx, status=report_status), indent=2).encode())
                 payloads.append(str(path))
             elif fmt == "hl7-oru":
                 config = get_settings().destination(destination.name)
@@ -127,5 +144,6 @@ def record_result(
         report=content.model_dump(mode="json"),
         urgent=content.urgent,
         deliveries=plans,
+        study_revision=revision,
     )
     return RecordedResult(result_id=result_id, delivery_ids=tuple(delivery_ids), created=created)

@@ -186,6 +186,7 @@ class RunView:
     sex: str
     clinical_context: dict[str, Any]
     received_at: dt.datetime
+    study_revision: int = 0  # raised by late images under policy "supersede"
 
 
 def run_view(run_id: str) -> RunView:
@@ -208,6 +209,7 @@ def run_view(run_id: str) -> RunView:
             sex=order.sex,
             clinical_context=dict(order.clinical_context),
             received_at=order.received_at,
+            study_revision=study.revision,
         )
 
 
@@ -230,9 +232,52 @@ def set_run_status(run_id: str, status: str, *, reason: str | None = None, flow_
         audit(session, "pathway", f"run.{status}", "pathway_run", run_id, reason=reason)
 
 
-def result_id_for(study_uid: str, pathway: str, model_version: str) -> str:
-    """Deterministic: the same study, pathway and model always yield the same result id."""
-    return str(uuid.uuid5(RESULT_NAMESPACE, f"{study_uid}|{pathway}|{model_version}"))
+def result_id_for(study_uid: str, pathway: str, model_version: str, study_revision: int = 0) -> str:
+    """Deterministic: the same study revision, pathway and model always yield the same result id
+    (revision 0 keeps the id results had before revisions existed)."""
+    suffix = f"|r{study_revision}" if study_revision else ""
+    return str(uuid.uuid5(RESULT_NAMESPACE, f"{study_uid}|{pathway}|{model_version}{suffix}"))
+
+
+def _identity(study_uid: str, pathway: str, model_version: str, study_revision: int):  # noqa: ANN202
+    return select(Result).where(
+        Result.study_uid == study_uid,
+        Result.pathway == pathway,
+        Result.model_version == model_version,
+        Result.study_revision == study_revision,
+    )
+
+
+def _supersede_earlier(session: Session, new: Result) -> None:
+    """Point every current result of an earlier revision of the study at `new`."""
+    earlier = session.exec(
+        select(Result).where(
+            Result.study_uid == new.study_uid,
+            Result.pathway == new.pathway,
+            Result.study_revision < new.study_revision,
+            Result.superseded_by.is_(None),
+        )
+    ).all()
+    for old in earlier:
+        old.superseded_by = new.id
+        audit(session, "pathway", "result.superseded", "result", old.id, superseded_by=new.id,
+              study_revision=new.study_revision)
+
+
+def superseded_result(study_uid: str, pathway: str, study_revision: int) -> str | None:
+    """The id of the current result a result of `study_revision` will supersede, if any."""
+    with session_scope() as session:
+        row = session.exec(
+            select(Result.id)
+            .where(
+                Result.study_uid == study_uid,
+                Result.pathway == pathway,
+                Result.study_revision < study_revision,
+                Result.superseded_by.is_(None),
+            )
+            .order_by(Result.study_revision.desc(), Result.created_at.desc())
+        ).first()
+        return row
 
 
 def idempotency_key(result_id: str, destination: str) -> str:
@@ -258,8 +303,11 @@ def record_result(
     report: dict[str, Any],
     urgent: bool,
     deliveries: Sequence[DeliveryPlan],
+    study_revision: int = 0,
 ) -> tuple[str, list[str], bool]:
     """Commit the result and its outbox rows together; a second call returns what exists.
+
+    A result of a later study revision supersedes the earlier ones in the same transaction.
 
     Returns (result id, delivery ids, created).
     """
@@ -275,9 +323,11 @@ def record_result(
                     assessment=assessment,
                     report=report,
                     urgent=urgent,
+                    study_revision=study_revision,
                 )
             )
             session.flush()
+            _supersede_earlier(session, session.get(Result, result_id))
             ids = []
             for plan in deliveries:
                 row = Delivery(
@@ -295,22 +345,18 @@ def record_result(
             return result_id, ids, True
     except IntegrityError:
         with session_scope() as session:
-            existing = session.exec(
-                select(Result).where(
-                    Result.study_uid == study_uid, Result.pathway == pathway, Result.model_version == model_version
-                )
-            ).one()
+            existing = session.exec(_identity(study_uid, pathway, model_version, study_revision)).one()
             ids = session.exec(select(Delivery.id).where(Delivery.result_id == existing.id)).all()
             audit(session, "pathway", "result.duplicate-suppressed", "result", existing.id, run_id=run_id)
             return existing.id, list(ids), False
 
 
-def existing_result(study_uid: str, pathway: str, model_version: str) -> tuple[str, list[str]] | None:
-    """(result id, delivery ids) when this study already has a result from this model version."""
+def existing_result(
+    study_uid: str, pathway: str, model_version: str, study_revision: int = 0
+) -> tuple[str, list[str]] | None:
+    """(result id, delivery ids) when this study revision already has a result from this model version."""
     with session_scope() as session:
-        result = session.exec(
-            select(Result).where(Result.study_uid == study_uid, Result.pathway == pathway, Result.model_version == model_version)
-        ).first()
+        result = session.exec(_identity(study_uid, pathway, model_version, study_revision)).first()
         if result is None:
             return None
         return result.id, list(session.exec(select(Delivery.id).where(Delivery.result_id == result.id)).all())

@@ -2,7 +2,7 @@
 
 Unique constraints carry idempotency: (sender, placer order number) for orders,
 (sending application, facility, control id) for inbound messages, (study UID, pathway,
-model version) for results, (result, destination) and the idempotency key for deliveries.
+model version, study revision) for results, (result, destination) and the idempotency key for deliveries.
 Every schema change is an Alembic migration in `integrations/db/migrations/versions/`.
 """
 
@@ -194,10 +194,15 @@ class PathwayRun(SQLModel, table=True):
 
 
 class Result(SQLModel, table=True):
-    """A pathway's outcome for one study and model version: at most one, ever."""
+    """A pathway's outcome for one study revision and model version: at most one, ever.
+
+    Late images (policy "supersede") raise the study's revision; the re-run's result is a new
+    row and the previous one points at it through `superseded_by` (0004_supersede)."""
 
     __tablename__ = "result"
-    __table_args__ = (UniqueConstraint("study_uid", "pathway", "model_version"),)
+    __table_args__ = (
+        UniqueConstraint("study_uid", "pathway", "model_version", "study_revision", name="uq_result_identity"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True)
     run_id: str = Field(foreign_key="pathway_run.id", index=True)
@@ -212,6 +217,8 @@ class Result(SQLModel, table=True):
     reviewed_by: str | None = None
     review_reason: str | None = None
     reviewed_at: dt.datetime | None = _ts(nullable=True)
+    study_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    superseded_by: str | None = None  # the result of a later study revision
     created_at: dt.datetime = _ts()
 
 

@@ -121,7 +121,9 @@ class ResultDeliveries:
 
 def result_deliveries(run_id: str) -> ResultDeliveries | None:
     with session_scope() as session:
-        result = session.exec(select(Result).where(Result.run_id == run_id)).first()
+        result = session.exec(  # the current one: a re-run after late images supersedes the earlier
+            select(Result).where(Result.run_id == run_id).order_by(Result.study_revision.desc())
+        ).first()
         if result is None:
             return None
         run = session.get(PathwayRun, run_id)
@@ -191,7 +193,7 @@ def turnarounds(pathway: str | None = None) -> list[Turnaround]:
             select(PathwayRun, Order, Study, Result)
             .join(Order, Order.id == PathwayRun.order_id)
             .join(Study, Study.id == PathwayRun.study_id, isouter=True)
-            .join(Result, Result.run_id == PathwayRun.id, isouter=True)
+            .join(Result, (Result.run_id == PathwayRun.id) & Result.superseded_by.is_(None), isouter=True)
         )
         if pathway:
             query = query.where(PathwayRun.pathway == pathway)

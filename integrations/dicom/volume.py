@@ -17,7 +17,8 @@ from pathways.findings import VolumeRef
 def load_volume(series_uid: str) -> VolumeRef:
     """Stack a series (ordered along its normal) into int16 values with rescale applied.
 
-    The array is written once to the work folder as .npy; a second call reuses it.
+    The array is written once to the work folder as .npy; a second call reuses it. The file is
+    named by the series and its instances, so late images (a study revision) load afresh.
     """
     files = series_files(series_uid)
     if len(files) < 2:
@@ -28,7 +29,8 @@ def load_volume(series_uid: str) -> VolumeRef:
     z_spacing = float(np.linalg.norm(positions[1] - positions[0]) / (len(files) - 1))
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     shape = (len(files), int(first.Rows), int(first.Columns))
-    out = get_settings().work_dir / "volumes" / f"{hashlib.sha256(series_uid.encode()).hexdigest()[:24]}.npy"
+    key = "|".join([series_uid, *(uid for _, uid in files)])
+    out = get_settings().work_dir / "volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
     if not out.exists():
         volume = np.empty(shape, dtype=np.int16)
         for k, (path, _) in enumerate(files):
