@@ -33,7 +33,10 @@ def run_summary_markdown(
     if content.findings:
         lines += ["| Finding | Site | Measurements | Notes |", "|---|---|---|---|"]
         for f in content.findings:
-            measures = ", ".join(f"{m.concept.display} {m.value:.4g} {m.unit.code}" for m in f.measurements)
+            measures = ", ".join(
+                f"{m.concept.display} {m.value:.4g}" + ("" if m.unit.code == "1" else f" {m.unit.code}")  # UCUM "1": unitless
+                for m in f.measurements
+            )
             notes = ", ".join(q.value.display for q in f.qualitative)
             lines.append(f"| {f.label} | {f.site.display if f.site else ''} | {measures} | {notes} |")
     else:
