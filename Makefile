@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test install system-deps clean ui
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "radpath needs Python 3.11 or newer")'
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/radpath demo
+
+# A local Prefect UI on http://127.0.0.1:4200; run `PREFECT_API_URL=http://127.0.0.1:4200/api make demo` beside it.
+ui: $(STAMP)
+	$(BIN)/radpath ui
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -53,6 +53,24 @@ def serve(
 
 
 @app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(4200, min=1, max=65535, help="Port for the Prefect API and UI"),
+) -> None:
+    """A local Prefect server and UI (database in radpath's data directory) to watch runs in."""
+    import os
+
+    from radpath.ui import api_url, prefect_home, server_command, server_env
+
+    env = server_env(host, port)
+    console.print(f"Prefect UI: http://{host}:{port}  (database in {prefect_home()})")
+    console.print(f"Point runs at it:  PREFECT_API_URL={api_url(host, port)} radpath demo   (or radpath serve)")
+    sys.stdout.flush()
+    command = server_command(host, port)
+    os.execve(command[0], command, env)  # the server replaces this process: signals reach it directly
+
+
+@app.command()
 def synth(
     kind: str = typer.Argument(..., help="chest-ct | brain-mri | echo | cardiac-ct"),
     count: int = typer.Option(1, min=1),

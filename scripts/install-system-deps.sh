@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests talk to: dcmtk (modality), dicom3tools (dciodvfy), Orthanc + DICOMweb (PACS).
+# Debian packages the tests talk to: dcmtk (modality), dicom3tools (dciodvfy), Orthanc + DICOMweb (PACS),
+# headless Chromium + chromedriver (the Prefect UI browser test).
 # Installs only when running as root with apt-get; otherwise says what is missing.
 set -euo pipefail
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb)
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,157 @@
+"""The Prefect UI shows a radpath run: `radpath ui` serves it, headless Chromium reads it.
+
+One cardiac CT pathway run against the server `radpath ui` starts (temporary data dir, free
+port); Chromium (selenium + chromedriver) opens the flow run's page and the run's markdown
+artifact page, checks what a person would see, and saves screenshots under test-output/ui/.
+RADPATH_UPDATE_SCREENSHOTS=1 also copies them to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ingest_synthetic_study, require_tool
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output" / "ui"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_ui(tmp_path):
+    """`radpath ui` on a free port with its own data dir; yields the base URL."""
+    port = _free_port()
+    env = {**os.environ, "RADPATH_DATA_DIR": str(tmp_path / "ui-data")}
+    log = (tmp_path / "ui.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "radpath.cli", "ui", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()
+            try:
+                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Prefect server did not answer within 60 s"
+            time.sleep(0.5)
+        assert (tmp_path / "ui-data" / "prefect" / "prefect.db").exists()  # its database is in radpath's data dir
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    chromium = require_tool("chromium")
+    driver_path = require_tool("chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _page_shows(driver, url: str, texts: list[str], timeout: float = 45) -> str:
+    """Open url and wait until the rendered page text holds every one of texts; returns the text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    seen = ""
+
+    def ready(d) -> bool:
+        nonlocal seen
+        seen = d.find_element(By.TAG_NAME, "body").text
+        return all(t in seen for t in texts)
+
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready)
+    except Exception:  # noqa: BLE001 - report what the page did show
+        pytest.fail(f"{url} never showed {texts!r}; it showed:\n{seen[:2000]}")
+    return seen
+
+
+def _screenshot(driver, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    assert driver.save_screenshot(str(path)), name
+    if os.environ.get("RADPATH_UPDATE_SCREENSHOTS") == "1":  # a small palette PNG for the docs
+        from PIL import Image
+
+        (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as shot:
+            shot.convert("RGB").quantize(colors=128).save(ROOT / "docs" / "screenshots" / name, optimize=True)
+    return path
+
+
+def test_prefect_ui_shows_the_run_and_its_summary(prefect_ui, browser, radpath_env, registry, tmp_path):
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.dispatch import run_pathway
+    from integrations.db import ledger
+
+    _, run_id = ingest_synthetic_study(tmp_path, registry, "cardiac-ct", seed=5)
+    study_key = ledger.run_view(run_id).study_key
+    with temporary_settings(updates={PREFECT_API_URL: f"{prefect_ui}/api"}):
+        try:
+            state = asyncio.run(run_pathway(run_id))
+        finally:  # send queued logs and events now, not later to a server that is gone
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
+    assert state.is_completed(), state.message
+    flow_run_id = state.state_details.flow_run_id
+    run_name = f"heart-failure-cardiac-ct/{study_key}"
+
+    key = f"heart-failure-cardiac-ct-{study_key}".lower()
+    found = httpx.post(f"{prefect_ui}/api/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
+    found.raise_for_status()
+    (artifact,) = found.json()
+    assert artifact["flow_run_id"] == str(flow_run_id)
+    conclusion = next(line for line in artifact["data"].splitlines() if line.startswith("**Conclusion:**"))
+    conclusion = conclusion.removeprefix("**Conclusion:**").strip()
+
+    _page_shows(browser, f"{prefect_ui}/runs/flow-run/{flow_run_id}", [run_name, state.name])
+    _screenshot(browser, "flow-run.png")
+
+    _page_shows(browser, f"{prefect_ui}/artifacts/artifact/{artifact['id']}", ["Findings", conclusion[:60]])
+    _screenshot(browser, "artifact.png")
