@@ -10,7 +10,7 @@ from hl7apy.parser import parse_message
 
 from integrations.db.hl7_intake import PatientUpdate
 from integrations.errors import InvalidInput
-from pathways.identifiers import is_valid_nhs_number, normalise_nhs_number
+from integrations.hl7.orders import patient_identifiers
 
 ADT_UPDATE_EVENTS = {"A08", "A31"}
 
@@ -28,17 +28,7 @@ def parse_patient_update(raw: str) -> PatientUpdate:
     pid = next((s for s in message.children if s.name == "PID"), None)
     if pid is None:
         raise InvalidInput("PID: segment missing")
-    nhs_number = local_id = None
-    for rep in pid.pid_3:
-        ident, authority, id_type = _text(rep.cx_1), _text(rep.cx_4), _text(rep.cx_5)
-        if id_type == "NH" or authority.upper().startswith("NHS"):
-            nhs_number = normalise_nhs_number(ident)
-            if not is_valid_nhs_number(nhs_number):
-                raise InvalidInput("PID-3: NHS number fails its modulus-11 check")
-        elif ident and local_id is None:
-            local_id = ident
-    if nhs_number is None and local_id is None:
-        raise InvalidInput("PID-3: no patient identifier")
+    nhs_number, local_id, _ = patient_identifiers(pid)
     birth = _text(pid.pid_7.ts_1) if pid.pid_7 else ""
     try:
         birth_date = dt.datetime.strptime(birth[:8], "%Y%m%d").date() if birth else None

@@ -42,6 +42,26 @@ def _date(value: str, field_name: str) -> dt.date | None:
         raise InvalidInput(f"{field_name}: not a date (YYYYMMDD)") from None
 
 
+def patient_identifiers(pid: Segment) -> tuple[str | None, str | None, str | None]:
+    """(NHS number, local hospital number, its assigning authority) from repeated PID-3.
+
+    The NHS number is the repetition typed "NH" (or assigned by "NHS"); its modulus-11 check
+    digit must hold. Raises InvalidInput naming PID-3 when no identifier is usable.
+    """
+    nhs_number = local_id = local_authority = None
+    for rep in pid.pid_3:
+        ident, authority, id_type = _text(rep.cx_1), _text(rep.cx_4), _text(rep.cx_5)
+        if id_type == "NH" or authority.upper().startswith("NHS"):
+            nhs_number = normalise_nhs_number(ident)
+            if not is_valid_nhs_number(nhs_number):
+                raise InvalidInput("PID-3: NHS number fails its modulus-11 check")
+        elif ident and local_id is None:
+            local_id, local_authority = ident, authority or None
+    if nhs_number is None and local_id is None:
+        raise InvalidInput("PID-3: no patient identifier")
+    return nhs_number, local_id, local_authority
+
+
 def parse_order(raw: str) -> OrderRequest:
     """Parse an order message; raise InvalidInput naming the offending field."""
     try:
@@ -61,17 +81,7 @@ def parse_order(raw: str) -> OrderRequest:
         if seg is None:
             raise InvalidInput(f"{name}: segment missing")
 
-    nhs_number = local_id = local_authority = None
-    for rep in pid.pid_3:
-        ident, authority, id_type = _text(rep.cx_1), _text(rep.cx_4), _text(rep.cx_5)
-        if id_type == "NH" or authority.upper().startswith("NHS"):
-            nhs_number = normalise_nhs_number(ident)
-            if not is_valid_nhs_number(nhs_number):
-                raise InvalidInput("PID-3: NHS number fails its modulus-11 check")
-        elif ident and local_id is None:
-            local_id, local_authority = ident, authority or None
-    if nhs_number is None and local_id is None:
-        raise InvalidInput("PID-3: no patient identifier")
+    nhs_number, local_id, local_authority = patient_identifiers(pid)
 
     placer = _text(orc.orc_2.ei_1) or _text(obr.obr_2.ei_1)
     if not placer:
