@@ -35,13 +35,7 @@ class CancelOutcome:
 def cancel_order(parsed: OrderRequest, raw: str, actor: str = "fhir", reason: str = "") -> CancelOutcome:
     """Record the cancelling message and cancel the order it names, in one transaction."""
     with session_scope() as session:
-        seen = session.exec(
-            select(InboundMessage).where(
-                InboundMessage.sender_application == parsed.sending_application,
-                InboundMessage.sender_facility == parsed.sending_facility,
-                InboundMessage.control_id == parsed.control_id,
-            )
-        ).first()
+        seen = ledger.received_message(session, parsed.sending_application, parsed.sending_facility, parsed.control_id)
         order = same_order(session, parsed.placer_order_number, parsed.accession_number)
         if order is None:
             return CancelOutcome(None, (), (), duplicate=seen is not None)

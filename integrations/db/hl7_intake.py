@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from integrations.db.ledger import OrderOutcome, audit, create_pathway_runs, order_from_request
+from integrations.db.ledger import OrderOutcome, audit, create_pathway_runs, order_from_request, received_message
 from integrations.db.models import Hl7Quarantine, InboundMessage, Order, PathwayRun
 from pathways.orders import OrderRequest
 from pathways.registry import Registry
@@ -41,14 +41,8 @@ class OrderChange:
 
 
 def stored_answer(session: Session, application: str, facility: str, control_id: str) -> InboundMessage | None:
-    """The message already received under this MSH-3/MSH-4/MSH-10, if any."""
-    return session.exec(
-        select(InboundMessage).where(
-            InboundMessage.sender_application == application,
-            InboundMessage.sender_facility == facility,
-            InboundMessage.control_id == control_id,
-        )
-    ).first()
+    """The message already received under this MSH-3/MSH-4/MSH-10, if any (its ACK is resent)."""
+    return received_message(session, application, facility, control_id)
 
 
 def add_message(session: Session, *, application: str, facility: str, control_id: str, message_type: str,

@@ -63,6 +63,17 @@ def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
+def received_message(session: Session, application: str, facility: str, control_id: str) -> InboundMessage | None:
+    """The message already received from this sender under this control id (HL7 MSH-3/4/10), if any."""
+    return session.exec(
+        select(InboundMessage).where(
+            InboundMessage.sender_application == application,
+            InboundMessage.sender_facility == facility,
+            InboundMessage.control_id == control_id,
+        )
+    ).first()
+
+
 def order_from_request(parsed: OrderRequest, message_id: str | None) -> Order:
     """The ledger row for an incoming order, whatever front door it came through."""
     return Order(
@@ -110,13 +121,7 @@ def create_pathway_runs(session: Session, order: Order, registry: Registry, skip
 def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
     """Commit the raw message, the order and its pathway runs; idempotent on resend."""
     with session_scope() as session:
-        existing = session.exec(
-            select(InboundMessage).where(
-                InboundMessage.sender_application == parsed.sending_application,
-                InboundMessage.sender_facility == parsed.sending_facility,
-                InboundMessage.control_id == parsed.control_id,
-            )
-        ).first()
+        existing = received_message(session, parsed.sending_application, parsed.sending_facility, parsed.control_id)
         if existing is not None:
             order = session.exec(select(Order).where(Order.message_id == existing.id)).first()
             if order is None:  # the message repeated an order that came through another door
