@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 from integrations.dicom.seg import build_segmentation
-from integrations.dicom.sr import build_measurement_report_sr
+from integrations.dicom.sr import build_measurement_report_sr, predecessor_srs
 from integrations.dicom.uids import result_uid
 from integrations.fhir.report import build_report_bundle, validate_r4
 from integrations.hl7.oru import build_oru_r01, default_control_id, escape
@@ -309,6 +309,40 @@ def test_sr_without_any_location_uses_plain_measurement_groups(content, ctx, sou
     assert groups[-1].get_qualitative_evaluations()[-1].value.value == codes.NO.code
 
 
+def test_superseding_sr_names_the_earlier_sr_as_predecessor(
+    content, ctx, source_datasets, seg, sr, tmp_path
+):
+    """PS3.3 Table C.17-2: Predecessor Documents Sequence (0040,A360) holds Hierarchical SOP
+    Instance References (study > series > SOP class + instance) of the SR(s) superseded."""
+    earlier_path = tmp_path / "earlier" / "sr.dcm"
+    earlier_path.parent.mkdir()
+    sr.save_as(earlier_path, enforce_file_format=True)
+    assert "PredecessorDocumentsSequence" not in sr
+    assert predecessor_srs(tmp_path / "absent" / "sr.dcm") == []
+    (earlier,) = predecessor_srs(earlier_path)
+
+    later_ctx = ctx.model_copy(update={"result_id": "5f0e3f7e-2b61-4d0c-9a51-7f3c2f1a0b22"})
+    later = build_measurement_report_sr(content, later_ctx, source_datasets, seg, predecessors=[earlier])
+    path = tmp_path / "later.dcm"
+    later.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    back = hd.sr.srread(path)
+    assert back.SOPInstanceUID == result_uid(later_ctx.result_id, "sr-instance") != sr.SOPInstanceUID
+    assert back.SeriesInstanceUID == result_uid(later_ctx.result_id, "sr-series") != sr.SeriesInstanceUID
+    (study,) = back.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == sr.StudyInstanceUID == STUDY_UID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == sr.SeriesInstanceUID
+    (instance,) = series.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == sr.SOPInstanceUID
+    assert instance.ReferencedSOPClassUID == sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    # An unverified AI result stays COMPLETE / FINAL / UNVERIFIED when it supersedes another.
+    flags = ("CompletionFlag", "PreliminaryFlag", "VerificationFlag")
+    assert [back[f].value for f in flags] == [sr[f].value for f in flags] == ["COMPLETE", "FINAL", "UNVERIFIED"]
+    # Without predecessors the rebuild of the first SR is unchanged (no empty sequence appears).
+    assert "PredecessorDocumentsSequence" not in build_measurement_report_sr(content, ctx, source_datasets, seg, ())
+
+
 def test_rebuild_is_byte_identical(label_mask, content, ctx, source_datasets, seg, sr):
     seg_again = build_segmentation(label_mask, content, ctx, source_datasets)
     sr_again = build_measurement_report_sr(content, ctx, source_datasets, seg_again)
@@ -405,6 +439,30 @@ def test_oru_parses_strictly(content, ctx, version):
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
     assert [int(s[1]) for s in obx] == list(range(1, len(obx) + 1))
+
+
+@pytest.mark.parametrize("version", ["2.4", "2.5.1"])  # every hl7_version a destination allows
+def test_oru_correction_replaces_the_final_result_of_the_same_order(content, ctx, version):
+    """HL7 v2 table 0123 (OBR-25) C = "Correction to results"; table 0085 (OBX-11) C = "Record
+    coming over is a correction and thus replaces a final result"; first results stay F."""
+    def fields(er7, name):
+        return [s.split("|") for s in er7.split("\r") if s.startswith(name + "|")]
+
+    final = build_oru_r01(content, ctx, version=version)
+    corrected = build_oru_r01(content, ctx, version=version, corrected=True)
+    message = parse_message(corrected, validation_level=VALIDATION_LEVEL.STRICT)
+    assert message.validate() is True
+    assert message.msh.msh_12.to_er7() == version
+    assert message.oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.to_er7() == "C"
+    for er7, status in ((final, "F"), (corrected, "C")):
+        (obr,) = fields(er7, "OBR")
+        assert obr[25] == status
+        obx = fields(er7, "OBX")
+        assert len(obx) > 5 and {s[11] for s in obx} == {status}
+    # Same order: placer and filler numbers in ORC-2/3 and OBR-2/3 are unchanged.
+    assert [s[2:4] for s in fields(corrected, "ORC") + fields(corrected, "OBR")] == [
+        s[2:4] for s in fields(final, "ORC") + fields(final, "OBR")
+    ] == [["PO-778", "ACC0001"], ["PO-778", "ACC0001"]]
 
 
 def test_oru_control_id_is_deterministic_per_destination(content, ctx):

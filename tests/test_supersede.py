@@ -11,7 +11,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pydicom
 import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 from sqlmodel import select
 
 from integrations.db import ledger
@@ -20,7 +23,9 @@ from integrations.db.models import AuditEvent, Delivery, PathwayRun, Result, Stu
 from integrations.db.studies import sweep_readiness
 from integrations.dicom.store import ingest_instances
 from integrations.hl7.orders import parse_order
+from integrations.settings import Settings
 from pathways.registry import Registry
+from tests.conftest import dciodvfy_errors
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +65,15 @@ def _bundle_report(data_dir: Path, result_id: str) -> dict:
     bundle = json.loads((data_dir / "results" / result_id / "ehr" / "report-bundle.json").read_text())
     (report,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     return report
+
+
+def _delivered(settings: Settings, delivery: Delivery, name: str) -> Path:
+    """The payload file as it landed in the destination's file-drop folder."""
+    return settings.outbox_dir / delivery.destination / delivery.idempotency_key / name
+
+
+def _oru_fields(er7: str, segment: str) -> list[list[str]]:
+    return [s.split("|") for s in er7.split("\r") if s.startswith(segment + "|")]
 
 
 def _first_result(tmp_path: Path, registry: Registry, policy: str):  # noqa: ANN202
@@ -113,6 +127,34 @@ def test_late_images_supersede_the_first_result(prefect_api, radpath_env, regist
     # FHIR R4: a report changed after being final, with new content rather than a fix, is "amended".
     assert _bundle_report(radpath_env.data_dir, first.id)["status"] == "final"
     assert _bundle_report(radpath_env.data_dir, second.id)["status"] == "amended"
+    sent = {d.destination: d for d in deliveries}
+    sent_before = {d.destination: d for d in old}
+    # HL7 v2: OBR-25 (table 0123) and OBX-11 (table 0085) go from F (final) to C (correction
+    # replacing a final result), against the same placer/filler order numbers.
+    # read_bytes, not read_text: universal newlines would turn the \r segment separators into \n
+    oru_before = _delivered(radpath_env, sent_before["ris"], "oru-r01.hl7").read_bytes().decode()
+    oru = _delivered(radpath_env, sent["ris"], "oru-r01.hl7").read_bytes().decode()
+    assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
+    for er7, status in ((oru_before, "F"), (oru, "C")):
+        assert [obr[25] for obr in _oru_fields(er7, "OBR")] == [status]
+        assert {obx[11] for obx in _oru_fields(er7, "OBX")} == {status}
+    assert [s[2:4] for s in _oru_fields(oru, "ORC") + _oru_fields(oru, "OBR")] == [
+        s[2:4] for s in _oru_fields(oru_before, "ORC") + _oru_fields(oru_before, "OBR")
+    ]
+    # DICOM SR: the new SR (its own UIDs) names the earlier one in the Predecessor Documents
+    # Sequence (PS3.3 Table C.17-2); the first SR has none.
+    sr_before = pydicom.dcmread(_delivered(radpath_env, sent_before["pacs"], "sr.dcm"))
+    sr_path = _delivered(radpath_env, sent["pacs"], "sr.dcm")
+    sr = pydicom.dcmread(sr_path)
+    assert "PredecessorDocumentsSequence" not in sr_before
+    assert sr.SOPInstanceUID != sr_before.SOPInstanceUID
+    (study,) = sr.PredecessorDocumentsSequence
+    (series,) = study.ReferencedSeriesSequence
+    (instance,) = series.ReferencedSOPSequence
+    assert (study.StudyInstanceUID, series.SeriesInstanceUID, instance.ReferencedSOPClassUID,
+            instance.ReferencedSOPInstanceUID) == (sr_before.StudyInstanceUID, sr_before.SeriesInstanceUID,
+                                                   sr_before.SOPClassUID, sr_before.SOPInstanceUID)
+    assert dciodvfy_errors(sr_path) == []
 
     # A re-driven flow for the same revision finds the existing result: nothing new, nothing resent.
     ledger.set_run_status(run_id, "ready")

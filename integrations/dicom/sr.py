@@ -5,11 +5,13 @@ when a SEG is given, else by a 3D point at its centre, else (no location known) 
 group. The report-level conclusion and urgent flag form one more TID 1501 group. The
 observer is the AI model (a device). Patient and study attributes are copied by highdicom
 from the source images; UIDs and dates come from the result, so a rebuild is identical.
+An SR that supersedes an earlier one names it in the Predecessor Documents Sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -151,15 +153,32 @@ def _procedure(content: ReportContent, ctx: ResultContext) -> Code:
     return content.report_code
 
 
+def predecessor_srs(path: Path) -> list[pydicom.Dataset]:
+    """The earlier SR at `path` as a one-item list for `predecessors`, or [] if there is none.
+
+    An earlier result that went to no SR destination left no SR file: the new SR then simply
+    has no Predecessor Documents Sequence (there is no earlier SR for a PACS to replace).
+    """
+    if not path.is_file():
+        return []
+    return [pydicom.dcmread(path, stop_before_pixels=True)]
+
+
 def build_measurement_report_sr(
     content: ReportContent,
     ctx: ResultContext,
     source_datasets: Sequence[pydicom.Dataset],
     seg: pydicom.Dataset | None = None,
+    predecessors: Sequence[pydicom.Dataset] = (),
 ) -> pydicom.Dataset:
     """A Comprehensive 3D SR (TID 1500) of `content`, referencing the source series and SEG.
 
     `source_datasets` may be headers only (read with `stop_before_pixels=True`).
+    `predecessors`: the earlier SR(s) this one supersedes; they go into the Predecessor
+    Documents Sequence (0040,A360), DICOM PS3.3 Table C.17-2 (SR Document General Module):
+    "SR SOP Instances ... whose content has been wholly or partially included in this document
+    with or without modification", as Hierarchical SOP Instance References (study, series,
+    SOP class and instance UIDs). This SR keeps its own UIDs, derived from its result id.
     """
     if not source_datasets:
         raise ValueError("an SR needs the source images it reports on")
@@ -184,6 +203,9 @@ def build_measurement_report_sr(
         sop_instance_uid=result_uid(ctx.result_id, "sr-instance"),
         instance_number=1,
         manufacturer=MANUFACTURER,
+        # PS3.3 Table C.17-2: Completion Flag COMPLETE, Preliminary Flag FINAL, Verification
+        # Flag UNVERIFIED (no person has attested an AI result), for first and superseding
+        # SRs alike: supersession is carried by the Predecessor Documents Sequence alone.
         is_complete=True,
         is_final=True,
         is_verified=False,
@@ -193,5 +215,6 @@ def build_measurement_report_sr(
         series_date=when_date,
         series_time=when_time,
         coding_schemes=coding_scheme_items([*_codes_used(content), _procedure(content, ctx)]),
+        previous_versions=list(predecessors) or None,
     )
     return pin_timestamps(sr, ctx.observed_at)

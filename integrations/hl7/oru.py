@@ -3,7 +3,8 @@
 Layout: MSH, PID, ORC (RE), OBR, then OBX per finding (finding type and site as CE,
 measurements as NM with UCUM units, qualitative items as CE; OBX-4 groups one finding's
 OBXs), the conclusion (CE), the urgent flag (CE, HL7 table 0136) and the narrative report
-as one TX OBX per line. MSH-10 is derived from the result and the destination, so a
+as one TX OBX per line. A result that supersedes an earlier one goes out as a correction
+(status C in OBR-25 and OBX-11). MSH-10 is derived from the result and the destination, so a
 retry carries the same control id and the receiver can drop the duplicate.
 """
 
@@ -23,7 +24,12 @@ from pathways.report import Code, ReportContent, ResultContext
 SUPPORTED_VERSIONS = ("2.4", "2.5.1")
 NHS_AUTHORITY = "NHS"  # PID-3.4 assigning authority for the NHS number; PID-3.5 type "NH"
 _YES_NO = {True: "Y^Yes^HL70136", False: "N^No^HL70136"}  # HL7 table 0136
-_RESULT_STATUS_FINAL = "F"  # HL7 table 0123 (OBR-25) / 0085 (OBX-11)
+# OBR-25 (HL7 table 0123) and OBX-11 (HL7 table 0085), the same letters in v2.4 and v2.5.1:
+# F = final results (0085: "can only be changed with a corrected result");
+# C = 0123 "Correction to results" / 0085 "Record coming over is a correction and thus
+# replaces a final result". A superseding result replaces a final one, so it goes as C.
+_RESULT_STATUS_FINAL = "F"
+_RESULT_STATUS_CORRECTED = "C"
 
 # hl7apy types OBX-5 and CE text as ST (199 characters); TX lines are wrapped to this width
 _ST_MAX = 199
@@ -68,9 +74,10 @@ def _ce(code: Code) -> str:
 
 
 class _ObxWriter:
-    def __init__(self, order_observation: Group, observed_at: str):
+    def __init__(self, order_observation: Group, observed_at: str, status: str):
         self.group = order_observation
         self.observed_at = observed_at
+        self.status = status
         self.set_id = 0
 
     def add(self, value_type: str, concept: Code, value: str, *, sub_id: str = "",
@@ -87,7 +94,7 @@ class _ObxWriter:
             obx.obx_5 = value
         if units is not None:
             obx.obx_6 = _ce(units)
-        obx.obx_11 = _RESULT_STATUS_FINAL
+        obx.obx_11 = self.status
         obx.obx_14 = self.observed_at
         if method is not None:
             obx.obx_17 = _ce(method)
@@ -106,8 +113,14 @@ def build_oru_r01(
     receiving_application: str = "RIS",
     receiving_facility: str = "",
     control_id: str | None = None,
+    corrected: bool = False,
 ) -> str:
-    """The ORU^R01 for a result, as ER7 text with carriage-return segment separators."""
+    """The ORU^R01 for a result, as ER7 text with carriage-return segment separators.
+
+    `corrected`: the result supersedes an earlier final one for the same order; OBR-25 and
+    every OBX-11 are then "C" (correction), and the placer/filler numbers stay the order's,
+    so the receiver files it against the same order and replaces the earlier result.
+    """
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"HL7 version {version!r} not supported; use one of {SUPPORTED_VERSIONS}")
     observed_at = _ts(ctx.observed_at)
@@ -145,9 +158,10 @@ def build_oru_r01(
     obr.obr_18 = escape(ctx.accession_number)
     obr.obr_22 = observed_at
     obr.obr_24 = codes.RADIOLOGY_SECTION.code  # HL7 table 0074
-    obr.obr_25 = _RESULT_STATUS_FINAL
+    status = _RESULT_STATUS_CORRECTED if corrected else _RESULT_STATUS_FINAL
+    obr.obr_25 = status
 
-    obx = _ObxWriter(order, observed_at)
+    obx = _ObxWriter(order, observed_at, status)
     for number, finding in enumerate(content.findings, start=1):
         sub_id = str(number)
         obx.add("CE", codes.FINDING, _ce(finding.finding_type), sub_id=sub_id)
