@@ -4,8 +4,10 @@ Both receivers are fed by dcmtk's storescu (TCP_NODELAY=1 on every dcmtk process
 same synthetic chest CT, split across N parallel storescu processes (one association each).
 radpath writes each instance durably (file fsync, folder fsync) and commits its ledger row
 before answering (concurrent associations share one group commit); storescp just writes
-files (with --fork when N > 1, so its associations run in parallel too). Prints instances/s,
-MB/s and the ratio per concurrency level: medians of --repeat runs.
+files (with --fork when N > 1, so its associations run in parallel too). A third receiver,
+"pyn-empty", is pynetdicom with a handler that stores nothing and answers success: the ceiling
+any pynetdicom-based SCP can reach here. Prints instances/s, MB/s and the ratios per
+concurrency level: medians of --repeat runs.
 
     .venv/bin/python bench/dicom_ingest.py [--seed 3] [--repeat 3] [--concurrency 1 4]
 """
@@ -74,6 +76,26 @@ def bench_storescp(shares: list[list[Path]], out: Path) -> float:
         proc.wait()
 
 
+def bench_empty_pynetdicom(shares: list[list[Path]]) -> float:
+    """pynetdicom with radpath's contexts and TCP_NODELAY, and a C-STORE handler that does nothing."""
+    from pynetdicom import AE, evt
+
+    from integrations.dicom.scp import STORAGE_SOP_CLASSES, decodable_transfer_syntaxes, quiet_pynetdicom, set_nodelay
+
+    quiet_pynetdicom()
+    ae = AE(ae_title="RADPATH")
+    ae.maximum_pdu_size = 0
+    ae.maximum_associations = max(10, len(shares))
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, decodable_transfer_syntaxes())
+    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_C_STORE, lambda event: 0x0000)]
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    try:
+        return _send(shares, server.server_address[1])
+    finally:
+        server.shutdown()
+
+
 def bench_radpath(shares: list[list[Path]], data_dir: Path) -> tuple[float, float]:
     """(seconds, instances per ledger commit)."""
     os.environ.update(
@@ -117,18 +139,22 @@ def main() -> None:
         print(f"{'assocs':>6} {'receiver':9} {'inst/s':>8} {'MB/s':>7} {'seconds':>8}  note")
         for level in args.concurrency:
             shares = [files[k::level] for k in range(level)]
-            times: dict[str, list[float]] = {"storescp": [], "radpath": []}
+            times: dict[str, list[float]] = {"storescp": [], "pyn-empty": [], "radpath": []}
             per_commit: list[float] = []
             for k in range(args.repeat):  # interleaved, so both see the same disk weather
                 times["storescp"].append(bench_storescp(shares, work / f"storescp-{level}-{k}"))
+                times["pyn-empty"].append(bench_empty_pynetdicom(shares))
                 seconds, grouped = bench_radpath(shares, work / f"radpath-{level}-{k}")
                 times["radpath"].append(seconds)
                 per_commit.append(grouped)
             medians = {name: statistics.median(t) for name, t in times.items()}
             for name, seconds in medians.items():
-                note = f"{statistics.median(per_commit):.1f} instances per ledger commit" if name == "radpath" else ("--fork" if level > 1 else "")
+                note = f"{statistics.median(per_commit):.1f} instances per ledger commit" if name == "radpath" else ("--fork" if name == "storescp" and level > 1 else "")
                 print(f"{level:>6} {name:9} {n / seconds:8.1f} {mb / seconds:7.1f} {seconds:8.2f}  {note}")
-            print(f"{level:>6} ratio radpath/storescp: {medians['storescp'] / medians['radpath']:.2f}")
+            print(
+                f"{level:>6} ratio radpath/storescp: {medians['storescp'] / medians['radpath']:.2f}"
+                f"  (pyn-empty/storescp: {medians['storescp'] / medians['pyn-empty']:.2f})"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,8 +1,9 @@
 """radpath's DICOM front door: a C-STORE and C-ECHO SCP (pynetdicom) started by `radpath serve`.
 
 Every instance is written durably and committed to the ledger (`ingest_instances`) before
-the success status goes back. Peers are checked at association against an allow-list of
-calling AE titles (each with optional source addresses); rejections are audited. pynetdicom's
+the success status goes back. A connection from an address no allow-listed peer uses is closed
+at TCP accept; the rest are checked at association against the allow-list of calling AE titles
+(each with optional source addresses). Both refusals are audited. pynetdicom's
 identifier and dataset logging is switched off, so no patient data reaches the logs.
 """
 
@@ -17,6 +18,7 @@ import threading
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import OperationalError
 
 from integrations.db.engine import session_scope
@@ -96,6 +98,36 @@ def peer_allowed(peers: dict[str, tuple[str, ...]], calling_ae: str, address: st
     """The calling AE title is listed, and the source address is one of its own (if it has any)."""
     addresses = peers.get(calling_ae.strip())
     return addresses is not None and (not addresses or address in addresses)
+
+
+def address_could_be_allowed(peers: dict[str, tuple[str, ...]], address: str) -> bool:
+    """Some allow-listed peer may connect from `address`: one lists it, or one lists no addresses."""
+    return any(not addresses or address in addresses for addresses in peers.values())
+
+
+class GatedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the source address checked at TCP accept: a connection
+    no allow-listed peer could make is closed before any PDU is read (and audited), so it never
+    costs an association thread. The calling AE title is still checked at A-ASSOCIATE-RQ."""
+
+    def __init__(self, *args, peers: dict[str, tuple[str, ...]], **kwargs) -> None:  # noqa: ANN002, ANN003
+        self.peers = peers
+        super().__init__(*args, **kwargs)
+
+    def verify_request(self, request, client_address) -> bool:  # noqa: ANN001 - socketserver's hook
+        address = str(client_address[0])
+        if address_could_be_allowed(self.peers, address):
+            return True
+        _audit_refused_connection(address)
+        return False
+
+
+def _audit_refused_connection(address: str) -> None:
+    try:
+        with session_scope() as session:
+            audit(session, "dicom", "connection.refused", "peer_address", address, reason="no allow-listed peer connects from this address")
+    except Exception:  # noqa: BLE001 - an audit failure must not stop the accept loop
+        log.exception("could not audit a refused connection")
 
 
 def status_for(exc: BaseException) -> int:
@@ -208,7 +240,13 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
         return SUCCESS
 
     handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo)]
-    server = ae.start_server((settings.bind_host, settings.dicom_port), block=False, evt_handlers=handlers)
+    server = ae.make_server(
+        (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers
+    )
+    # What AE.start_server(block=False) does, with our server class: serve in a daemon thread,
+    # and register with the AE (AssociationServer.shutdown removes itself from ae._servers).
+    threading.Thread(target=server.serve_forever, name="dicom-scp-accept", daemon=True).start()
+    ae._servers.append(server)  # noqa: SLF001 - guarded by tests/test_dicom_accept.py
     host, port = server.server_address[:2]
     handle = ScpHandle(ae=ae, server=server, host=host, port=port)
     log.info("DICOM SCP %s listening on %s:%d", settings.dicom_ae_title, host, port)

@@ -7,20 +7,23 @@ path. The C-STORE SCP, STOW-RS and file import all come through `ingest_instance
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
 import struct
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -29,8 +32,9 @@ from integrations.db.engine import get_engine, session_scope
 from integrations.db.ledger import audit, patient_key
 from integrations.db.models import Instance, Series, Study, new_id, utcnow
 from integrations.errors import InvalidInput, TransientError
-from integrations.settings import get_settings
+from integrations.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 INDEX_LOCK = threading.Lock()  # one ledger writer per process: SQLite serialises writers anyway
 
@@ -427,12 +431,18 @@ def patient_keys(ds: pydicom.Dataset) -> list[str]:
 
 
 def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  # noqa: ANN001
-    """Index every staged instance of the batch: a few set-wise lookups, one bulk insert."""
+    """Index every staged instance of the batch: a few set-wise lookups, one bulk insert, and one
+    counter UPDATE per touched study and series (plain SQL: no ORM load of existing rows)."""
     now, root = utcnow(), get_settings().store_dir
     staged_all = [s for g in batch for s in g.staged if s.rel is not None]
     existing = _existing(session, [s.prep.sop_instance_uid for s in staged_all])
-    studies = _by_uid(session, Study, Study.study_uid, {s.prep.study_uid for s in staged_all})
-    series_by_uid = _by_uid(session, Series, Series.series_uid, {s.prep.series_uid for s in staged_all})
+    studies = _ids_by_uid(session, Study.study_uid, Study.id, Study.status, {s.prep.study_uid for s in staged_all})
+    series_uids = {s.prep.series_uid for s in staged_all}
+    series_ids = {uid: sid for uid, (sid, _) in _ids_by_uid(session, Series.series_uid, Series.id, Series.id, series_uids).items()}
+    new_studies: dict[str, Study] = {}
+    new_series: dict[str, Series] = {}
+    study_counts: dict[str, list[int]] = {}  # study id -> [instances, late instances]
+    series_counts: dict[str, int] = {}
     rows, results = [], []
     for group in batch:
         out = []
@@ -450,18 +460,31 @@ def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  #
                 elif path != str(staged.rel):  # same bytes already indexed under an older name
                     (root / staged.rel).unlink(missing_ok=True)
                 continue
-            study = studies.get(prep.study_uid) or _new_study(session, studies, prep.ds)
-            study.last_received_at = now
-            if study.status == "ready":  # images after the study was handed to runs: readiness decides
-                study.late_instances += 1
-            series = series_by_uid.get(prep.series_uid) or _new_series(session, series_by_uid, study.id, prep.ds)
-            series.n_instances += 1
-            row = _instance_row(prep, series.id, staged.rel, now)
+            if prep.study_uid not in studies:
+                study = _new_study(session, new_studies, prep.ds)
+                studies[prep.study_uid] = (study.id, study.status)
+            study_id, status = studies[prep.study_uid]
+            counts = study_counts.setdefault(study_id, [0, 0])
+            counts[0] += 1
+            if status == "ready":  # images after the study was handed to runs: readiness decides
+                counts[1] += 1
+            if prep.series_uid not in series_ids:
+                series_ids[prep.series_uid] = _new_series(session, new_series, study_id, prep.ds).id
+            series_id = series_ids[prep.series_uid]
+            series_counts[series_id] = series_counts.get(series_id, 0) + 1
+            row = _instance_row(prep, series_id, staged.rel, now)
             existing[prep.sop_instance_uid] = (row["id"], prep.digest, row["path"])
             rows.append(row)
             out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "stored")
         results.append(out)
-    session.flush()
+    session.flush()  # new studies and series before the rows that refer to them
+    for study_id, (_, late) in study_counts.items():
+        values = {"last_received_at": now}
+        if late:
+            values["late_instances"] = Study.late_instances + late
+        session.execute(update(Study).where(Study.id == study_id).values(**values))
+    for series_id, n in series_counts.items():
+        session.execute(update(Series).where(Series.id == series_id).values(n_instances=Series.n_instances + n))
     if rows:
         session.execute(insert(Instance), rows)
     return results
@@ -476,10 +499,12 @@ def _existing(session, sop_uids: list[str]) -> dict[str, tuple[str, str, str]]: 
     return out
 
 
-def _by_uid(session, model, column, uids: set[str]) -> dict:  # noqa: ANN001
+def _ids_by_uid(session, uid_col, id_col, extra_col, uids: set[str]) -> dict[str, tuple]:  # noqa: ANN001
+    """{uid: (id, extra)} for the rows whose uid is in `uids` (one plain SELECT)."""
     if not uids:
         return {}
-    return {getattr(row, column.key): row for row in session.exec(select(model).where(column.in_(sorted(uids)))).all()}
+    query = sa_select(uid_col, id_col, extra_col).where(uid_col.in_(sorted(uids)))
+    return {uid: (row_id, extra) for uid, row_id, extra in session.execute(query)}
 
 
 def _keep_aside(path: Path) -> None:
@@ -544,3 +569,136 @@ def series_files(series_uid: str) -> list[tuple[Path, str]]:
         rows = session.exec(select(Instance).where(Instance.series_id == series.id)).all()
     rows = sorted(rows, key=lambda r: (r.position_z_mm if r.position_z_mm is not None else 0.0, r.instance_number or 0))
     return [(root / r.path, r.sop_instance_uid) for r in rows]
+
+
+# --- Sweep: files on disk without a ledger row (a crash between file fsync and commit) ---
+
+_TEMPORARY_NAME = re.compile(r"\.tmp\d+\.\d+$")  # `_write_temporary` / `write_durably`: <stem>.tmp<pid>.<thread>
+
+
+@dataclass
+class StoreSweep:
+    """What one `reconcile_store` pass found and did."""
+
+    scanned: int = 0  # final-named instance files looked at
+    indexed: int = 0  # orphans committed to the ledger (stored)
+    duplicates: int = 0  # orphans the ledger already held under another name (redundant copy removed)
+    conflicts: int = 0  # orphans whose SOP Instance UID is indexed with other bytes (kept aside, audited)
+    quarantined: int = 0  # unreadable or misnamed files moved out of the store (audited)
+    young: int = 0  # too recent to judge: a live writer may be about to commit them
+    temporaries_removed: int = 0  # stale temporary files (never renamed, never acknowledged)
+    failed: int = 0  # commits that failed (ledger unavailable): left for the next sweep
+
+
+def quarantine_dir(settings: Settings) -> Path:
+    """Where the sweep moves store files it cannot index (outside the store, same file system)."""
+    return settings.data_dir / "quarantine" / "dicom"
+
+
+def reconcile_store(
+    settings: Settings | None = None, *, grace_seconds: float = 300.0, modified_after: float | None = None, batch: int = 100
+) -> StoreSweep:
+    """Index instance files that reached the store without their ledger row.
+
+    Safe while the SCP runs: files younger than `grace_seconds` are left alone (a writer renames
+    a file into place only moments before its commit), and temporary names are only removed once
+    stale. Orphans are re-read and checked like any received instance, then committed through the
+    group committer (same outcomes: stored, duplicate, conflict); unreadable ones, or ones whose
+    name does not match their content, are quarantined and audited. `modified_after` (epoch
+    seconds) limits the pass to recently modified files, for frequent cheap sweeps.
+    """
+    settings = settings or get_settings()
+    root, sweep = settings.store_dir, StoreSweep()
+    if not root.is_dir():
+        return sweep
+    now = time.time()
+    known = _indexed_paths(None if modified_after is None else modified_after - 3600)
+    candidates: list[Path] = []
+    for path in root.glob("*/*/*/*"):
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:  # renamed or removed by a live writer meanwhile
+            continue
+        if modified_after is not None and mtime < modified_after:
+            continue
+        if _TEMPORARY_NAME.search(path.name):
+            if now - mtime >= grace_seconds:
+                path.unlink(missing_ok=True)
+                sweep.temporaries_removed += 1
+            continue
+        if path.suffix != ".dcm":
+            continue  # *.conflict: already kept aside and audited
+        sweep.scanned += 1
+        if str(path.relative_to(root)) in known:
+            continue
+        if now - mtime < grace_seconds:
+            sweep.young += 1
+            continue
+        candidates.append(path)
+    for i in range(0, len(candidates), batch):
+        _index_orphans(settings, candidates[i : i + batch], sweep)
+    return sweep
+
+
+def _indexed_paths(received_after: float | None) -> set[str]:
+    query = sa_select(Instance.path)
+    if received_after is not None:
+        query = query.where(Instance.received_at >= datetime.fromtimestamp(received_after, timezone.utc))
+    with get_engine().connect() as conn:
+        return {path for (path,) in conn.execute(query)}
+
+
+def _index_orphans(settings: Settings, paths: list[Path], sweep: StoreSweep) -> None:
+    root, staged = settings.store_dir, []
+    for path in paths:
+        rel = path.relative_to(root)
+        try:
+            prep = prepare_instance(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        except InvalidInput as exc:
+            _quarantine(settings, path, str(exc))
+            sweep.quarantined += 1
+            continue
+        uids = (prep.study_uid, prep.series_uid, prep.sop_instance_uid)
+        if rel not in (relative_path(*uids, prep.digest), relative_path(*uids)):
+            _quarantine(settings, path, "file name does not match its content")
+            sweep.quarantined += 1
+            continue
+        _fsync_file(path)  # fsynced before its rename already; cheap insurance after a crash
+        staged.append(_Staged(prep, rel, new_dirs=_folders_below(path.parent, root)))
+    if not staged:
+        return
+    try:
+        results = GROUP_COMMITTER.commit(_Group(staged, actor="store-sweep"))
+    except Exception:  # noqa: BLE001 - the ledger is unavailable: the files stay for the next sweep
+        log.exception("store sweep could not commit %d orphaned instances", len(staged))
+        sweep.failed += len(staged)
+        return
+    for result in results:
+        if result.outcome == "stored":
+            sweep.indexed += 1
+        else:
+            setattr(sweep, result.outcome + "s", getattr(sweep, result.outcome + "s") + 1)
+
+
+def _folders_below(folder: Path, root: Path) -> tuple[Path, ...]:
+    """`folder` and each parent below `root`: after a crash their entries may not be durable."""
+    out = []
+    while folder != root:
+        out.append(folder)
+        folder = folder.parent
+    return tuple(out)
+
+
+def _quarantine(settings: Settings, path: Path, reason: str) -> None:
+    """Move a store file that cannot be indexed out of the store, and audit it (no patient data)."""
+    rel = path.relative_to(settings.store_dir)
+    target_dir = quarantine_dir(settings)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{'_'.join(rel.parts)}.{int(time.time())}"
+    os.replace(path, target)
+    fsync_folder(target_dir)
+    fsync_folder(path.parent)
+    with session_scope() as session:
+        audit(session, "store-sweep", "instance.quarantined", "store_file", str(rel), reason=reason, moved_to=target.name)
