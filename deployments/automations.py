@@ -3,6 +3,7 @@
 
 - a pathway run failed or crashed;
 - a delivery dead-lettered (`radpath.delivery.dead_lettered`);
+- a clinical review overdue (`radpath.result.review_expired`, from the reconciler);
 - per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
   `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
 
@@ -48,6 +49,14 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
             actions=notify("radpath: delivery dead-lettered",
                            "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
                            "{{ event.payload.attempts }} attempt(s). `radpath status` lists dead letters."),
+        ),
+        Automation(
+            name="radpath: clinical review overdue",
+            trigger=EventTrigger(expect={"radpath.result.review_expired"}, match={"prefect.resource.id": "radpath.result.*"},
+                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            actions=notify("radpath: clinical review overdue",
+                           "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
+                           "deliveries stay held. `radpath review list` shows the queue."),
         ),
     ]
     for spec in registry.specs.values():

@@ -2,12 +2,15 @@
 
 The ledger is the source of truth. Every few minutes this finds pathway runs that were
 ready but never started (a missed event), running but whose lease lapsed (the process
-died), or failed; and deliveries whose next attempt is due. Each item is claimed with a
+died), or failed; deliveries whose next attempt is due; reviews past their spec's timeout;
+and image files a crash left without their ledger row. Each item is claimed with a
 lease first, so two reconcilers (or a reconciler and a live flow) never do the same item.
 Re-driven pathway runs are idempotent: the result and its outbox rows are written once.
 """
 
 from __future__ import annotations
+
+import time
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
@@ -15,10 +18,16 @@ from prefect.states import Completed, State
 
 from flows.common import HANDOFF, deliver_all
 from integrations.db import ops
+from integrations.dicom.store import reconcile_store
 from integrations.settings import get_settings
+from pathways.registry import default_registry
 from tasks.artifacts import publish_ops_tables
+from tasks.events import emit
 
 REDRIVABLE = {"ready", "running", "failed"}
+# Each pass sweeps the image store for files modified this recently that lack a ledger row (a
+# crash between fsync and commit); `radpath serve` sweeps the whole store when it starts.
+STORE_SWEEP_WINDOW_SECONDS = 3600
 
 
 @flow(name="reconciler", flow_run_name="reconcile", persist_result=False)
@@ -46,6 +55,22 @@ async def reconciler(grace_seconds: float | None = None, max_runs: int = 10) -> 
         logger.info("re-drove pathway run %s: %s", run_id, state.name)
         redriven.append(state.name)
     receipts, failures = deliver_all(ops.deliveries_due(grace_seconds=grace))
+    expired = expire_overdue_reviews()
+    swept = reconcile_store(settings, modified_after=time.time() - STORE_SWEEP_WINDOW_SECONDS)
+    if swept.quarantined or swept.failed:
+        emit("store.sweep_problem", "store", "images", quarantined=swept.quarantined, failed=swept.failed)
     publish_ops_tables()  # once per pass, not per pathway run: ops tables are a periodic view
-    message = f"{len(redriven)} runs re-driven ({', '.join(redriven) or 'none'}); {len(receipts)} deliveries sent, {len(failures)} failed"
+    message = (f"{len(redriven)} runs re-driven ({', '.join(redriven) or 'none'}); {len(receipts)} deliveries sent, "
+               f"{len(failures)} failed; {len(expired)} reviews expired; {swept.indexed} stored images indexed late")
     return Completed(name="Reconciled", message=message)
+
+
+def expire_overdue_reviews() -> list[str]:
+    """Reviews left longer than their spec's `review.timeout_minutes`: recorded as expired and
+    announced (`radpath.result.review_expired`, which an automation turns into an alert)."""
+    expired = []
+    for spec in default_registry().specs.values():
+        for result_id in ops.expire_reviews(spec.name, spec.review.timeout_minutes * 60):
+            emit("result.review_expired", "result", result_id, related={"pathway": spec.name})
+            expired.append(result_id)
+    return expired

@@ -1,11 +1,15 @@
 """Clinical review: a held result waits for a radiologist's decision, given in the Prefect UI.
 
-The pathway flow records the result (clinical destinations `held`) and ends `AwaitingReview`;
-this flow then suspends with a typed form (`ReviewDecision`). Resuming it with a decision
-releases the held deliveries (accept) or records the rejection. Nothing of the
-pathway is recomputed: the result is in the ledger. A suspended run needs a Prefect server
-and this flow's deployment (`radpath ui` + `radpath serve`); without them
-`apply_review` is called by `radpath review`.
+The pathway flow records the result (clinical destinations `held`), ends `AwaitingReview`
+and starts this flow from its deployment. It suspends with a typed form (`ReviewDecision`:
+accept, amend the conclusion, or reject; the reviewer's name and reason); Prefect's UI shows
+the form on the suspended run's page ("Resume"). The served runner runs the flow again with
+the answer: accept releases the held deliveries, amend re-renders the report messages with
+the reviewer's conclusion first, reject records the rejection. Nothing of the pathway is
+recomputed: the result is in the ledger. An incomplete answer (a rejection without a reason)
+asks again. `radpath review` gives the same decisions from a terminal (no Prefect server).
+A review left longer than the spec's `review.timeout_minutes` is expired by the reconciler:
+the deliveries stay held, ops are alerted, and a late decision is still possible.
 """
 
 from __future__ import annotations
@@ -23,46 +27,100 @@ from integrations.db import ops
 from pathways.registry import default_registry
 
 REVIEW_DEPLOYMENT = "clinical-review/clinical-review"
+MAX_ASKS = 5
 log = logging.getLogger("radpath.review")
 
 
 class ReviewDecision(RunInput):
     """The form a reviewer fills in the Prefect UI."""
 
-    decision: Literal["accept", "reject"] = Field(description="accept: deliver as recorded; reject: deliver nothing clinical")
+    decision: Literal["accept", "amend", "reject"] = Field(
+        description="accept: deliver as recorded; amend: deliver with your conclusion; reject: deliver nothing clinical"
+    )
     reviewer: str = Field(min_length=2, description="Your name as it appears in the audit trail")
-    reason: str = Field(default="", description="Why (required to reject)")
+    reason: str = Field(default="", description="Why (required to amend or reject)")
+    amended_conclusion: str = Field(default="", description="To amend: the conclusion to report instead of the algorithm's")
+
+    def problem(self) -> str | None:
+        """What is missing for this decision, if anything."""
+        if self.decision in ("amend", "reject") and not self.reason.strip():
+            return f"a reason is required to {self.decision}"
+        if self.decision == "amend" and not self.amended_conclusion.strip():
+            return "an amended conclusion is required to amend"
+        return None
 
 
 def apply_review(result_id: str, decision: ReviewDecision) -> tuple[str, list[str]]:
-    """Record the decision; returns (review status, delivery ids now pending)."""
-    if decision.decision == "reject" and not decision.reason.strip():
-        raise ValueError("a reason is required to reject")
+    """Record the decision (amend: re-render the held report messages first) and the pathway
+    run's outcome; returns (review status, delivery ids now pending)."""
+    from integrations.db import ledger
+
+    if problem := decision.problem():
+        raise ValueError(problem)
+    status, pending = _record_decision(result_id, decision)
+    outcome = "rejected" if status == "rejected" else "completed"
+    ledger.set_run_status(ops.result_run_id(result_id), outcome, reason=f"review {status} by the reviewer")
+    return status, pending
+
+
+def _record_decision(result_id: str, decision: ReviewDecision) -> tuple[str, list[str]]:
+    if decision.decision == "amend":
+        from prefect.context import FlowRunContext
+
+        from tasks.results import amend_held_report
+
+        render = amend_held_report if FlowRunContext.get() else amend_held_report.fn  # a task inside the review flow
+        amended = render(result_id, decision.amended_conclusion, decision.reviewer, decision.reason)
+        ops.set_review(result_id, "amended", reviewer=decision.reviewer, reason=decision.reason,
+                       report=amended.report, payloads=amended.payloads)
+        return "amended", ops.delivery_ids(result_id, "pending")
     status = {"accept": "accepted", "reject": "rejected"}[decision.decision]
     ops.set_review(result_id, status, reviewer=decision.reviewer, reason=decision.reason)
     return status, ops.delivery_ids(result_id, "pending")
 
 
+def _form(study_key: str, conclusion: str, urgent: bool, problem: str | None = None) -> type[ReviewDecision]:
+    """The form with what the reviewer needs to see first (pseudonymous key, no identifiers)."""
+    lines = [f"**Study {study_key}**: the algorithm concluded: *{conclusion}*" + (" — **urgent**" if urgent else ""),
+             "Open the study in PACS, then accept, amend the conclusion, or reject."]
+    if problem:
+        lines.insert(0, f"**Please answer again: {problem}.**")
+    return ReviewDecision.with_initial_data(description="\n\n".join(lines))
+
+
 @flow(name="clinical-review", flow_run_name="review/{study_key}", persist_result=True)
 def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
-    """Suspend until a reviewer decides (or the spec's review timeout passes), then act."""
+    """Suspend until a reviewer decides, then act. Resumed runs start again from the top;
+    each ask has its own key, so answers already given come back without waiting."""
     from flows.common import deliver_all
     from integrations.db import ledger
     from tasks.events import emit
 
+    logger = get_run_logger()
+    if (already := ops.review_status(result_id)) not in ops.REVIEW_OPEN:
+        return Completed(name="AlreadyReviewed", message=f"decided elsewhere (`radpath review`): {already}")
     timeout = default_registry().get(pathway).review.timeout_minutes * 60
-    get_run_logger().info("result for study %s awaits clinical review (timeout %s min)", study_key, timeout // 60)
-    decision = suspend_flow_run(wait_for_input=ReviewDecision, timeout=timeout, key=f"review-{result_id}")
+    held = ops.held_result(result_id)
+    conclusion, urgent = held.report.get("conclusion", ""), bool(held.report.get("urgent"))
+    problem = None
+    for ask in range(MAX_ASKS):
+        decision = suspend_flow_run(wait_for_input=_form(study_key, conclusion, urgent, problem), timeout=timeout,
+                                    key=f"review-{result_id}-{ask}")
+        if (problem := decision.problem()) is None:
+            break
+        logger.warning("review answer incomplete (%s): asking again", problem)
+    else:
+        return Failed(name="ReviewIncomplete", message=f"{MAX_ASKS} incomplete answers; decide with `radpath review`")
+    if (already := ops.review_status(result_id)) not in ops.REVIEW_OPEN:
+        return Completed(name="AlreadyReviewed", message=f"decided elsewhere while suspended: {already}")
     status, pending = apply_review(result_id, decision)
-    run_id = ops.result_run_id(result_id)
+    emit(f"result.{status}", "result", result_id, related={"pathway": pathway}, study_key=study_key)
     if status == "rejected":
-        ledger.set_run_status(run_id, "rejected", reason="rejected at clinical review")
-        emit("result.rejected", "result", result_id, related={"pathway": pathway})
-        return Completed(name="Rejected", message=f"rejected by the reviewer: {decision.reason}")
+        return Completed(name="Rejected", message=f"rejected at review: {decision.reason}")
     receipts, failures = deliver_all(pending)
     dead = ops.delivery_ids(result_id, "dead_letter")
-    ledger.set_run_status(run_id, "dead_lettered" if dead else "completed", reason=f"review {status}")
     if dead:
+        ledger.set_run_status(ops.result_run_id(result_id), "dead_lettered", reason=f"review {status}; deliveries dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} deliveries dead-lettered after review")
     return Completed(name="Delivered", message=f"review {status}; {len(receipts)} deliveries, {len(failures)} to retry")
 

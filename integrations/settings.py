@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(default=12, ge=1, description="Transient failures before a delivery is dead-lettered")
     reconcile_grace_seconds: float = Field(default=60, ge=0, description="Left to the event-driven path before the reconciler acts")
     notify_webhook_url: str | None = Field(default=None, description="Where automations post (radpath automations apply)")
+    prefect_port: int = Field(default=4200, ge=0, le=65535,
+                              description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
+    runner_limit: int = Field(default=2, ge=1, description="Flow runs `radpath serve` runs at once (each in a subprocess)")
 
     @classmethod
     def settings_customise_sources(

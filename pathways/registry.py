@@ -7,6 +7,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def check_spec(spec: PathwaySpec) -> list[str]:
 
 def load_registry(paths: Iterable[Path] | None = None) -> Registry:
     """Load and cross-check specs (default: every YAML in pathways/specs); raise all errors at once."""
-    paths = sorted(paths) if paths is not None else sorted(SPECS_DIR.glob("*.yaml"))
+    paths = sorted(paths) if paths is not None else sorted(specs_dir().glob("*.yaml"))
     registry, errors = Registry(), []
     for path in paths:
         try:
@@ -144,7 +145,13 @@ def _overlaps(registry: Registry) -> list[str]:
     return errors
 
 
+def specs_dir() -> Path:
+    """Where the specs live: RADPATH_PATHWAYS_DIR (a trust's own folder of specs), else the
+    specs shipped in pathways/specs."""
+    return Path(os.environ.get("RADPATH_PATHWAYS_DIR") or SPECS_DIR)
+
+
 @functools.lru_cache(maxsize=1)
 def default_registry() -> Registry:
-    """The installed specs, loaded once per process."""
-    return load_registry()
+    """The specs in `specs_dir()`, loaded once per process."""
+    return load_registry(specs_dir().glob("*.yaml"))

@@ -65,6 +65,16 @@ class ReportContent(_Frozen):
     urgent: bool = False
     text: str  # the full narrative report, plain text
 
+    def with_reviewed_conclusion(self, conclusion: str, reviewer: str, reason: str) -> ReportContent:
+        """A reviewer's conclusion replaces the algorithm's. The coded conclusion goes (it
+        coded the algorithm's words, not the reviewer's); the narrative opens with the
+        reviewer's conclusion, who gave it and why, then keeps the algorithm's report below.
+        Findings (the measurements) stand."""
+        why = f" ({reason.strip()})" if reason.strip() else ""
+        text = (f"Conclusion amended at clinical review by {reviewer}{why}: {conclusion.strip()}\n\n"
+                f"Report as produced by the algorithm (its conclusion is replaced by the one above):\n{self.text}")
+        return self.model_copy(update={"conclusion": conclusion.strip(), "conclusion_codes": (), "text": text})
+
 
 class PatientIdentity(_Frozen):
     """Patient identity for clinical destinations only. Never logged, never given to Prefect."""

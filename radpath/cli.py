@@ -38,18 +38,42 @@ def demo(
 def serve(
     ready_file: Path | None = typer.Option(None, help="Write the listening ports here once serving"),
 ) -> None:
-    """Start the MLLP, DICOM and HTTP front doors and run pathways as studies become ready."""
+    """Start the MLLP, DICOM and HTTP front doors and serve the pathway, review and reconciler
+    deployments. Without PREFECT_API_URL, a local Prefect server and UI start too."""
     import asyncio
     import logging
+    import os
+    import signal
+    import socket
 
+    from integrations.settings import get_settings
     from radpath.runtime import configure_prefect, prepare_ledger
 
+    settings = get_settings()
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        from radpath.ui import api_url, start_server
+
+        port = settings.prefect_port
+        if port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        server = start_server("127.0.0.1", port, settings.data_dir / "prefect-server.log")
+        os.environ["PREFECT_API_URL"] = api_url("127.0.0.1", port)
+        console.print(f"Prefect UI: http://127.0.0.1:{port}")
     configure_prefect()
     prepare_ledger()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from radpath.serve import serve as run_service
 
-    asyncio.run(run_service(ready_file=ready_file))
+    try:
+        asyncio.run(run_service(ready_file=ready_file))
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 @app.command()
@@ -193,6 +217,69 @@ def automations_apply(
         raise typer.Exit(1)
     for name in asyncio.run(apply_automations(default_registry(), url)):
         console.print(f"[green]✓[/green] {name}")
+
+
+review_app = typer.Typer(help="Clinical review from a terminal (the Prefect UI's review form does the same)",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+def review_list() -> None:
+    """Results whose clinical deliveries wait for a review decision (urgent first)."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.ops import review_queue
+
+    queue = review_queue()
+    table = Table("result", "pathway", "study", "urgent", "status", "waiting since (UTC)", "algorithm's conclusion")
+    for item in queue:
+        table.add_row(item.result_id, item.pathway, item.study_key, "yes" if item.urgent else "", item.status,
+                      f"{item.waiting_since:%Y-%m-%d %H:%M}", item.conclusion)
+    console.print(table if queue else "no results wait for review")
+
+
+@review_app.command("decide")
+def review_decide(
+    result_id: str = typer.Argument(..., help="From `radpath review list`"),
+    decision: str = typer.Option(..., help="accept | amend | reject"),
+    reviewer: str = typer.Option(..., help="Your name as it appears in the audit trail"),
+    reason: str = typer.Option("", help="Why (required to amend or reject)"),
+    conclusion: str = typer.Option("", help="To amend: the conclusion to report instead of the algorithm's"),
+    send_now: bool = typer.Option(True, help="Send the released deliveries now (else the next reconciler pass does)"),
+) -> None:
+    """Accept, amend or reject a held result; a suspended review run then ends `AlreadyReviewed`."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from radpath.runtime import configure_prefect, prepare_ledger
+
+    configure_prefect()
+    prepare_ledger()
+    from flows.review import ReviewDecision, apply_review
+    from integrations.db.ops import REVIEW_OPEN, review_status
+
+    try:
+        answer = ReviewDecision(decision=decision, reviewer=reviewer, reason=reason, amended_conclusion=conclusion)
+    except ValidationError as exc:
+        console.print(f"[red]{'; '.join(e['loc'][0] + ': ' + e['msg'] for e in exc.errors())}[/red]")
+        raise typer.Exit(2) from None
+    if review_status(result_id) not in REVIEW_OPEN:
+        console.print(f"[red]result {result_id} does not wait for review[/red]")
+        raise typer.Exit(1)
+    try:
+        status, pending = apply_review(result_id, answer)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]✓[/green] {status}: {len(pending)} deliveries released")
+    if pending and send_now:
+        from flows.reconciler import reconciler
+
+        state = asyncio.run(reconciler(grace_seconds=0, return_state=True))
+        console.print(state.message)
 
 
 if __name__ == "__main__":

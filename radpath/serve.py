@@ -1,9 +1,12 @@
-"""`radpath serve`: the front doors (MLLP, DICOM, HTTP) and the pathway runner in one process.
+"""`radpath serve`: the front doors (MLLP, DICOM, HTTP) and the served deployments in one process.
 
 Listeners commit first, acknowledge second, and only then call back here, where events go
-to Prefect and ready runs are queued. Pathway flows run in this process, one at a time
-(inference holds both cores of a small server); ready runs are found by a periodic sweep
-over the ledger, so nothing depends on an event having been seen.
+to Prefect. A periodic sweep over the ledger finds studies ready for their orders and emits
+`radpath.run.ready`; the pathway deployments' triggers turn each into a flow run, which a
+Prefect `Runner` in this process executes in a subprocess (at most `runner_limit` at once).
+The same runner serves the clinical-review flow (suspended runs resume here once a reviewer
+answers in the Prefect UI) and the scheduled reconciler, which re-drives anything an event
+or a crash lost: nothing depends on an event having been seen.
 """
 
 from __future__ import annotations
@@ -30,22 +33,23 @@ def _safely(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-async def serve(
-    *, stop: asyncio.Event | None = None, ready_file: Path | None = None, sweep_seconds: float = 5.0, reconcile_seconds: float = 300.0
-) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM)."""
+async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = None, sweep_seconds: float = 5.0) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM), against the configured Prefect API (a
+    server: triggers, suspended runs and schedules need one)."""
     import uvicorn
     from fastapi import FastAPI
 
-    from flows.dispatch import run_pathway
+    from prefect.runner import Runner
+
+    from deployments.served import runner_deployments
     from integrations.db.studies import sweep_readiness
     from integrations.dicom.scp import start_scp
+    from integrations.dicom.store import reconcile_store
     from integrations.dicom.stow import build_router as stow_router
     from integrations.fhir.api import fhir_router
     from integrations.hl7.listener import serve_mllp
     from integrations.settings import get_settings
     from pathways.registry import default_registry
-    from flows.reconciler import reconciler
     from integrations.db.ops import audit_spec_modes
     from tasks.events import emit, emit_order_received, emit_runs_ready
 
@@ -58,7 +62,6 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
-    ready_runs: asyncio.Queue[str] = asyncio.Queue()
 
     @_safely
     def on_order(outcome) -> None:  # noqa: ANN001 - integrations.db.ledger.OrderOutcome
@@ -72,14 +75,15 @@ async def serve(
     @_safely
     def on_ready(ready) -> None:  # noqa: ANN001 - integrations.db.studies.ReadyStudy
         emit("study.ready", "study", ready.study_id, runs=len(ready.run_ids), forced=ready.forced, rerun=ready.rerun)
-        emit_runs_ready(ready.run_ids)
-        for run_id in ready.run_ids:
-            loop.call_soon_threadsafe(ready_runs.put_nowait, run_id)
+        emit_runs_ready(ready.run_ids)  # the deployments' triggers start the flow runs
 
     changed = audit_spec_modes({name: spec.mode for name, spec in registry.specs.items()})
     if changed:
         log.warning("pathway modes recorded: %s", ", ".join(f"{n}={registry.get(n).mode}" for n in changed))
     mllp = await serve_mllp(settings, on_order_committed=on_order, on_event=on_hl7_event)
+    swept = await asyncio.to_thread(reconcile_store, settings)  # files a crash left without their ledger row
+    if swept.indexed or swept.quarantined or swept.failed:
+        log.warning("image store sweep: %d indexed, %d quarantined, %d failed", swept.indexed, swept.quarantined, swept.failed)
     scp = start_scp(settings)
     app = FastAPI(title="radpath", docs_url=None, redoc_url=None)
     app.include_router(stow_router(), prefix="/dicomweb")
@@ -103,24 +107,18 @@ async def serve(
             except TimeoutError:
                 pass
 
-    async def run_forever() -> None:
-        while not stop.is_set():
-            run_id = await ready_runs.get()
-            state = await run_pathway(run_id)
-            log.info("pathway run %s finished: %s", run_id, state.name)
+    runner = Runner(name="radpath", query_seconds=2, limit=settings.runner_limit, pause_on_shutdown=False)
+    for deployment in await runner_deployments():
+        await runner.add_deployment(deployment)
+    async def serve_deployments() -> None:
+        """The runner takes SIGTERM over (it cancels its in-flight runs, which the reconciler
+        re-drives); when it ends, so does the service."""
+        try:
+            await runner.start()
+        finally:
+            stop.set()
 
-    async def reconcile_forever() -> None:
-        """Re-drive what Prefect lost (crashed runs, missed events, due deliveries) from the ledger."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=reconcile_seconds)
-            except TimeoutError:
-                try:
-                    await reconciler()
-                except Exception:  # noqa: BLE001 - the next pass retries
-                    log.warning("reconciler pass failed", exc_info=True)
-
-    workers = [asyncio.create_task(w()) for w in (sweep_forever, run_forever, reconcile_forever)]
+    workers = [asyncio.create_task(sweep_forever()), asyncio.create_task(serve_deployments())]
     if ready_file:
         ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
     log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,
@@ -128,6 +126,8 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        if runner.started:
+            await runner.astop()
         for worker in workers:
             worker.cancel()
         http.should_exit = True

@@ -1,10 +1,15 @@
-"""`radpath ui`: a local Prefect server and UI whose database lives in radpath's data directory."""
+"""The local Prefect server and UI (`radpath ui`, and `radpath serve` without PREFECT_API_URL),
+with its database in radpath's data directory."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from integrations.settings import get_settings
 
@@ -33,3 +38,24 @@ def server_env(host: str, port: int) -> dict[str, str]:
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return env
+
+
+def start_server(host: str, port: int, log_path: Path, timeout: float = 120.0) -> subprocess.Popen:
+    """Start the local Prefect server (API, UI and its services: triggers, automations,
+    scheduler) in its own process group and wait until it answers; returns the process."""
+    log = log_path.open("ab")
+    proc = subprocess.Popen(server_command(host, port), env=server_env(host, port), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{api_url(host, port)}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {log_path}")
+        time.sleep(0.5)

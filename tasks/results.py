@@ -10,9 +10,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from integrations.db import ledger
+from integrations.db import ledger, ops
 from integrations.dicom.seg import build_segmentation
-from integrations.dicom.sr import build_measurement_report_sr
+from integrations.dicom.sr import build_measurement_report_sr, predecessor_srs
 from integrations.dicom.store import write_durably
 from integrations.dicom.volume import source_datasets
 from integrations.fhir.report import build_report_bundle
@@ -31,6 +31,9 @@ OUTPUT_FILES = {
 }
 
 
+REPORT_MESSAGES = {"fhir-bundle", "hl7-oru"}  # rendered per destination; SR and SEG are shared
+
+
 class RecordedResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -47,8 +50,12 @@ def _dicom_bytes(ds) -> bytes:  # noqa: ANN001
     return buffer.getvalue()
 
 
-def _render_dicom(content, ctx, series, mask_path, out_dir, formats) -> dict[str, Path]:  # noqa: ANN001
-    """SEG (when there are segments) and SR, shared by every destination that takes them."""
+def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=None) -> dict[str, Path]:  # noqa: ANN001
+    """SEG (when there are segments) and SR, shared by every destination that takes them.
+
+    `previous`: the id of the result this one supersedes; its SR (if it made one) becomes the
+    new SR's predecessor. SEG has no predecessor attribute: a new SEG simply replaces it.
+    """
     files: dict[str, Path] = {}
     if not formats & {"dicom-sr", "dicom-seg"}:
         return files
@@ -60,8 +67,39 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats) -> dict[str
         write_durably(files["dicom-seg"], _dicom_bytes(seg))
     if "dicom-sr" in formats:
         files["dicom-sr"] = out_dir / OUTPUT_FILES["dicom-sr"]
-        write_durably(files["dicom-sr"], _dicom_bytes(build_measurement_report_sr(content, ctx, sources, seg)))
+        earlier = predecessor_srs(out_dir.parent / previous / OUTPUT_FILES["dicom-sr"]) if previous else []
+        sr = build_measurement_report_sr(content, ctx, sources, seg, predecessors=earlier)
+        write_durably(files["dicom-sr"], _dicom_bytes(sr))
     return files
+
+
+def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out_dir: Path, replaces_final: bool) -> Path:  # noqa: ANN001
+    """The FHIR bundle or ORU^R01 for one destination, written durably under out_dir/destination.
+
+    `replaces_final`: the result supersedes one already reported. FHIR R4
+    diagnostic-report-status "amended" = modified after being final, including any change in
+    results, diagnosis or narrative ("corrected" is the narrower case of fixing an error: late
+    images give a new analysis of more data, so amended); HL7 v2 tables 0123/0085 "C" = a
+    correction that replaces a final result (v2 has no "amended")."""
+    path = out_dir / destination / OUTPUT_FILES[fmt]
+    if fmt == "fhir-bundle":
+        bundle = build_report_bundle(content, ctx, status="amended" if replaces_final else "final")
+        write_durably(path, json.dumps(bundle, indent=2).encode())
+    elif fmt == "hl7-oru":
+        config = get_settings().destination(destination)
+        oru = build_oru_r01(
+            content,
+            ctx,
+            version=config.hl7_version,
+            receiving_application=config.receiving_application,
+            receiving_facility=config.receiving_facility,
+            control_id=default_control_id(ctx.result_id, destination),
+            corrected=replaces_final,
+        )
+        write_durably(path, oru.encode())
+    else:
+        raise ValueError(f"no report message for format {fmt}")
+    return path
 
 
 def supersedes_sentence(previous_result_id: str, study_revision: int) -> str:
@@ -100,37 +138,17 @@ def record_result(
     previous = ledger.superseded_result(view.study_uid, spec.name, revision)
     if previous is not None:
         content = content.model_copy(update={"text": f"{content.text}\n\n{supersedes_sentence(previous, revision)}"})
-    # FHIR R4 diagnostic-report-status: "amended" = modified after being final, including any
-    # change in results, diagnosis or narrative; "corrected" is the narrower case of fixing an
-    # error. Late images give a new analysis of more data, not a correction, so: amended.
-    report_status = "amended" if previous is not None else "final"
     out_dir = get_settings().data_dir / "results" / result_id
     routing = route(spec)  # shadow: clinical destinations get nothing; qa/review: they are held
     destinations = [d for d in spec.destinations if d.name in routing.planned]
-    shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in destinations for f in d.formats})
+    shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in destinations for f in d.formats}, previous)
     plans = []
     for destination in destinations:
-        payloads = []
-        for fmt in destination.formats:
-            if fmt in shared:
-                payloads.append(str(shared[fmt]))
-            elif fmt == "fhir-bundle":
-                path = out_dir / destination.name / OUTPUT_FILES[fmt]
-                write_durably(path, json.dumps(build_report_bundle(content, ctx, status=report_status), indent=2).encode())
-                payloads.append(str(path))
-            elif fmt == "hl7-oru":
-                config = get_settings().destination(destination.name)
-                oru = build_oru_r01(
-                    content,
-                    ctx,
-                    version=config.hl7_version,
-                    receiving_application=config.receiving_application,
-                    receiving_facility=config.receiving_facility,
-                    control_id=default_control_id(result_id, destination.name),
-                )
-                path = out_dir / destination.name / OUTPUT_FILES[fmt]
-                write_durably(path, oru.encode())
-                payloads.append(str(path))
+        payloads = [  # a SEG exists only where findings have segments
+            str(_render_message(fmt, content, ctx, destination.name, out_dir, previous is not None) if fmt in REPORT_MESSAGES else shared[fmt])
+            for fmt in destination.formats
+            if fmt in REPORT_MESSAGES or fmt in shared
+        ]
         kind = get_settings().destination(destination.name).kind
         plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads,
                                          held=destination.name in routing.held))
@@ -145,5 +163,41 @@ def record_result(
         urgent=content.urgent,
         deliveries=plans,
         study_revision=revision,
+        model_name=model_name,
+        source_series_uid=series.series_uid,
     )
     return RecordedResult(result_id=result_id, delivery_ids=tuple(delivery_ids), created=created)
+
+
+_FORMAT_OF_FILE = {name: fmt for fmt, name in OUTPUT_FILES.items()}
+
+
+class AmendedReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    report: dict
+    payloads: dict[str, list[str]]  # held destination -> payload files to send instead
+
+
+@task(name="amend-held-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def amend_held_report(result_id: str, conclusion: str, reviewer: str, reason: str) -> AmendedReport:
+    """Re-render the held destinations' report messages (FHIR bundle, ORU^R01) with the
+    reviewer's conclusion, under <result>/amended/, keeping the algorithm's originals for audit.
+
+    The SR and SEG go as recorded: they are the algorithm's evidence, with the device as
+    observer, and a reviewer's words do not belong in them. Deterministic: a retry or a
+    resumed flow run rewrites the same files."""
+    held = ops.held_result(result_id)
+    if held.model_name is None or held.source_series_uid is None:
+        raise ValueError("this result was recorded without provenance (before 0005): accept or reject it")
+    content = ReportContent.model_validate(held.report).with_reviewed_conclusion(conclusion, reviewer, reason)
+    ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
+                                model_version=held.model_version, source_series_uid=held.source_series_uid)
+    out_dir = get_settings().data_dir / "results" / result_id / "amended"
+    payloads = {}
+    for destination, files in held.held_payloads.items():
+        payloads[destination] = [
+            str(_render_message(fmt, content, ctx, destination, out_dir, held.replaces_final)) if fmt in REPORT_MESSAGES else f
+            for f, fmt in ((f, _FORMAT_OF_FILE.get(Path(f).name)) for f in files)
+        ]
+    return AmendedReport(report=content.model_dump(mode="json"), payloads=payloads)

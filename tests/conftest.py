@@ -39,6 +39,21 @@ def radpath_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def served_ledger(monkeypatch):
+    """Point this test process's ledger at a data dir another process (`radpath serve`) owns."""
+
+    def use(data_dir) -> None:  # noqa: ANN001
+        monkeypatch.setenv("RADPATH_DATA_DIR", str(data_dir))
+        reset_settings()
+        get_engine.cache_clear()
+
+    yield use
+    get_engine().dispose()
+    get_engine.cache_clear()
+    reset_settings()
+
+
+@pytest.fixture
 def registry():
     return default_registry()
 

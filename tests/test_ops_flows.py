@@ -4,6 +4,7 @@ test harness (cardiac CT: a rules-only pathway, the quickest to run)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -123,6 +124,75 @@ def test_a_rejected_review_sends_nothing_clinical(prefect_api, radpath_env, regi
     assert apply_review(result_id, ReviewDecision(decision="reject", reviewer="Dr Test", reason="artefact")) == ("rejected", [])
     assert {d: r.status for d, r in _deliveries().items()} == {
         "evaluation": "delivered", "pacs": "rejected", "ris": "rejected", "ehr": "rejected"}
+
+
+def test_an_amended_review_sends_the_reviewers_conclusion_to_the_ehr_and_ris(prefect_api, radpath_env, registry, spec_mode, tmp_path):
+    from flows.reconciler import reconciler
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode("qa")
+    run_id = _ready_run(tmp_path, registry, seed=24)
+    assert _run(run_id).name == "AwaitingReview"
+    with session_scope() as s:
+        result = s.exec(select(Result)).one()
+    ai_conclusion = result.report["conclusion"]
+    with pytest.raises(ValueError, match="amended conclusion"):
+        apply_review(result.id, ReviewDecision(decision="amend", reviewer="Dr Test", reason="calcium in the mitral annulus"))
+    decision = ReviewDecision(decision="amend", reviewer="Dr Test", reason="mitral annular calcium counted as coronary",
+                              amended_conclusion="Coronary calcium score 0 on review (CAC-DRS 0).")
+    status, pending = apply_review(result.id, decision)
+    assert status == "amended" and len(pending) == 3
+    assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"
+    rows = _deliveries()
+    assert all(r.status == "delivered" for r in rows.values())
+
+    def sent(destination: str, name: str) -> Path:
+        (path,) = (radpath_env.outbox_dir / destination).rglob(name)
+        return path
+
+    bundle = json.loads(sent("ehr", "report-bundle.json").read_text())
+    (report,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["conclusion"] == decision.amended_conclusion and "conclusionCode" not in report
+    assert report["status"] == "final"  # first release to the EHR: nothing final went before it
+    oru = sent("ris", "oru-r01.hl7").read_bytes().decode()
+    assert "Coronary calcium score 0 on review" in oru and "Dr Test" in oru and ai_conclusion[:40] in oru
+    evaluation = json.loads(sent("evaluation", "report-bundle.json").read_text())  # sent before the review, as the algorithm wrote it
+    (eval_report,) = [e["resource"] for e in evaluation["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert eval_report["conclusion"] == ai_conclusion
+    assert "/amended/" not in str(rows["pacs"].payloads)  # SR and SEG are the algorithm's evidence, sent as recorded
+    with session_scope() as s:
+        stored = s.exec(select(Result)).one()
+    assert stored.review_status == "amended" and stored.report["conclusion"] == decision.amended_conclusion
+
+
+def test_radpath_review_lists_the_queue_and_decides_from_a_terminal(prefect_api, radpath_env, registry, spec_mode, tmp_path,
+                                                                   monkeypatch):
+    from typer.testing import CliRunner
+
+    from radpath import cli as radpath_cli
+    from radpath.cli import app
+
+    monkeypatch.setattr(radpath_cli.console, "width", 250)  # the whole table on one line per result
+
+    spec_mode("clinical", review=True)
+    run_id = _ready_run(tmp_path, registry, seed=25)
+    assert _run(run_id).name == "AwaitingReview"
+    with session_scope() as s:
+        result_id = s.exec(select(Result.id)).one()
+    cli = CliRunner()
+    listing = cli.invoke(app, ["review", "list"])
+    assert listing.exit_code == 0 and result_id in listing.output and ledger.run_view(run_id).study_key in listing.output
+    assert not any(identity in listing.output for identity in IDENTITIES)
+    refused = cli.invoke(app, ["review", "decide", result_id, "--decision", "reject", "--reviewer", "Dr Test"])
+    assert refused.exit_code == 2 and "reason" in refused.output
+    accepted = cli.invoke(app, ["review", "decide", result_id, "--decision", "accept", "--reviewer", "Dr Test", "--reason", "agree"])
+    assert accepted.exit_code == 0, accepted.output
+    assert {d: r.status for d, r in _deliveries().items()} == {
+        "evaluation": "delivered", "pacs": "delivered", "ris": "delivered", "ehr": "delivered"}
+    assert ops.run_status(run_id) == "completed"
+    again = cli.invoke(app, ["review", "decide", result_id, "--decision", "accept", "--reviewer", "Dr Test"])
+    assert again.exit_code == 1 and "does not wait for review" in again.output
+    assert "no results wait for review" in cli.invoke(app, ["review", "list"]).output
 
 
 def test_a_permanent_rejection_dead_letters_and_names_the_state(prefect_api, radpath_env, registry, monkeypatch, tmp_path):

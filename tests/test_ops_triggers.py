@@ -71,6 +71,9 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
     dead = _event("radpath.delivery.dead_lettered", {"prefect.resource.id": "radpath.delivery.d-1"},
                   payload={"destination": "ris", "attempts": 1})
     assert triggers["radpath: delivery dead-lettered"].covers(dead)
+    overdue = _event("radpath.result.review_expired", {"prefect.resource.id": "radpath.result.r-1"})
+    assert triggers["radpath: clinical review overdue"].covers(overdue)
+    assert not triggers["radpath: clinical review overdue"].covers(dead)
 
     sla = triggers["radpath: SLA breach lung-cancer-ct"]
     order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
@@ -95,4 +98,4 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 2 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 3 + len(registry.specs)

@@ -1,90 +1,64 @@
-"""`radpath serve` as an operator runs it: a separate process, real sockets, embedded Prefect.
+"""`radpath serve` as an operator runs it: a separate process, real sockets, and (without
+PREFECT_API_URL) its own local Prefect server.
 
-An order goes in over MLLP, the images over C-STORE; the service finds the study ready,
-runs the pathway and delivers; SIGTERM stops it cleanly.
+An order goes in over MLLP, the images over C-STORE; the readiness sweep emits
+`radpath.run.ready`, the pathway deployment's trigger creates the flow run, the served
+runner executes it and the results are delivered; SIGTERM stops everything cleanly.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlmodel import select
 
-from integrations.db.engine import get_engine, session_scope
 from integrations.db.models import Delivery, PathwayRun
 from integrations.dicom.scu import push_folder
 from integrations.hl7.client import send_messages
-from integrations.settings import reset_settings
+from tests.served import radpath_serve
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_for_run(predicate, timeout: float, served) -> tuple[PathwayRun, list[Delivery]]:  # noqa: ANN001
+    """Poll the served ledger (see the `served_ledger` fixture) until predicate(run, deliveries) holds."""
+    from integrations.db.engine import session_scope
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as s:
+            run = s.exec(select(PathwayRun)).first()
+            deliveries = s.exec(select(Delivery)).all()
+        if run is not None and predicate(run, deliveries):
+            return run, deliveries
+        assert time.monotonic() < deadline, f"run {run.status if run else 'absent'}\n{served.log_tail()}"
+        time.sleep(1)
 
 
-def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, monkeypatch):
+def send_cardiac_ct(tmp_path: Path, served) -> None:  # noqa: ANN001
     from radpath.synth import generate
 
     (study,) = generate("cardiac-ct", 1, 5, tmp_path / "synthetic")  # the quickest pathway to run
-    data_dir = tmp_path / "data"
-    ports = {"RADPATH_MLLP_PORT": _free_port(), "RADPATH_DICOM_PORT": _free_port(), "RADPATH_HTTP_PORT": _free_port()}
-    env = {
-        **os.environ,
-        **{k: str(v) for k, v in ports.items()},
-        "RADPATH_DATA_DIR": str(data_dir),
-        "RADPATH_DICOM_QUIET_PERIOD_SECONDS": json.dumps({"CT": 0}),
-        "RADPATH_PSEUDONYM_KEY": "serve-test",
-    }
-    env.pop("PREFECT_API_URL", None)
-    ready = tmp_path / "ready"
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "radpath.cli", "serve", "--ready-file", str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not ready.exists():
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "radpath serve did not start"
-            time.sleep(0.5)
-        acks = send_messages("127.0.0.1", ports["RADPATH_MLLP_PORT"], [Path(study.order_path).read_bytes().decode()])
-        assert [a.code for a in acks] == ["AA"]
-        report = push_folder(study.dicom_dir, "127.0.0.1", ports["RADPATH_DICOM_PORT"])
-        assert report.failed == 0 and report.ok > 0
+    acks = send_messages("127.0.0.1", served.mllp_port, [Path(study.order_path).read_bytes().decode()])
+    assert [a.code for a in acks] == ["AA"]
+    report = push_folder(study.dicom_dir, "127.0.0.1", served.dicom_port)
+    assert report.failed == 0 and report.ok > 0
 
-        monkeypatch.setenv("RADPATH_DATA_DIR", str(data_dir))
-        reset_settings()
-        get_engine.cache_clear()
-        while True:
-            with session_scope() as s:
-                run = s.exec(select(PathwayRun)).one()
-                deliveries = s.exec(select(Delivery)).all()
-            if run.status in {"completed", "failed"} and deliveries:
-                break
-            assert time.monotonic() < deadline, f"run still {run.status}"
-            time.sleep(1)
+
+def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_ledger):
+    with radpath_serve(tmp_path) as served:
+        served_ledger(served.data_dir)
+        send_cardiac_ct(tmp_path, served)
+        run, deliveries = wait_for_run(lambda r, d: r.status in {"completed", "failed"} and d, 300, served)
         assert run.status == "completed" and run.pathway == "heart-failure-cardiac-ct"
         assert sorted(d.destination for d in deliveries) == ["ehr", "pacs", "ris"]
         assert all(d.status == "delivered" for d in deliveries)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        get_engine().dispose()
-        get_engine.cache_clear()
-        reset_settings()
-    assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        # The run was a deployment's flow run, created by the trigger on radpath.run.ready
+        flow_run = httpx.get(f"{served.prefect_api}/flow_runs/{run.flow_run_id}", timeout=10).json()
+        deployment = httpx.get(f"{served.prefect_api}/deployments/{flow_run['deployment_id']}", timeout=10).json()
+        assert deployment["name"] == "heart-failure-cardiac-ct-urgent"  # the synthetic order's ORC-7 priority is S (stat)
+        assert flow_run["state"]["name"] == "Delivered"
+        assert "pathway:heart-failure-cardiac-ct" in flow_run["tags"]

@@ -309,6 +309,8 @@ def record_result(
     urgent: bool,
     deliveries: Sequence[DeliveryPlan],
     study_revision: int = 0,
+    model_name: str | None = None,
+    source_series_uid: str | None = None,
 ) -> tuple[str, list[str], bool]:
     """Commit the result and its outbox rows together; a second call returns what exists.
 
@@ -329,6 +331,8 @@ def record_result(
                     report=report,
                     urgent=urgent,
                     study_revision=study_revision,
+                    model_name=model_name,
+                    source_series_uid=source_series_uid,
                 )
             )
             session.flush()

@@ -219,6 +219,8 @@ class Result(SQLModel, table=True):
     reviewed_at: dt.datetime | None = _ts(nullable=True)
     study_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     superseded_by: str | None = None  # the result of a later study revision
+    model_name: str | None = None  # provenance for re-rendering at review (0005_result_provenance)
+    source_series_uid: str | None = None
     created_at: dt.datetime = _ts()
 
 

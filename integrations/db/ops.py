@@ -139,9 +139,34 @@ def delivery_ids(result_id: str, *statuses: str) -> list[str]:
         return list(session.exec(query).all())
 
 
+@dataclass(frozen=True)
+class HeldResult:
+    """What an amendment at review re-renders from: the recorded result and its held rows."""
+
+    run_id: str
+    report: dict[str, Any]
+    model_name: str | None  # None: recorded before 0005_result_provenance
+    model_version: str
+    source_series_uid: str | None
+    replaces_final: bool  # it superseded a result already reported
+    held_payloads: dict[str, list[str]]  # destination -> payload files
+
+
+def held_result(result_id: str) -> HeldResult:
+    with session_scope() as session:
+        result = session.get(Result, result_id)
+        held = session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all()
+        predecessor = session.exec(select(Result.id).where(Result.superseded_by == result_id)).first()
+        return HeldResult(result.run_id, result.report, result.model_name, result.model_version, result.source_series_uid,
+                          predecessor is not None, {d.destination: list(d.payloads) for d in held})
+
+
 def set_review(result_id: str, status: str, *, reviewer: str | None = None, reason: str | None = None,
-               report: dict[str, Any] | None = None) -> None:
-    """Record a review decision (or that one is pending); accepted/amended release held rows."""
+               report: dict[str, Any] | None = None, payloads: dict[str, list[str]] | None = None) -> None:
+    """Record a review decision (or that one is pending); accepted/amended release held rows.
+
+    An amendment brings the amended report and, per held destination, the re-rendered
+    payload files: they replace the held rows' payloads in the same transaction."""
     with session_scope() as session:
         result = session.get(Result, result_id)
         result.review_status = status
@@ -152,9 +177,59 @@ def set_review(result_id: str, status: str, *, reviewer: str | None = None, reas
         release = {"accepted": "pending", "amended": "pending", "rejected": "rejected"}.get(status)
         if release:
             for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all():
+                if payloads and row.destination in payloads:
+                    row.payloads = list(payloads[row.destination])
                 row.status = release
                 row.next_attempt_at = utcnow() if release == "pending" else None
         audit(session, reviewer or "pathway", f"review.{status}", "result", result_id, reason=reason)
+
+
+REVIEW_OPEN = ("pending", "expired")  # decisions still possible; the clinical deliveries stay held
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One result waiting for a reviewer (opaque ids and clinical content, no identifiers)."""
+
+    result_id: str
+    pathway: str
+    study_key: str
+    conclusion: str
+    urgent: bool
+    status: str
+    waiting_since: dt.datetime
+
+
+def review_queue() -> list[ReviewItem]:
+    """Results whose clinical deliveries wait for a review decision, urgent first, oldest first."""
+    from integrations.db.ledger import study_key
+
+    with session_scope() as session:
+        rows = session.exec(select(Result).where(Result.review_status.in_(REVIEW_OPEN))).all()
+        items = [ReviewItem(r.id, r.pathway, study_key(r.study_uid), r.report.get("conclusion", ""), r.urgent,
+                            r.review_status, r.created_at) for r in rows]
+    return sorted(items, key=lambda i: (not i.urgent, i.waiting_since))
+
+
+def review_status(result_id: str) -> str | None:
+    """None also for an unknown result id."""
+    with session_scope() as session:
+        result = session.get(Result, result_id)
+        return result.review_status if result else None
+
+
+def expire_reviews(pathway: str, timeout_seconds: float, now: dt.datetime | None = None) -> list[str]:
+    """Pending reviews of `pathway` older than the spec's review timeout become `expired`
+    (audited); their deliveries stay held, and a late decision is still accepted."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=timeout_seconds)
+    with session_scope() as session:
+        rows = session.exec(
+            select(Result).where(Result.pathway == pathway, Result.review_status == "pending", Result.created_at < cutoff)
+        ).all()
+        for result in rows:
+            result.review_status = "expired"
+            audit(session, "reconciler", "review.expired", "result", result.id, timeout_seconds=timeout_seconds)
+        return [r.id for r in rows]
 
 
 def audit_spec_modes(modes: dict[str, str], actor: str = "radpath") -> list[str]:

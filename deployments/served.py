@@ -1,0 +1,46 @@
+"""The deployments `radpath serve` serves, read from `deployments/prefect.yaml`.
+
+One declaration, two ways to run it: `prefect deploy --all` registers prefect.yaml against a
+work pool for process workers (scale-out); `radpath serve` turns the same entries into
+runner deployments (same names, entrypoints, tags, triggers and schedules) served by a
+Prefect `Runner` in the service process, which runs each flow run in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.events import DeploymentEventTrigger
+
+PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
+
+
+def declared_deployments(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    return yaml.safe_load(path.read_text())["deployments"]
+
+
+def _flow(entrypoint: str):  # noqa: ANN202 - a prefect Flow
+    module_path, _, name = entrypoint.partition(":")
+    return getattr(importlib.import_module(module_path.removesuffix(".py").replace("/", ".")), name)
+
+
+async def runner_deployments(path: Path = PREFECT_YAML) -> list:  # list[RunnerDeployment]
+    """Every deployment of prefect.yaml as a RunnerDeployment for `prefect.serve`/`Runner`."""
+    out = []
+    for entry in declared_deployments(path):
+        flow = _flow(entry["entrypoint"])
+        triggers = [DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"}) for t in entry.get("triggers", [])]
+        intervals = [s["interval"] for s in entry.get("schedules", []) if "interval" in s]
+        out.append(
+            await flow.ato_deployment(
+                name=entry["name"],
+                tags=entry.get("tags"),
+                triggers=triggers or None,
+                interval=intervals or None,
+                description=entry.get("description") or (flow.description or "").strip().splitlines()[0],
+            )
+        )
+    return out
