@@ -1,9 +1,12 @@
-"""The Prefect UI shows a radpath run: `radpath ui` serves it, headless Chromium reads it.
+"""The Prefect UI as ops and reviewers use it, driven by headless Chromium (selenium + chromedriver).
 
-One cardiac CT pathway run against the server `radpath ui` starts (temporary data dir, free
-port); Chromium (selenium + chromedriver) opens the flow run's page and the run's markdown
-artifact page, checks what a person would see, and saves screenshots under test-output/ui/.
-RADPATH_UPDATE_SCREENSHOTS=1 also copies them to docs/screenshots/.
+1. One cardiac CT pathway run against the server `radpath ui` starts (temporary data dir,
+   free port): Chromium opens the flow run's page and its markdown artifact.
+2. `radpath serve` (its own Prefect server) with review required on cardiac CT: an order and
+   a study go in, the review run suspends, a reviewer amends the conclusion in the UI's
+   resume form, and the run resumes to delivery with the amended report.
+
+Screenshots go under test-output/ui/; RADPATH_UPDATE_SCREENSHOTS=1 also copies them to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -155,3 +158,100 @@ def test_prefect_ui_shows_the_run_and_its_summary(prefect_ui, browser, radpath_e
 
     _page_shows(browser, f"{prefect_ui}/artifacts/artifact/{artifact['id']}", ["Findings", conclusion[:60]])
     _screenshot(browser, "artifact.png")
+
+
+def _review_specs(tmp_path: Path) -> Path:
+    """The shipped specs, with clinical review required on cardiac CT (RADPATH_PATHWAYS_DIR)."""
+    import shutil
+
+    import yaml
+
+    specs = tmp_path / "specs"
+    shutil.copytree(ROOT / "pathways" / "specs", specs)
+    path = specs / "heart_failure_cardiac_ct.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["review"] = {"required": True, "timeout_minutes": 60}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return specs
+
+
+def _field(driver, label: str):  # noqa: ANN001, ANN202
+    """The input of the resume form's field whose label reads `label`."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(
+        By.XPATH, f"//*[normalize-space(text())='{label}']/ancestor::*[.//textarea or .//select][1]//*[self::textarea or self::select]"
+    )
+
+
+def test_a_reviewer_amends_a_suspended_run_in_the_ui_and_it_resumes_to_delivery(browser, served_ledger, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    from sqlmodel import select
+
+    from integrations.db.engine import session_scope
+    from integrations.db.models import Delivery, Result
+    from tests.served import radpath_serve
+    from tests.test_serve import send_cardiac_ct
+
+    amended = "No coronary artery calcium on review (CAC-DRS 0)."
+    with radpath_serve(tmp_path, {"RADPATH_PATHWAYS_DIR": str(_review_specs(tmp_path))}) as served:
+        served_ledger(served.data_dir)
+        send_cardiac_ct(tmp_path, served)
+        suspended = _wait_for_flow_run(served, lambda r: r["name"].startswith("review/") and r["state"]["name"] == "Suspended", 240)
+        with session_scope() as s:
+            assert {d.status for d in s.exec(select(Delivery)).all()} == {"held"}  # nothing clinical before the review
+
+        page = f"{served.prefect_ui}/runs/flow-run/{suspended['id']}"
+        _page_shows(browser, page, [suspended["name"], "Suspended", "Resume"])
+        _screenshot(browser, "review-suspended.png")
+        next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Resume").click()
+        _page_shows_now(browser, ["Resume Flow Run", "the algorithm concluded", "Amended Conclusion"])
+        Select(_field(browser, "Decision")).select_by_visible_text("amend")
+        _field(browser, "Reviewer").send_keys("Dr Browser")
+        _field(browser, "Reason (Optional)").send_keys("mitral annular calcium, not coronary")
+        _field(browser, "Amended Conclusion (Optional)").send_keys(amended)
+        _screenshot(browser, "review-form.png")
+        next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Submit").click()
+
+        done = _wait_for_flow_run(served, lambda r: r["id"] == suspended["id"] and r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"), 180)
+        assert done["state"]["name"] == "Delivered", done["state"]
+        _page_shows(browser, page, [suspended["name"], "Delivered"])
+        _screenshot(browser, "review-delivered.png")
+        with session_scope() as s:
+            result = s.exec(select(Result)).one()
+            deliveries = s.exec(select(Delivery)).all()
+        assert (result.review_status, result.reviewed_by, result.report["conclusion"]) == ("amended", "Dr Browser", amended)
+        assert {d.destination: d.status for d in deliveries} == {"pacs": "delivered", "ris": "delivered", "ehr": "delivered"}
+        (oru,) = (served.data_dir / "outbox" / "ris").rglob("oru-r01.hl7")
+        assert amended in oru.read_bytes().decode()
+
+
+def _page_shows_now(driver, texts: list[str], timeout: float = 30) -> None:  # noqa: ANN001
+    """Wait until the current page (no navigation) shows every one of texts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    seen = ""
+
+    def ready(d) -> bool:  # noqa: ANN001
+        nonlocal seen
+        seen = d.find_element(By.TAG_NAME, "body").text
+        return all(t in seen for t in texts)
+
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"the page never showed {texts!r}; it showed:\n{seen[-2000:]}")
+
+
+def _wait_for_flow_run(served, predicate, timeout: float) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = httpx.post(f"{served.prefect_api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 50},
+                          timeout=10).json()
+        match = next((r for r in runs if predicate(r)), None)
+        if match:
+            return match
+        assert time.monotonic() < deadline, f"{[(r['name'], r['state']['name']) for r in runs]}\n{served.log_tail()}"
+        time.sleep(1)
