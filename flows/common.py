@@ -20,7 +20,7 @@ from pathways.findings import SeriesRef
 from pathways.report import ReportContent
 from tasks.artifacts import publish_run_summary
 from tasks.delivery import deliver
-from tasks.events import emit
+from tasks.events import emit, ops_tags
 from tasks.results import record_result
 
 
@@ -70,7 +70,20 @@ def start_run(run_id: str) -> StepTimer:
     if not handed and not ops.claim_run(run_id, owner, lease):
         raise RunClaimed("another flow run holds this pathway run")
     ledger.set_run_status(run_id, "running", flow_run_id=flow_run_id)
+    _tag_for_ops(run_id)
     return StepTimer()
+
+
+def _tag_for_ops(run_id: str) -> None:
+    """The tags ops filter on, whoever created the flow run (a trigger, the reconciler, the demo):
+    pathway, trust, priority and the pseudonymous study key."""
+    from prefect.client.orchestration import get_client
+
+    flow_run = get_run_context().flow_run
+    wanted = ops_tags(run_id)
+    if not wanted <= set(flow_run.tags):
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=sorted(set(flow_run.tags) | wanted))
 
 
 class RunClaimed(RuntimeError):

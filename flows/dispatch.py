@@ -7,8 +7,8 @@ import importlib
 from prefect import tags
 
 from integrations.db import ledger
-from integrations.settings import get_settings
 from pathways.registry import default_registry
+from tasks.events import ops_tags
 
 
 def flow_for(pathway: str):  # noqa: ANN201
@@ -20,6 +20,6 @@ async def run_pathway(run_id: str):  # noqa: ANN201
     """Run one ready pathway run; returns the flow's final state."""
     view = ledger.run_view(run_id)
     flow_fn = flow_for(view.pathway)
-    with tags(f"pathway:{view.pathway}", f"trust:{get_settings().trust}", f"priority:{view.priority}", f"study:{view.study_key}"):
+    with tags(*sorted(ops_tags(run_id))):
         return await flow_fn(run_id=run_id, study_key=view.study_key, return_state=True)
 

@@ -82,7 +82,8 @@ def _record_decision(result_id: str, decision: ReviewDecision) -> tuple[str, lis
 def _form(study_key: str, conclusion: str, urgent: bool, problem: str | None = None) -> type[ReviewDecision]:
     """The form with what the reviewer needs to see first (pseudonymous key, no identifiers)."""
     lines = [f"**Study {study_key}**: the algorithm concluded: *{conclusion}*" + (" — **urgent**" if urgent else ""),
-             "Open the study in PACS, then accept, amend the conclusion, or reject."]
+             "Open the study in PACS, then accept, amend the conclusion, or reject.",
+             "Do not type patient identifiers here: this form is kept by Prefect, outside the clinical record."]
     if problem:
         lines.insert(0, f"**Please answer again: {problem}.**")
     return ReviewDecision.with_initial_data(description="\n\n".join(lines))

@@ -43,3 +43,11 @@ class OrderRequest:
     @property
     def sender(self) -> str:
         return f"{self.sending_application}^{self.sending_facility}"
+
+
+URGENT_PRIORITIES = ("urgent", "asap", "stat")
+
+
+def urgency(priority: str) -> str:
+    """The queue an order's priority goes to: `urgent` (stat, asap, urgent) or `routine`."""
+    return "urgent" if priority in URGENT_PRIORITIES else "routine"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from prefect.events import emit_event
 
+from pathways.orders import urgency
+
 RESOURCE_PREFIX = "radpath"
 
 
@@ -58,6 +60,15 @@ def emit_runs_ready(run_ids) -> None:  # noqa: ANN001 - iterable of ledger run i
 
     for run_id in run_ids:
         view = ledger.run_view(run_id)
-        urgency = "urgent" if view.priority in ("urgent", "asap", "stat") else "routine"
         emit("run.ready", "run", run_id, related={"pathway": view.pathway},
-             labels={"pathway": view.pathway, "priority": urgency}, run_id=run_id, study_key=view.study_key)
+             labels={"pathway": view.pathway, "priority": urgency(view.priority)}, run_id=run_id, study_key=view.study_key)
+
+
+def ops_tags(run_id: str) -> set[str]:
+    """The tags ops filter pathway flow runs on: pathway, trust, queue and pseudonymous study key."""
+    from integrations.db import ledger
+    from integrations.settings import get_settings
+
+    view = ledger.run_view(run_id)
+    return {f"pathway:{view.pathway}", f"trust:{get_settings().trust}", f"priority:{urgency(view.priority)}",
+            f"study:{view.study_key}"}

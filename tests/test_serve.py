@@ -61,4 +61,5 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         deployment = httpx.get(f"{served.prefect_api}/deployments/{flow_run['deployment_id']}", timeout=10).json()
         assert deployment["name"] == "heart-failure-cardiac-ct-urgent"  # the synthetic order's ORC-7 priority is S (stat)
         assert flow_run["state"]["name"] == "Delivered"
-        assert "pathway:heart-failure-cardiac-ct" in flow_run["tags"]
+        assert {"pathway:heart-failure-cardiac-ct", "priority:urgent", "trust:demo-trust"} <= set(flow_run["tags"])
+        assert any(t.startswith("study:S-") for t in flow_run["tags"])  # added by the flow: triggers cannot tag per run
