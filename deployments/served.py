@@ -44,3 +44,25 @@ async def runner_deployments(path: Path = PREFECT_YAML) -> list:  # list[RunnerD
             )
         )
     return out
+
+
+WORK_POOL = "radpath"
+QUEUE_PRIORITIES = {"urgent": 1, "routine": 2}  # a worker takes urgent runs first
+
+
+async def ensure_work_pool() -> None:
+    """The process work pool prefect.yaml names, with its urgent and routine queues (created
+    if missing), for `prefect deploy` and `prefect worker start --pool radpath`."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+        existing = {q.name for q in await client.read_work_queues(work_pool_name=WORK_POOL)}
+        for name, priority in QUEUE_PRIORITIES.items():
+            if name not in existing:
+                await client.create_work_queue(name=name, work_pool_name=WORK_POOL, priority=priority)

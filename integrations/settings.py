@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
     runner_limit: int = Field(default=2, ge=1, description="Flow runs `radpath serve` runs at once (each in a subprocess)")
+    serve_deployments: bool = Field(
+        default=True, description="`radpath serve` runs the flows itself; False: front doors only, process workers on "
+        "the `radpath` work pool run them (scale-out, `radpath deploy`)")
 
     @classmethod
     def settings_customise_sources(

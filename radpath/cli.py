@@ -219,6 +219,28 @@ def automations_apply(
         console.print(f"[green]✓[/green] {name}")
 
 
+@app.command()
+def deploy() -> None:
+    """Scale-out: register the deployments of deployments/prefect.yaml on the Prefect server
+    at PREFECT_API_URL, on the `radpath` process work pool (queues urgent, then routine). Then
+    run `prefect worker start --pool radpath` on each worker host and `radpath serve` with
+    RADPATH_SERVE_DEPLOYMENTS=false for the front doors."""
+    import asyncio
+    import os
+    import subprocess
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]set PREFECT_API_URL to the Prefect server the workers poll[/red]")
+        raise typer.Exit(1)
+    from deployments.served import PREFECT_YAML, ensure_work_pool
+
+    asyncio.run(ensure_work_pool())
+    root = PREFECT_YAML.parents[1]
+    env = {**os.environ, "RADPATH_HOME": os.environ.get("RADPATH_HOME", str(root))}
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)]
+    raise typer.Exit(subprocess.run(command, cwd=root, env=env).returncode)
+
+
 review_app = typer.Typer(help="Clinical review from a terminal (the Prefect UI's review form does the same)",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")

@@ -107,18 +107,22 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
             except TimeoutError:
                 pass
 
-    runner = Runner(name="radpath", query_seconds=2, limit=settings.runner_limit, pause_on_shutdown=False)
-    for deployment in await runner_deployments():
-        await runner.add_deployment(deployment)
-    async def serve_deployments() -> None:
-        """The runner takes SIGTERM over (it cancels its in-flight runs, which the reconciler
-        re-drives); when it ends, so does the service."""
-        try:
-            await runner.start()
-        finally:
-            stop.set()
+    workers = [asyncio.create_task(sweep_forever())]
+    runner = None
+    if settings.serve_deployments:  # else process workers on the `radpath` work pool run the flows
+        runner = Runner(name="radpath", query_seconds=2, limit=settings.runner_limit, pause_on_shutdown=False)
+        for deployment in await runner_deployments():
+            await runner.add_deployment(deployment)
 
-    workers = [asyncio.create_task(sweep_forever()), asyncio.create_task(serve_deployments())]
+        async def serve_deployments() -> None:
+            """The runner takes SIGTERM over (it cancels its in-flight runs, which the reconciler
+            re-drives); when it ends, so does the service."""
+            try:
+                await runner.start()
+            finally:
+                stop.set()
+
+        workers.append(asyncio.create_task(serve_deployments()))
     if ready_file:
         ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
     log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,
@@ -126,7 +130,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     try:
         await stop.wait()
     finally:
-        if runner.started:
+        if runner is not None and runner.started:
             await runner.astop()
         for worker in workers:
             worker.cancel()

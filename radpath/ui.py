@@ -40,12 +40,14 @@ def server_env(host: str, port: int) -> dict[str, str]:
     return env
 
 
-def start_server(host: str, port: int, log_path: Path, timeout: float = 120.0) -> subprocess.Popen:
+def start_server(host: str, port: int, log_path: Path, timeout: float = 120.0,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the local Prefect server (API, UI and its services: triggers, automations,
-    scheduler) in its own process group and wait until it answers; returns the process."""
+    scheduler) in its own process group and wait until it answers; returns the process.
+    `extra_env`: e.g. PREFECT_SERVER_DATABASE_CONNECTION_URL for PostgreSQL."""
     log = log_path.open("ab")
-    proc = subprocess.Popen(server_command(host, port), env=server_env(host, port), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(server_command(host, port), env={**server_env(host, port), **(extra_env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests talk to: dcmtk (modality), dicom3tools (dciodvfy), Orthanc + DICOMweb (PACS),
-# headless Chromium + chromedriver (the Prefect UI browser test).
+# headless Chromium + chromedriver (the Prefect UI browser test), PostgreSQL (the scale-out tests start
+# their own throwaway clusters; the packaged service is stopped).
 # Installs only when running as root with apt-get; otherwise says what is missing.
 set -euo pipefail
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium chromium-driver)
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium chromium-driver postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # The orthanc package starts a system service; tests start their own Orthanc on free ports.
   if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then systemctl stop orthanc || true; fi
   if command -v service >/dev/null; then service orthanc stop >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null; then service postgresql stop >/dev/null 2>&1 || true; fi
 else
   echo "missing Debian packages (install them as root): ${missing[*]}" >&2
 fi

@@ -38,6 +38,16 @@ def radpath_env(tmp_path, monkeypatch):
     reset_settings()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the session (tests/postgres.py); tests create
+    their own databases in it."""
+    from tests.postgres import postgres_cluster
+
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def served_ledger(monkeypatch):
     """Point this test process's ledger at a data dir another process (`radpath serve`) owns."""

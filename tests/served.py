@@ -32,9 +32,11 @@ class Served:
     prefect_port: int
     log: Path
 
+    prefect_api_url: str | None = None  # a server not started by serve
+
     @property
     def prefect_api(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
 
     @property
     def prefect_ui(self) -> str:
@@ -45,9 +47,12 @@ class Served:
 
 
 @contextmanager
-def radpath_serve(tmp_path: Path, extra_env: dict[str, str] | None = None, start_timeout: float = 240):
-    """Yield a Served once `radpath serve` wrote its ready file; SIGTERM and check a clean exit after."""
-    served = Served(tmp_path / "data", free_port(), free_port(), free_port(), free_port(), tmp_path / "serve.log")
+def radpath_serve(tmp_path: Path, extra_env: dict[str, str] | None = None, start_timeout: float = 240,
+                  prefect_api: str | None = None):
+    """Yield a Served once `radpath serve` wrote its ready file; SIGTERM and check a clean exit after.
+
+    Without `prefect_api`, serve starts its own Prefect server (the embedded default)."""
+    served = Served(tmp_path / "data", free_port(), free_port(), free_port(), free_port(), tmp_path / "serve.log", prefect_api)
     env = {
         **os.environ,
         "RADPATH_DATA_DIR": str(served.data_dir),
@@ -59,7 +64,9 @@ def radpath_serve(tmp_path: Path, extra_env: dict[str, str] | None = None, start
         "RADPATH_PSEUDONYM_KEY": "serve-test",
         **(extra_env or {}),
     }
-    env.pop("PREFECT_API_URL", None)  # the embedded default: serve starts its own Prefect server
+    env.pop("PREFECT_API_URL", None)
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     ready = tmp_path / "ready"
     with served.log.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "radpath.cli", "serve", "--ready-file", str(ready)], cwd=ROOT,
