@@ -26,7 +26,39 @@ def get_engine(url: str | None = None) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "before_cursor_execute", _postgres_text, retval=True)
     return engine
+
+
+def _postgres_text(_conn, _cursor, statement, parameters, _context, _executemany):  # noqa: ANN001, ANN202
+    # PostgreSQL text cannot hold U+0000 (SQLite can): one NUL in a DICOM description or a
+    # FHIR string would fail the commit, and every resend with it. Store U+FFFD instead; the
+    # exact bytes stay in the image store (and quarantine keeps raw HL7 as bytes).
+    return statement, _without_nul(parameters)
+
+
+# PostgreSQL (Appendix A): serialization_failure, deadlock_detected. The transaction was rolled
+# back because of another one; running it again is the documented answer.
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def concurrent_write_conflict(exc: BaseException) -> bool:
+    """A commit lost to a concurrent writer: a unique key taken first, or a PostgreSQL
+    deadlock or serialization failure. Retrying the unit of work is safe."""
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(exc, IntegrityError) or getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRY_SQLSTATES
+
+
+def _without_nul(value):  # noqa: ANN001, ANN202
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_without_nul(item) for item in value)
+    return value
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001

@@ -215,7 +215,7 @@ class Result(SQLModel, table=True):
     # Clinical review (0003_ops): pending | accepted | rejected | amended; None when not gated.
     review_status: str | None = None
     reviewed_by: str | None = None
-    review_reason: str | None = None
+    review_reason: str | None = Field(default=None, sa_column=Column(Text))  # TEXT, as 0003_ops made it
     reviewed_at: dt.datetime | None = _ts(nullable=True)
     study_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     superseded_by: str | None = None  # the result of a later study revision

@@ -25,10 +25,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import insert, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import select
 
-from integrations.db.engine import get_engine, session_scope
+from integrations.db.engine import concurrent_write_conflict, get_engine, session_scope
 from integrations.db.ledger import audit, patient_key
 from integrations.db.models import Instance, Series, Study, new_id, utcnow
 from integrations.errors import InvalidInput, TransientError
@@ -385,8 +385,8 @@ def _commit_with_retries(batch: list[_Group]) -> list[list[StoredInstance]]:
         try:
             with session_scope() as session:
                 return _index_batch(session, batch)
-        except IntegrityError:
-            if attempt == 2:
+        except (IntegrityError, OperationalError) as exc:  # PostgreSQL: also a deadlock with another process
+            if attempt == 2 or not concurrent_write_conflict(exc):
                 raise
     raise AssertionError("unreachable")
 
@@ -478,12 +478,12 @@ def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  #
             out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "stored")
         results.append(out)
     session.flush()  # new studies and series before the rows that refer to them
-    for study_id, (_, late) in study_counts.items():
+    for study_id, (_, late) in sorted(study_counts.items()):  # one lock order for every process
         values = {"last_received_at": now}
         if late:
             values["late_instances"] = Study.late_instances + late
         session.execute(update(Study).where(Study.id == study_id).values(**values))
-    for series_id, n in series_counts.items():
+    for series_id, n in sorted(series_counts.items()):
         session.execute(update(Series).where(Series.id == series_id).values(n_instances=Series.n_instances + n))
     if rows:
         session.execute(insert(Instance), rows)
