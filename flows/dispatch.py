@@ -1,14 +1,15 @@
-"""Start the flow a pathway spec names, in this process, tagged for ops."""
+"""Start the flow a pathway spec names, in this process (demo, reconciler, benchmarks).
+
+No `tags()` context here: task runs inherit a context's tags, and every tagged task run asks
+the API for tag concurrency slots (seconds per run against the embedded SQLite API). The flow
+tags its own flow run for ops instead (`flows.common.start_run`)."""
 
 from __future__ import annotations
 
 import importlib
 
-from prefect import tags
-
 from integrations.db import ledger
 from pathways.registry import default_registry
-from tasks.events import ops_tags
 
 
 def flow_for(pathway: str):  # noqa: ANN201
@@ -20,6 +21,5 @@ async def run_pathway(run_id: str):  # noqa: ANN201
     """Run one ready pathway run; returns the flow's final state."""
     view = ledger.run_view(run_id)
     flow_fn = flow_for(view.pathway)
-    with tags(*sorted(ops_tags(run_id))):
-        return await flow_fn(run_id=run_id, study_key=view.study_key, return_state=True)
+    return await flow_fn(run_id=run_id, study_key=view.study_key, return_state=True)
 
