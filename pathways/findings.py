@@ -6,6 +6,7 @@ name or birth date. Volumes and DICOM files never appear; they travel by referen
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,13 @@ class VolumeRef(_Frozen):
     orientation: tuple[float, float, float, float, float, float] = (1, 0, 0, 0, 1, 0)
     # SOP Instance UIDs of the slices in z order, so outputs can reference them
     sop_instance_uids: tuple[str, ...] = ()
+
+    @property
+    def content_key(self) -> str:
+        """Names exactly these slices of this series: late images that join the series give a
+        new key, so nothing computed from the earlier slices is reused for them."""
+        digest = hashlib.sha256("\n".join((self.series_uid, *self.sop_instance_uids)).encode()).hexdigest()[:16]
+        return f"{self.series_uid}:{digest}"
 
 
 class Nodule(_Frozen):

@@ -42,7 +42,7 @@ class NoduleDetection(BaseModel):
 
 
 def local_cache_key(*parts: object) -> str:
-    """A cache key from the inputs that decide a result (series/cine UID, model sha256, rules)
+    """A cache key from the inputs that decide a result (the exact slices or cine, model sha256, rules)
     plus the data directory, since cached results point at mask files inside it.
 
     Not run-scoped: the same inputs in a later run (a re-drive) reuse the result.
@@ -52,7 +52,7 @@ def local_cache_key(*parts: object) -> str:
 
 
 def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
-    return local_cache_key("lung-nodules", parameters["volume"].series_uid, parameters["model"].sha256, parameters.get("threshold"))
+    return local_cache_key("lung-nodules", parameters["volume"].content_key, parameters["model"].sha256, parameters.get("threshold"))
 
 
 @task(
@@ -71,7 +71,7 @@ def detect_lung_nodules(volume: VolumeRef, model: ModelRef, threshold: float | N
     # One inference at a time per process keeps two cores from thrashing (global limit "inference").
     with INFERENCE_SLOT:
         nodules, mask = detect_nodules(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, onnx_model, **kwargs)
-    out = settings.work_dir / "masks" / f"{hashlib.sha256((volume.series_uid + model.sha256).encode()).hexdigest()[:24]}.npy"
+    out = settings.work_dir / "masks" / f"{hashlib.sha256((volume.content_key + model.sha256).encode()).hexdigest()[:24]}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, mask.astype(np.uint8))
     return NoduleDetection(
@@ -95,7 +95,7 @@ class BrainVolumetryResult(BaseModel):
 
 
 def _volumetry_cache_key(context, parameters) -> str:  # noqa: ANN001
-    return local_cache_key("brain-volumetry", parameters["volume"].series_uid, parameters["model"].sha256)
+    return local_cache_key("brain-volumetry", parameters["volume"].content_key, parameters["model"].sha256)
 
 
 @task(name="measure-brain-volumes", cache_key_fn=_volumetry_cache_key, persist_result=True, retries=1,
@@ -112,7 +112,7 @@ def measure_brain_volumes(volume: VolumeRef, model: ModelRef) -> BrainVolumetryR
     mask = np.zeros(measured.labels.shape, np.uint8)
     mask[measured.labels == HIPPO_LEFT] = SEGMENT_NUMBERS["left"]
     mask[measured.labels == HIPPO_RIGHT] = SEGMENT_NUMBERS["right"]
-    key = hashlib.sha256(("brain:" + volume.series_uid + model.sha256).encode()).hexdigest()[:24]
+    key = hashlib.sha256(("brain:" + volume.content_key + model.sha256).encode()).hexdigest()[:24]
     out = get_settings().work_dir / "masks" / f"{key}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, mask)

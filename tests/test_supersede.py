@@ -99,6 +99,24 @@ def _results() -> list[Result]:
         return sorted(s.exec(select(Result)).all(), key=lambda r: r.study_revision)
 
 
+def test_late_slices_in_the_same_series_are_never_served_from_the_inference_cache(radpath_env):
+    """The lung and brain models are cached by their input; the key names the exact slices,
+    so a re-run after late images joined the series runs the model again on all of them."""
+    from pathways.findings import VolumeRef
+    from pathways.spec import ModelRef
+    from tasks.inference import _detection_cache_key, _volumetry_cache_key
+
+    def volume(slices: int) -> VolumeRef:
+        return VolumeRef(series_uid="1.2.3", path="v.npy", shape_zyx=(slices, 8, 8), spacing_zyx_mm=(1, 1, 1),
+                         origin_xyz_mm=(0, 0, 0), sop_instance_uids=tuple(f"1.2.3.{i}" for i in range(slices)))
+
+    model = ModelRef(name="m", path="models/m.onnx", sha256="0" * 64)
+    early, late = volume(60), volume(64)
+    assert early.content_key != late.content_key and early.content_key == volume(60).content_key
+    for key in (_detection_cache_key, _volumetry_cache_key):
+        assert key(None, {"volume": early, "model": model}) != key(None, {"volume": late, "model": model})
+
+
 def test_late_images_supersede_the_first_result(prefect_api, radpath_env, registry, tmp_path):
     run_id, again = _first_result(tmp_path, registry, "supersede")
     assert [r.run_ids for r in again] == [(run_id,)] and again[0].rerun and again[0].revision == 1
