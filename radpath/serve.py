@@ -110,7 +110,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     workers = [asyncio.create_task(sweep_forever())]
     runner = None
     if settings.serve_deployments:  # else process workers on the `radpath` work pool run the flows
-        runner = Runner(name="radpath", query_seconds=2, limit=settings.runner_limit, pause_on_shutdown=False)
+        runner = Runner(name="radpath", query_seconds=1, limit=settings.runner_limit, pause_on_shutdown=False)
         for deployment in await runner_deployments():
             await runner.add_deployment(deployment)
 
