@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from integrations.db import ledger, ops
 from integrations.db.engine import session_scope
-from integrations.db.models import Delivery, PathwayRun, Result
+from integrations.db.models import AuditEvent, Delivery, PathwayRun, Result
 from integrations.dicom.store import ingest_instances
 from integrations.hl7.orders import parse_order
 from integrations.errors import PermanentError
@@ -193,6 +193,30 @@ def test_radpath_review_lists_the_queue_and_decides_from_a_terminal(prefect_api,
     again = cli.invoke(app, ["review", "decide", result_id, "--decision", "accept", "--reviewer", "Dr Test"])
     assert again.exit_code == 1 and "does not wait for review" in again.output
     assert "no results wait for review" in cli.invoke(app, ["review", "list"]).output
+
+
+def test_an_overdue_review_expires_keeps_its_deliveries_held_and_can_still_be_decided(prefect_api, radpath_env, registry,
+                                                                                       spec_mode, tmp_path):
+    import datetime as dt
+
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode("clinical", review=True)
+    assert _run(_ready_run(tmp_path, registry, seed=26)).name == "AwaitingReview"
+    with session_scope() as s:
+        result_id = s.exec(select(Result.id)).one()
+    timeout = registry.get(PATHWAY).review.timeout_minutes * 60
+    assert ops.expire_reviews(PATHWAY, timeout) == []  # not overdue yet
+    later = ops.utcnow() + dt.timedelta(seconds=timeout + 1)
+    assert ops.expire_reviews(PATHWAY, timeout, now=later) == [result_id]
+    assert ops.expire_reviews(PATHWAY, timeout, now=later) == []  # once
+    assert [(i.result_id, i.status) for i in ops.review_queue()] == [(result_id, "expired")]
+    assert {d: r.status for d, r in _deliveries().items() if d != "evaluation"} == {"pacs": "held", "ris": "held", "ehr": "held"}
+    assert apply_review(result_id, ReviewDecision(decision="accept", reviewer="Dr Late", reason="seen at last"))[0] == "accepted"
+    assert ops.review_queue() == []
+    with session_scope() as s:
+        actions = [a.action for a in s.exec(select(AuditEvent).where(AuditEvent.entity_id == result_id)).all()]
+    assert "review.expired" in actions and "review.accepted" in actions
 
 
 def test_a_permanent_rejection_dead_letters_and_names_the_state(prefect_api, radpath_env, registry, monkeypatch, tmp_path):
