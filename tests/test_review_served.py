@@ -34,7 +34,7 @@ def test_an_incomplete_answer_is_asked_again_and_a_rejection_sends_nothing_clini
 
     with radpath_serve(tmp_path, {"RADPATH_PATHWAYS_DIR": str(_review_specs(tmp_path))}) as served:
         served_ledger(served.data_dir)
-        send_cardiac_ct(tmp_path, served)
+        study = send_cardiac_ct(tmp_path, served)
         first = _wait_for_flow_run(served, lambda r: r["name"].startswith("review/") and r["state"]["name"] == "Suspended", 240)
         assert "the algorithm concluded" in _input_description(served.prefect_api, first)
         with temporary_settings(updates={PREFECT_API_URL: served.prefect_api}):
@@ -60,3 +60,17 @@ def test_an_incomplete_answer_is_asked_again_and_a_rejection_sends_nothing_clini
         assert run.status == "rejected"
         assert {d.status for d in deliveries} == {"rejected"}
         assert not (served.data_dir / "outbox").exists() or not any((served.data_dir / "outbox").rglob("*.*"))
+
+        # Nothing Prefect stored for the pathway and review runs (parameters, form inputs and
+        # their description, logs, events, artifacts) names the patient.
+        from pathlib import Path
+
+        from integrations.hl7.orders import parse_order
+        from tests.test_ops_flows import _identity_forms
+
+        identities = _identity_forms(parse_order(Path(study.order_path).read_text()))
+        time.sleep(2)  # events and logs land in the background
+        blobs = [p.read_bytes() for p in (served.data_dir / "prefect").rglob("*") if p.is_file()]
+        assert any(first["name"].removeprefix("review/").encode() in b for b in blobs), "the scan sees the runs"
+        for identity in identities:
+            assert not any(identity.encode() in b for b in blobs), "a patient identifier reached Prefect"

@@ -38,7 +38,7 @@ def wait_for_run(predicate, timeout: float, served) -> tuple[PathwayRun, list[De
         time.sleep(1)
 
 
-def send_cardiac_ct(tmp_path: Path, served) -> None:  # noqa: ANN001
+def send_cardiac_ct(tmp_path: Path, served):  # noqa: ANN001, ANN201 - the GeneratedStudy sent
     from radpath.synth import generate
 
     (study,) = generate("cardiac-ct", 1, 5, tmp_path / "synthetic")  # the quickest pathway to run
@@ -46,6 +46,7 @@ def send_cardiac_ct(tmp_path: Path, served) -> None:  # noqa: ANN001
     assert [a.code for a in acks] == ["AA"]
     report = push_folder(study.dicom_dir, "127.0.0.1", served.dicom_port)
     assert report.failed == 0 and report.ok > 0
+    return study
 
 
 def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_ledger):
