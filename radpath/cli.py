@@ -52,7 +52,7 @@ def serve(
     settings = get_settings()
     server = None
     if not os.environ.get("PREFECT_API_URL"):
-        from radpath.ui import api_url, start_server
+        from radpath.ui import api_url, server_answers, start_server
 
         port = settings.prefect_port
         if port == 0:
@@ -60,7 +60,10 @@ def serve(
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        server = start_server("127.0.0.1", port, settings.data_dir / "prefect-server.log")
+        if server_answers("127.0.0.1", port):  # e.g. `make ui` in another terminal
+            console.print(f"using the Prefect server already on port {port}")
+        else:
+            server = start_server("127.0.0.1", port, settings.data_dir / "prefect-server.log")
         os.environ["PREFECT_API_URL"] = api_url("127.0.0.1", port)
         console.print(f"Prefect UI: http://127.0.0.1:{port}")
     configure_prefect()

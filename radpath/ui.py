@@ -40,6 +40,14 @@ def server_env(host: str, port: int) -> dict[str, str]:
     return env
 
 
+def server_answers(host: str, port: int) -> bool:
+    """A Prefect server already answers there."""
+    try:
+        return httpx.get(f"{api_url(host, port)}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def start_server(host: str, port: int, log_path: Path, timeout: float = 120.0,
                  extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the local Prefect server (API, UI and its services: triggers, automations,
@@ -52,11 +60,8 @@ def start_server(host: str, port: int, log_path: Path, timeout: float = 120.0,
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"the Prefect server exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{api_url(host, port)}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
+        if server_answers(host, port):
+            return proc
         if time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {log_path}")
