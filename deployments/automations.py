@@ -4,6 +4,7 @@
 - a pathway run failed or crashed;
 - a delivery dead-lettered (`radpath.delivery.dead_lettered`);
 - a clinical review overdue (`radpath.result.review_expired`, from the reconciler);
+- the image store sweep quarantined or failed files (`radpath.store.sweep_problem`);
 - per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
   `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
 
@@ -57,6 +58,14 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
             actions=notify("radpath: clinical review overdue",
                            "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
                            "deliveries stay held. `radpath review list` shows the queue."),
+        ),
+        Automation(
+            name="radpath: image store sweep found unreadable files",
+            trigger=EventTrigger(expect={"radpath.store.sweep_problem"}, match={"prefect.resource.id": "radpath.store.*"},
+                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            actions=notify("radpath: image store sweep found unreadable files",
+                           "{{ event.payload.quarantined }} file(s) quarantined and {{ event.payload.failed }} failed while "
+                           "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit."),
         ),
     ]
     for spec in registry.specs.values():

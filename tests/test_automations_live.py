@@ -73,7 +73,7 @@ def live_prefect(radpath_env, tmp_path):
         server.wait(timeout=30)
 
 
-def test_failures_dead_letters_overdue_reviews_and_sla_breaches_notify_the_webhook(live_prefect, registry):
+def test_failures_dead_letters_overdue_reviews_store_problems_and_sla_breaches_notify_the_webhook(live_prefect, registry):
     from prefect import flow, tags
     from prefect.events.worker import EventsWorker
 
@@ -95,6 +95,7 @@ def test_failures_dead_letters_overdue_reviews_and_sla_breaches_notify_the_webho
         emit("order.received", "order", order, related={"pathway": ["lung-cancer-ct"]}, eligible=True, runs=1)
     emit("delivery.dead_lettered", "delivery", "d-1", related={"pathway": "lung-cancer-ct"}, destination="ris", attempts=12)
     emit("result.review_expired", "result", "r-1", related={"pathway": "lung-cancer-ct"})
+    emit("store.sweep_problem", "store", "images", quarantined=2, failed=0)
 
     @flow(name="lung-cancer-ct", flow_run_name="lung-cancer-ct/S-test")
     def failing_pathway_run() -> None:
@@ -110,6 +111,8 @@ def test_failures_dead_letters_overdue_reviews_and_sla_breaches_notify_the_webho
     assert "radpath.delivery.d-1" in dead["text"] and "ris" in dead["text"] and "12 attempt" in dead["text"]
     overdue = receiver.wait_for("radpath: clinical review overdue", 60)
     assert "radpath.result.r-1" in overdue["text"]
+    sweep = receiver.wait_for("radpath: image store sweep found unreadable files", 60)
+    assert sweep["text"].startswith("2 file(s) quarantined and 0 failed")
     failed = receiver.wait_for("radpath: pathway run lung-cancer-ct/S-test Failed", 60)
     assert "inference service unavailable" in failed["text"]
 

@@ -74,6 +74,9 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
     overdue = _event("radpath.result.review_expired", {"prefect.resource.id": "radpath.result.r-1"})
     assert triggers["radpath: clinical review overdue"].covers(overdue)
     assert not triggers["radpath: clinical review overdue"].covers(dead)
+    sweep = _event("radpath.store.sweep_problem", {"prefect.resource.id": "radpath.store.images"},
+                   payload={"quarantined": 1, "failed": 0})
+    assert triggers["radpath: image store sweep found unreadable files"].covers(sweep)
 
     sla = triggers["radpath: SLA breach lung-cancer-ct"]
     order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
@@ -98,4 +101,4 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 3 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 4 + len(registry.specs)
