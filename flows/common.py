@@ -160,8 +160,8 @@ def record_and_deliver(
 def request_review(result_id: str, study_key: str, pathway: str) -> None:
     """Start the review flow (a suspended run with a typed form) where it is deployed.
 
-    Without a Prefect server and deployment (the embedded default), held results wait in
-    the ledger for `radpath review`."""
+    Where the review deployment is not served (`radpath demo` on the ephemeral API), held
+    results wait in the ledger for `radpath review`."""
     from flows.review import start_review_run
 
     start_review_run(result_id, study_key, pathway)
