@@ -29,6 +29,12 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
     def notify(subject: str, body: str) -> list[SendNotification]:
         return [SendNotification(block_document_id=block_document_id, subject=subject, body=body)]
 
+    def on_event(name: str, event: str, kind: str, body: str) -> Automation:
+        """Notify once per radpath event `event` about a `kind` entity; the name is the subject."""
+        trigger = EventTrigger(expect={event}, match={"prefect.resource.id": f"radpath.{kind}.*"},
+                               posture=Posture.Reactive, threshold=1, within=timedelta(0))
+        return Automation(name=name, trigger=trigger, actions=notify(name, body))
+
     automations = [
         Automation(
             name="radpath: pathway run failed or crashed",
@@ -43,30 +49,15 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
             actions=notify("radpath: pathway run {{ flow_run.name }} {{ flow_run.state.name }}",
                            "Flow run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"),
         ),
-        Automation(
-            name="radpath: delivery dead-lettered",
-            trigger=EventTrigger(expect={"radpath.delivery.dead_lettered"}, match={"prefect.resource.id": "radpath.delivery.*"},
-                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-            actions=notify("radpath: delivery dead-lettered",
-                           "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
-                           "{{ event.payload.attempts }} attempt(s). `radpath status` lists dead letters."),
-        ),
-        Automation(
-            name="radpath: clinical review overdue",
-            trigger=EventTrigger(expect={"radpath.result.review_expired"}, match={"prefect.resource.id": "radpath.result.*"},
-                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-            actions=notify("radpath: clinical review overdue",
-                           "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
-                           "deliveries stay held. `radpath review list` shows the queue."),
-        ),
-        Automation(
-            name="radpath: image store sweep found unreadable files",
-            trigger=EventTrigger(expect={"radpath.store.sweep_problem"}, match={"prefect.resource.id": "radpath.store.*"},
-                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-            actions=notify("radpath: image store sweep found unreadable files",
-                           "{{ event.payload.quarantined }} file(s) quarantined and {{ event.payload.failed }} failed while "
-                           "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit."),
-        ),
+        on_event("radpath: delivery dead-lettered", "radpath.delivery.dead_lettered", "delivery",
+                 "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
+                 "{{ event.payload.attempts }} attempt(s). `radpath status` lists dead letters."),
+        on_event("radpath: clinical review overdue", "radpath.result.review_expired", "result",
+                 "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
+                 "deliveries stay held. `radpath review list` shows the queue."),
+        on_event("radpath: image store sweep found unreadable files", "radpath.store.sweep_problem", "store",
+                 "{{ event.payload.quarantined }} file(s) quarantined and {{ event.payload.failed }} failed while "
+                 "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit."),
     ]
     for spec in registry.specs.values():
         automations.append(

@@ -92,12 +92,14 @@ def browser(tmp_path):
         driver.quit()
 
 
-def _page_shows(driver, url: str, texts: list[str], timeout: float = 45) -> str:
-    """Open url and wait until the rendered page text holds every one of texts; returns the text."""
+def _page_shows(driver, url: str | None, texts: list[str], timeout: float = 45) -> str:
+    """Open url (None: stay on the current page) and wait until the rendered page text holds
+    every one of texts; returns the text."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(url)
+    if url is not None:
+        driver.get(url)
     seen = ""
 
     def ready(d) -> bool:
@@ -108,7 +110,7 @@ def _page_shows(driver, url: str, texts: list[str], timeout: float = 45) -> str:
     try:
         WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready)
     except Exception:  # noqa: BLE001 - report what the page did show
-        pytest.fail(f"{url} never showed {texts!r}; it showed:\n{seen[:2000]}")
+        pytest.fail(f"{url or 'the page'} never showed {texts!r}; it showed:\n{seen[-2000:]}")
     return seen
 
 
@@ -206,7 +208,7 @@ def test_a_reviewer_amends_a_suspended_run_in_the_ui_and_it_resumes_to_delivery(
         _page_shows(browser, page, [suspended["name"], "Suspended", "Resume"])
         _screenshot(browser, "review-suspended.png")
         next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Resume").click()
-        _page_shows_now(browser, ["Resume Flow Run", "the algorithm concluded", "Amended Conclusion"])
+        _page_shows(browser, None, ["Resume Flow Run", "the algorithm concluded", "Amended Conclusion"])
         Select(_field(browser, "Decision")).select_by_visible_text("amend")
         _field(browser, "Reviewer").send_keys("Dr Browser")
         _field(browser, "Reason (Optional)").send_keys("mitral annular calcium, not coronary")
@@ -225,24 +227,6 @@ def test_a_reviewer_amends_a_suspended_run_in_the_ui_and_it_resumes_to_delivery(
         assert {d.destination: d.status for d in deliveries} == {"pacs": "delivered", "ris": "delivered", "ehr": "delivered"}
         (oru,) = (served.data_dir / "outbox" / "ris").rglob("oru-r01.hl7")
         assert amended in oru.read_bytes().decode()
-
-
-def _page_shows_now(driver, texts: list[str], timeout: float = 30) -> None:  # noqa: ANN001
-    """Wait until the current page (no navigation) shows every one of texts."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    seen = ""
-
-    def ready(d) -> bool:  # noqa: ANN001
-        nonlocal seen
-        seen = d.find_element(By.TAG_NAME, "body").text
-        return all(t in seen for t in texts)
-
-    try:
-        WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready)
-    except Exception:  # noqa: BLE001
-        pytest.fail(f"the page never showed {texts!r}; it showed:\n{seen[-2000:]}")
 
 
 def _wait_for_flow_run(served, predicate, timeout: float) -> dict:  # noqa: ANN001
