@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
 import threading
@@ -36,6 +37,7 @@ from integrations.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+COMMIT_ATTEMPTS = 6  # a unit of work that lost to another process is run again this many times
 INDEX_LOCK = threading.Lock()  # one ledger writer per process: SQLite serialises writers anyway
 
 
@@ -381,13 +383,14 @@ class GroupCommitter:
 def _commit_with_retries(batch: list[_Group]) -> list[list[StoredInstance]]:
     _settle_files(batch)
     _sync_folders(batch)
-    for attempt in range(3):  # another process may create the same study or series first
+    for attempt in range(COMMIT_ATTEMPTS):  # another process may create the same study or series first
         try:
             with session_scope() as session:
                 return _index_batch(session, batch)
         except (IntegrityError, OperationalError) as exc:  # PostgreSQL: also a deadlock with another process
-            if attempt == 2 or not concurrent_write_conflict(exc):
+            if attempt == COMMIT_ATTEMPTS - 1 or not concurrent_write_conflict(exc):
                 raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # let the winner finish
     raise AssertionError("unreachable")
 
 
@@ -435,12 +438,26 @@ def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  #
     counter UPDATE per touched study and series (plain SQL: no ORM load of existing rows)."""
     now, root = utcnow(), get_settings().store_dir
     staged_all = [s for g in batch for s in g.staged if s.rel is not None]
-    existing = _existing(session, [s.prep.sop_instance_uid for s in staged_all])
+    sop_uids = [s.prep.sop_instance_uid for s in staged_all]
+    existing = _existing(session, sop_uids)
     studies = _ids_by_uid(session, Study.study_uid, Study.id, Study.status, {s.prep.study_uid for s in staged_all})
     series_uids = {s.prep.series_uid for s in staged_all}
     series_ids = {uid: sid for uid, (sid, _) in _ids_by_uid(session, Series.series_uid, Series.id, Series.id, series_uids).items()}
-    new_studies: dict[str, Study] = {}
-    new_series: dict[str, Series] = {}
+    fresh = [s.prep for s in staged_all if s.prep.sop_instance_uid not in existing]
+    for prep in fresh:  # parents first, so that their rows can be locked before the final check
+        if prep.study_uid not in studies:
+            study = _new_study(session, prep.ds)
+            studies[prep.study_uid] = (study.id, study.status)
+        if prep.series_uid not in series_ids:
+            series_ids[prep.series_uid] = _new_series(session, studies[prep.study_uid][0], prep.ds).id
+    session.flush()
+    if fresh and session.get_bind().dialect.name == "postgresql":
+        # Another process may be indexing the same instances right now. Lock their series rows (one
+        # order for every process), then look again: what it committed meanwhile is now visible
+        # (READ COMMITTED), so the same instance is never inserted twice.
+        lock = sa_select(Series.id).where(Series.id.in_(sorted({series_ids[p.series_uid] for p in fresh})))
+        session.execute(lock.order_by(Series.id).with_for_update())
+        existing = _existing(session, sop_uids)
     study_counts: dict[str, list[int]] = {}  # study id -> [instances, late instances]
     series_counts: dict[str, int] = {}
     rows, results = [], []
@@ -460,16 +477,11 @@ def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  #
                 elif path != str(staged.rel):  # same bytes already indexed under an older name
                     (root / staged.rel).unlink(missing_ok=True)
                 continue
-            if prep.study_uid not in studies:
-                study = _new_study(session, new_studies, prep.ds)
-                studies[prep.study_uid] = (study.id, study.status)
             study_id, status = studies[prep.study_uid]
             counts = study_counts.setdefault(study_id, [0, 0])
             counts[0] += 1
             if status == "ready":  # images after the study was handed to runs: readiness decides
                 counts[1] += 1
-            if prep.series_uid not in series_ids:
-                series_ids[prep.series_uid] = _new_series(session, new_series, study_id, prep.ds).id
             series_id = series_ids[prep.series_uid]
             series_counts[series_id] = series_counts.get(series_id, 0) + 1
             row = _instance_row(prep, series_id, staged.rel, now)
@@ -477,7 +489,6 @@ def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  #
             rows.append(row)
             out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "stored")
         results.append(out)
-    session.flush()  # new studies and series before the rows that refer to them
     for study_id, (_, late) in sorted(study_counts.items()):  # one lock order for every process
         values = {"last_received_at": now}
         if late:
@@ -513,7 +524,7 @@ def _keep_aside(path: Path) -> None:
     fsync_folder(path.parent)
 
 
-def _new_study(session, studies: dict, ds: pydicom.Dataset) -> Study:  # noqa: ANN001
+def _new_study(session, ds: pydicom.Dataset) -> Study:  # noqa: ANN001
     keys = patient_keys(ds)
     study = Study(
         study_uid=str(ds.StudyInstanceUID),
@@ -523,11 +534,10 @@ def _new_study(session, studies: dict, ds: pydicom.Dataset) -> Study:  # noqa: A
     )
     session.add(study)
     session.flush()  # no ORM relationship orders study before series: insert it now
-    studies[study.study_uid] = study
     return study
 
 
-def _new_series(session, series_by_uid: dict, study_id: str, ds: pydicom.Dataset) -> Series:  # noqa: ANN001
+def _new_series(session, study_id: str, ds: pydicom.Dataset) -> Series:  # noqa: ANN001
     thickness = ds.get("SliceThickness")
     series = Series(
         study_id=study_id,
@@ -541,7 +551,6 @@ def _new_series(session, series_by_uid: dict, study_id: str, ds: pydicom.Dataset
         image_type="\\".join(ds.get("ImageType", []) or []),
     )
     session.add(series)
-    series_by_uid[series.series_uid] = series
     return series
 
 
