@@ -105,3 +105,40 @@ def test_delivery_attempts_are_recorded(radpath_env, registry):
     row = ledger.get_delivery(delivery_id)
     assert row.status == "delivered" and row.attempts == 2 and row.delivered_at is not None
     assert row.idempotency_key == ledger.idempotency_key(rid, "ris")
+
+
+def test_hl7_intake_rows_equal_the_orm_path(radpath_env, registry):
+    """The MLLP intake inserts orders with Core INSERTs (its hot path); the rows must be the
+    ones the ORM path (record_order, used by FHIR) writes: same columns, same defaults."""
+    from integrations.db import hl7_intake
+    from integrations.db.models import column_values
+
+    with pytest.raises(TypeError):
+        column_values(Order, no_such_column=1)
+    assert "id" not in column_values(AuditEvent, actor="a", action="b", entity_type="c", entity_id="d")
+
+    orm = ledger.record_order(parse_order(ORDER), ORDER, registry)
+    other = ORDER.replace("PL123", "PL456").replace("ACC00001", "ACC00002").replace("MSG0001", "MSG0002")
+    with session_scope() as s:
+        message = hl7_intake.message_values(application="SYNTH_RIS", facility="RXX01", control_id="MSG0002",
+                                            message_type="ORM^O01", raw=other, ack="MSH|ack")
+        core = hl7_intake.add_order(s, parse_order(other), message, registry)
+    assert not core.duplicate and core.eligible and len(core.run_ids) == 1
+    skip = {"id", "placer_order_number", "filler_order_number", "accession_number", "message_id", "received_at", "order_id", "created_at"}
+    with session_scope() as s:
+        a, b = (s.get(Order, o.order_id) for o in (orm, core))
+        assert {k: v for k, v in a.model_dump().items() if k not in skip} == \
+            {k: v for k, v in b.model_dump().items() if k not in skip}
+        assert b.received_at is not None and b.clinical_context == a.clinical_context
+        ra, rb = (s.get(PathwayRun, o.run_ids[0]) for o in (orm, core))
+        assert {k: v for k, v in ra.model_dump().items() if k not in skip} == \
+            {k: v for k, v in rb.model_dump().items() if k not in skip}
+        assert rb.created_at is not None and rb.status == "waiting"
+        assert s.get(InboundMessage, b.message_id).ack == "MSH|ack"
+        audit = s.exec(select(AuditEvent).where(AuditEvent.entity_id == b.id)).one()
+        assert audit.action == "order.received" and audit.detail["pathways"] == ["lung-cancer-ct"]
+    with session_scope() as s:  # the same placer order in another message: kept, marked duplicate
+        message = hl7_intake.message_values(application="SYNTH_RIS", facility="RXX01", control_id="MSG0003",
+                                            message_type="ORM^O01", raw=other)
+        again = hl7_intake.add_order(s, parse_order(other), message, registry)
+    assert again.duplicate and again.order_id == core.order_id and again.run_ids == core.run_ids

@@ -27,6 +27,7 @@ from integrations.db.models import (
     Result,
     Series,
     Study,
+    column_values,
     utcnow,
 )
 from pathways.orders import OrderRequest
@@ -38,7 +39,13 @@ RESULT_NAMESPACE = uuid.UUID("6d1f0a4e-3c59-4d0b-9a57-2f4c1f6b8e21")  # radpath'
 
 
 def audit(session: Session, actor: str, action: str, entity_type: str, entity_id: str, **detail: Any) -> None:
-    session.add(AuditEvent(actor=actor, action=action, entity_type=entity_type, entity_id=entity_id, detail=detail))
+    session.add(AuditEvent(**audit_values(actor, action, entity_type, entity_id, **detail)))
+
+
+def audit_values(actor: str, action: str, entity_type: str, entity_id: str, **detail: Any) -> dict[str, Any]:
+    """An audit row's columns (for a Core INSERT on hot paths; `audit` adds the same as an object)."""
+    return column_values(AuditEvent, actor=actor, action=action, entity_type=entity_type, entity_id=entity_id,
+                         detail=detail)
 
 
 def patient_key(identifier: str) -> str:
@@ -76,7 +83,13 @@ def received_message(session: Session, application: str, facility: str, control_
 
 def order_from_request(parsed: OrderRequest, message_id: str | None) -> Order:
     """The ledger row for an incoming order, whatever front door it came through."""
-    return Order(
+    return Order(**order_values(parsed, message_id))
+
+
+def order_values(parsed: OrderRequest, message_id: str | None) -> dict[str, Any]:
+    """The columns of that row (for a Core INSERT on the HL7 intake's hot path)."""
+    return column_values(
+        Order,
         sender=parsed.sender,
         placer_order_number=parsed.placer_order_number,
         filler_order_number=parsed.filler_order_number,
@@ -102,20 +115,28 @@ def order_from_request(parsed: OrderRequest, message_id: str | None) -> Order:
 
 
 def create_pathway_runs(session: Session, order: Order, registry: Registry, skip: frozenset[str] = frozenset()) -> list[PathwayRun]:
-    """One run per pathway claiming the order's procedure and modality; outside a pathway's
-    age range the run is recorded as not eligible, visibly."""
-    runs = []
-    age = _age_on(order.birth_date, dt.date.today())
-    for spec in registry.match(order.procedure_code, order.modality):
+    """One run per pathway claiming the order's procedure and modality (see `pathway_run_values`)."""
+    columns = {"id": order.id, "birth_date": order.birth_date, "procedure_code": order.procedure_code,
+               "modality": order.modality}
+    runs = [PathwayRun(**values) for values in pathway_run_values(columns, registry, skip)]
+    session.add_all(runs)
+    return runs
+
+
+def pathway_run_values(order: dict[str, Any], registry: Registry, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The run rows for an order's columns: one per pathway claiming its procedure and modality;
+    outside a pathway's age range the run is recorded as not eligible, visibly."""
+    rows = []
+    age = _age_on(order["birth_date"], dt.date.today())
+    for spec in registry.match(order["procedure_code"], order["modality"]):
         if spec.name in skip:
             continue
         low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
-        run = PathwayRun(order_id=order.id, pathway=spec.name, pathway_version=spec.version)
+        row = column_values(PathwayRun, order_id=order["id"], pathway=spec.name, pathway_version=spec.version)
         if (low is not None and (age is None or age < low)) or (high is not None and age is not None and age > high):
-            run.status, run.status_reason = "not_eligible", "patient age outside the pathway's range"
-        session.add(run)
-        runs.append(run)
-    return runs
+            row["status"], row["status_reason"] = "not_eligible", "patient age outside the pathway's range"
+        rows.append(row)
+    return rows
 
 
 def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
+from pydantic_core import PydanticUndefined
 from sqlmodel import Field, SQLModel
 
 
@@ -22,6 +23,26 @@ def utcnow() -> dt.datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def column_values(model: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """A row of `model` for a Core INSERT, with the model's defaults filled in as the ORM would.
+
+    Hot paths (HL7 intake) insert rows without building ORM objects: constructing a SQLModel and
+    flushing it costs about a millisecond more per order than the INSERT itself. A primary key
+    left to the database (None) is omitted."""
+    row = {}
+    for name, info in model.model_fields.items():
+        if name in values:
+            row[name] = values[name]
+        elif info.default_factory is not None:
+            row[name] = info.default_factory()
+        elif info.default is not PydanticUndefined and not (info.default is None and name == "id"):
+            row[name] = info.default
+    unknown = set(values) - set(row)
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {sorted(unknown)}")
+    return row
 
 
 class UTCDateTime(TypeDecorator):

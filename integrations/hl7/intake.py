@@ -365,10 +365,13 @@ class Intake:
 
         return await self._commit(unit, header)
 
-    def _stored_ack(self, header: Header) -> list[str] | None:
-        with Session(get_engine()) as session:
-            row = db.stored_answer(session, header.sending_application, header.sending_facility, header.control_id)
-            return row.ack.split(ACK_SEPARATOR) if row is not None and row.ack else None
+    def _stored_ack(self, header: Header, session: Session | None = None) -> list[str] | None:
+        """The ACKs already sent for this message (a resend), or None."""
+        if session is None:
+            with Session(get_engine()) as own:
+                return self._stored_ack(header, own)
+        ack = db.stored_ack(session, header.sending_application, header.sending_facility, header.control_id)
+        return ack.split(ACK_SEPARATOR) if ack else None
 
     async def _commit(self, unit: Callable[[Session], Reply], header: Header) -> Reply:
         try:
@@ -381,10 +384,19 @@ class Intake:
             return Reply(acks=self._acks(header, "AR", detail, stored=False), status="failed")
 
     def _accept(self, session: Session, header: Header, raw: RawHeader, text: str, kind: str, parsed) -> Reply:  # noqa: ANN001
-        existing = db.stored_answer(session, header.sending_application, header.sending_facility, header.control_id)
-        if existing is not None and existing.ack:
-            return Reply(acks=existing.ack.split(ACK_SEPARATOR), status="duplicate")
+        stored = self._stored_ack(header, session)
+        if stored is not None:
+            return Reply(acks=stored, status="duplicate")
         message_type = f"{raw.message_type}^{header.trigger}"
+        if kind == "order" and parsed.order_control == "NW":  # the common case, without ORM objects
+            acks = self._acks(header, "AA", None, stored=True)
+            message = db.message_values(application=header.sending_application, facility=header.sending_facility,
+                                        control_id=header.control_id, message_type=message_type, raw=text,
+                                        ack=ACK_SEPARATOR.join(acks))
+            outcome = db.add_order(session, parsed, message, self.registry)
+            events = [] if outcome.duplicate else [IntakeEvent(
+                "order.received", "order", outcome.order_id, {"eligible": outcome.eligible, "runs": len(outcome.run_ids)})]
+            return Reply(acks=acks, order=outcome, events=events)
         message = db.add_message(session, application=header.sending_application, facility=header.sending_facility,
                                  control_id=header.control_id, message_type=message_type, raw=text)
         reply = Reply(acks=[])
@@ -392,12 +404,6 @@ class Intake:
         if kind == "adt":
             orders = db.update_patient(session, parsed, message)
             reply.events.append(IntakeEvent("patient.updated", "inbound_message", message.id, {"orders": len(orders)}))
-        elif parsed.order_control == "NW":
-            outcome = db.add_order(session, parsed, message, self.registry)
-            reply.order = outcome
-            if not outcome.duplicate:
-                reply.events.append(IntakeEvent("order.received", "order", outcome.order_id,
-                                                {"eligible": outcome.eligible, "runs": len(outcome.run_ids)}))
         else:
             change = {"CA": lambda: db.cancel_order(session, parsed, message),
                       "XO": lambda: db.change_order(session, parsed, message, self.registry),
@@ -426,10 +432,9 @@ class Intake:
         def unit(session: Session) -> Reply:
             message_id = None
             if identity:
-                existing = db.stored_answer(session, header.sending_application, header.sending_facility,
-                                            header.control_id)
-                if existing is not None and existing.ack:
-                    return Reply(acks=existing.ack.split(ACK_SEPARATOR), status="duplicate")
+                stored = self._stored_ack(header, session)
+                if stored is not None:
+                    return Reply(acks=stored, status="duplicate")
                 message = db.add_message(
                     session, application=header.sending_application, facility=header.sending_facility,
                     control_id=header.control_id, message_type=f"{raw.message_type}^{header.trigger}",
