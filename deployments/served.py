@@ -1,9 +1,10 @@
 """The deployments `radpath serve` serves, read from `deployments/prefect.yaml`.
 
 One declaration, two ways to run it: `prefect deploy --all` registers prefect.yaml against a
-work pool for process workers (scale-out); `radpath serve` turns the same entries into
-runner deployments (same names, entrypoints, tags, triggers and schedules) served by a
-Prefect `Runner` in the service process, which runs each flow run in a subprocess.
+work pool for process workers (scale-out; the urgent queue has priority); `radpath serve`
+turns the same entries into runner deployments (same names, entrypoints, tags, triggers and
+schedules) served by one Prefect `Runner` per work queue in the service process, each running
+its flow runs in subprocesses.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ def _flow(entrypoint: str):  # noqa: ANN202 - a prefect Flow
     return getattr(importlib.import_module(module_path.removesuffix(".py").replace("/", ".")), name)
 
 
-async def runner_deployments(path: Path = PREFECT_YAML) -> list:  # list[RunnerDeployment]
-    """Every deployment of prefect.yaml as a RunnerDeployment for `prefect.serve`/`Runner`."""
-    out = []
+async def runner_deployments(path: Path = PREFECT_YAML) -> dict[str, list]:  # queue -> list[RunnerDeployment]
+    """Every deployment of prefect.yaml as a RunnerDeployment for a `Runner`, by the work queue it
+    names (urgent, routine): `radpath serve` gives each queue a runner of its own, so urgent runs
+    have reserved capacity instead of waiting behind routine ones."""
+    out: dict[str, list] = {}
     for entry in declared_deployments(path):
         flow = _flow(entry["entrypoint"])
         triggers = [DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"}) for t in entry.get("triggers", [])]
         intervals = [s["interval"] for s in entry.get("schedules", []) if "interval" in s]
-        out.append(
+        out.setdefault(entry["work_pool"]["work_queue_name"], []).append(
             await flow.ato_deployment(
                 name=entry["name"],
                 tags=entry.get("tags"),

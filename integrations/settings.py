@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     notify_webhook_url: str | None = Field(default=None, description="Where automations post (radpath automations apply)")
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
-    runner_limit: int = Field(default=2, ge=1, description="Flow runs `radpath serve` runs at once (each in a subprocess)")
+    runner_limit: int = Field(default=2, ge=1, description="Routine flow runs (and the reconciler) `radpath serve` runs "
+                              "at once, each in a subprocess")
+    urgent_runner_limit: int = Field(default=1, ge=1, description="Flow runs of the urgent queue (urgent pathway runs, "
+                                     "clinical review) `radpath serve` runs at once, beside the routine ones")
     serve_deployments: bool = Field(
         default=True, description="`radpath serve` runs the flows itself; False: front doors only, process workers on "
         "the `radpath` work pool run them (scale-out, `radpath deploy`)")

@@ -3,8 +3,10 @@
 Listeners commit first, acknowledge second, and only then call back here, where events go
 to Prefect. A periodic sweep over the ledger finds studies ready for their orders and emits
 `radpath.run.ready`; the pathway deployments' triggers turn each into a flow run, which a
-Prefect `Runner` in this process executes in a subprocess (at most `runner_limit` at once).
-The same runner serves the clinical-review flow (suspended runs resume here once a reviewer
+Prefect `Runner` in this process executes in a subprocess. Each work queue has a runner of
+its own, so urgent runs (up to `urgent_runner_limit` at once) never wait behind routine ones
+(up to `runner_limit`); on the scale-out route the urgent queue's priority does that. The
+runners also serve the clinical-review flow (suspended runs resume here once a reviewer
 answers in the Prefect UI) and the scheduled reconciler, which re-drives anything an event
 or a crash lost: nothing depends on an event having been seen.
 """
@@ -108,21 +110,24 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
                 pass
 
     workers = [asyncio.create_task(sweep_forever())]
-    runner = None
+    runners = []
     if settings.serve_deployments:  # else process workers on the `radpath` work pool run the flows
-        runner = Runner(name="radpath", query_seconds=1, limit=settings.runner_limit, pause_on_shutdown=False)
-        for deployment in await runner_deployments():
-            await runner.add_deployment(deployment)
+        limits = {"urgent": settings.urgent_runner_limit, "routine": settings.runner_limit}
+        for queue, deployments in (await runner_deployments()).items():
+            runner = Runner(name=f"radpath-{queue}", query_seconds=1, limit=limits[queue], pause_on_shutdown=False)
+            for deployment in deployments:
+                await runner.add_deployment(deployment)
+            runners.append(runner)
 
-        async def serve_deployments() -> None:
-            """The runner takes SIGTERM over (it cancels its in-flight runs, which the reconciler
-            re-drives); when it ends, so does the service."""
+        async def serve_deployments(runner: Runner) -> None:
+            """A runner takes SIGTERM over (it cancels its in-flight runs, which the reconciler
+            re-drives); when one ends, so does the service."""
             try:
                 await runner.start()
             finally:
                 stop.set()
 
-        workers.append(asyncio.create_task(serve_deployments()))
+        workers += [asyncio.create_task(serve_deployments(runner)) for runner in runners]
     if ready_file:
         ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
     log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,
@@ -130,8 +135,9 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     try:
         await stop.wait()
     finally:
-        if runner is not None and runner.started:
-            await runner.astop()
+        for runner in runners:
+            if runner.started:
+                await runner.astop()
         for worker in workers:
             worker.cancel()
         http.should_exit = True

@@ -8,6 +8,7 @@ runner executes it and the results are delivered; SIGTERM stops everything clean
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -64,3 +65,47 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         assert flow_run["state"]["name"] == "Delivered"
         assert {"pathway:heart-failure-cardiac-ct", "priority:urgent", "trust:demo-trust"} <= set(flow_run["tags"])
         assert any(t.startswith("study:S-") for t in flow_run["tags"])  # added by the flow: triggers cannot tag per run
+
+
+def test_urgent_runs_have_their_own_lane_and_do_not_wait_behind_routine_ones(tmp_path, served_ledger):
+    """With one routine slot, four routine runs go one after the other. An urgent order sent
+    once they are all queued starts in the urgent queue's runner before the last routine run
+    does. (One runner for all, taking runs in order of scheduled time, would start it last.)"""
+    from integrations.db.engine import session_scope
+    from integrations.db.models import Order
+    from radpath.synth import generate
+
+    def send(study, priority: str) -> None:  # noqa: ANN001
+        text = re.sub(r"\^\^[RAS]\|", f"^^{priority}|", Path(study.order_path).read_bytes().decode())  # ORC-7, OBR-27
+        assert [a.code for a in send_messages("127.0.0.1", served.mllp_port, [text])] == ["AA"]
+        assert push_folder(study.dicom_dir, "127.0.0.1", served.dicom_port).failed == 0
+
+    def runs_when(predicate, timeout: float) -> list:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while True:
+            with session_scope() as s:
+                rows = s.exec(select(PathwayRun, Order).join(Order, Order.id == PathwayRun.order_id)).all()
+            if predicate(rows):
+                return rows
+            assert time.monotonic() < deadline, f"{[(r.status, o.priority) for r, o in rows]}\n{served.log_tail()}"
+            time.sleep(0.5)
+
+    *routine_studies, urgent_study = generate("cardiac-ct", 5, 11, tmp_path / "synthetic")
+    env = {"RADPATH_RUNNER_LIMIT": "1", "RADPATH_URGENT_RUNNER_LIMIT": "1"}
+    with radpath_serve(tmp_path, extra_env=env) as served:
+        served_ledger(served.data_dir)
+        for study in routine_studies:
+            send(study, "R")
+        runs_when(lambda rows: len(rows) == 4 and all(r.status != "waiting" for r, _ in rows), 120)
+        time.sleep(2)  # the triggers have created the four routine flow runs
+        send(urgent_study, "S")
+        rows = runs_when(lambda rows: len(rows) == 5 and all(r.status in {"completed", "failed"} for r, _ in rows), 600)
+        assert all(run.status == "completed" for run, _ in rows), served.log_tail()
+        routine = sorted((run for run, order in rows if order.priority == "routine"), key=lambda r: r.started_at)
+        (urgent,) = [run for run, order in rows if order.priority == "stat"]
+        assert all(a.finished_at <= b.started_at for a, b in zip(routine, routine[1:]))  # one routine slot
+        assert urgent.started_at < routine[-1].started_at, [(r.started_at, r.finished_at) for r in (*routine, urgent)]
+        for run, queue in [(urgent, "urgent"), *((r, "routine") for r in routine)]:
+            flow_run = httpx.get(f"{served.prefect_api}/flow_runs/{run.flow_run_id}", timeout=10).json()
+            deployment = httpx.get(f"{served.prefect_api}/deployments/{flow_run['deployment_id']}", timeout=10).json()
+            assert deployment["name"] == f"heart-failure-cardiac-ct-{queue}"
