@@ -15,6 +15,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pathways.code_map import CODE_MAP, CodeMap, load_code_map
+from pathways.codes import LOINC, SNOMED, as_fhir_system
+from pathways.report import Code
 from pathways.spec import PathwaySpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +34,26 @@ class RegistryError(Exception):
 class Registry:
     specs: dict[str, PathwaySpec] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    code_map: CodeMap = field(default_factory=CodeMap)
 
     def get(self, name: str) -> PathwaySpec:
         return self.specs[name]
 
-    def match(self, procedure_code: str, modality: str) -> list[PathwaySpec]:
-        """The pathways whose eligibility claims this procedure and modality."""
-        return [s for s in self.specs.values() if s.claims(procedure_code, modality)]
+    def match(self, procedure_code: str, modality: str, system: str = "", sender: str = "") -> list[PathwaySpec]:
+        """The pathways whose eligibility claims this procedure and modality: the code as ordered
+        or the standard concept the trust's code map says it means (for this sender)."""
+        codes = [(system, procedure_code)]
+        standard = self.code_map.standard(system, procedure_code, sender) if system else None
+        if standard is not None:
+            codes.append((standard.system, standard.code))
+        return [s for s in self.specs.values() if any(s.claims(c, modality, sys) for sys, c in codes)]
+
+    def standard_procedure(self, system: str, code: str, sender: str = "") -> Code | None:
+        """The standard concept for an ordered code: itself when SNOMED CT or LOINC, else the
+        code map's entry; None when neither."""
+        if as_fhir_system(system) in {SNOMED, LOINC}:
+            return None
+        return self.code_map.standard(system, code, sender)
 
     def rules(self, name: str) -> BaseModel:
         """The pathway's thresholds as its typed rules model."""
@@ -107,10 +123,19 @@ def check_spec(spec: PathwaySpec) -> list[str]:
     return errors
 
 
-def load_registry(paths: Iterable[Path] | None = None) -> Registry:
-    """Load and cross-check specs (default: every YAML in pathways/specs); raise all errors at once."""
+def load_registry(paths: Iterable[Path] | None = None, code_map: Path | None = None) -> Registry:
+    """Load and cross-check specs (default: every YAML in `specs_dir()`) and the trust's code map
+    (default: `code_map_path()`); raise all errors at once."""
     paths = sorted(paths) if paths is not None else sorted(specs_dir().glob("*.yaml"))
     registry, errors = Registry(), []
+    code_map = code_map or code_map_path()
+    try:
+        registry.code_map = load_code_map(code_map)
+    except (yaml.YAMLError, OSError) as exc:
+        errors.append(f"{code_map.name}: cannot be read ({exc.__class__.__name__})")
+    except ValidationError as exc:
+        errors.extend(f"{code_map.name}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    errors.extend(f"{code_map.name}: {e}" for e in registry.code_map.problems())
     for path in paths:
         try:
             spec = PathwaySpec.model_validate(yaml.safe_load(path.read_text()))
@@ -127,6 +152,7 @@ def load_registry(paths: Iterable[Path] | None = None) -> Registry:
         registry.specs[spec.name] = spec
         registry.files[spec.name] = path
     errors.extend(_overlaps(registry))
+    errors.extend(f"{code_map.name}: {e}" for e in _unclaimed_targets(registry))
     if errors:
         raise RegistryError(errors)
     return registry
@@ -143,6 +169,20 @@ def _overlaps(registry: Registry) -> list[str]:
                     errors.append(f"eligibility: {code.code}/{modality} claimed by both {claimed[key]} and {spec.name}")
                 claimed.setdefault(key, spec.name)
     return errors
+
+
+def _unclaimed_targets(registry: Registry) -> list[str]:
+    """A mapping to a concept no pathway claims is a typo, or a pathway that is not installed."""
+    if not registry.specs:  # validating a code map alone says nothing about claims
+        return []
+    claimed = {(as_fhir_system(c.system), c.code) for s in registry.specs.values() for c in s.eligibility.procedure_codes}
+    return [f"{m.ordered.system} {m.ordered.code} maps to {m.means.code}, which no pathway claims"
+            for m in registry.code_map.mappings if (as_fhir_system(m.means.system), m.means.code) not in claimed]
+
+
+def code_map_path() -> Path:
+    """The trust's code map: RADPATH_CODE_MAP, else the shipped one (no mappings)."""
+    return Path(os.environ.get("RADPATH_CODE_MAP") or CODE_MAP)
 
 
 def specs_dir() -> Path:

@@ -101,7 +101,8 @@ class ResultContext(_Frozen):
     accession_number: str
     placer_order_number: str
     filler_order_number: str | None = None
-    procedure: Code
+    procedure: Code  # as ordered (echoed to the RIS)
+    standard_procedure: Code | None = None  # what a local or NICIP `procedure` means (the trust's code map)
     patient: PatientIdentity
     observed_at: dt.datetime  # when the result was produced (UTC)
     sending_application: str = "RADPATH"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pathways.codes import as_fhir_system
 from pathways.report import Code
 
 Mode = Literal["shadow", "qa", "clinical"]
@@ -104,10 +105,11 @@ class PathwaySpec(_Strict):
     sla: Sla
     citations: dict[str, str] = Field(default_factory=dict, description="source of each code and threshold")
 
-    def claims(self, procedure_code: str, modality: str) -> bool:
-        return any(c.code == procedure_code for c in self.eligibility.procedure_codes) and (
-            not modality or modality in self.eligibility.modalities
-        )
+    def claims(self, procedure_code: str, modality: str, system: str = "") -> bool:
+        """True for a claimed code (of the same coding system, where the order names one: HL7 v2
+        "SCT" and FHIR "http://snomed.info/sct" are the same) and a claimed modality."""
+        return any(c.code == procedure_code and (not system or as_fhir_system(system) == as_fhir_system(c.system))
+                   for c in self.eligibility.procedure_codes) and (not modality or modality in self.eligibility.modalities)
 
 
 def load_spec(path: Path) -> PathwaySpec:

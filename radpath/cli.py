@@ -141,18 +141,23 @@ def pathways_list() -> None:
 
 
 @pathways_app.command("validate")
-def pathways_validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Validate spec files (schema and cross-checks); prints every error at once."""
-    from pathways.registry import RegistryError, load_registry
+def pathways_validate(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False),
+    code_map: Path = typer.Option(None, exists=True, dir_okay=False,
+                                  help="the trust's procedure-code map (default: RADPATH_CODE_MAP, else the shipped one)"),
+) -> None:
+    """Validate spec files and the code map (schema and cross-checks); prints every error at once."""
+    from pathways.registry import RegistryError, code_map_path, load_registry
 
     try:
-        registry = load_registry(files)
+        registry = load_registry(files, code_map=code_map)
     except RegistryError as exc:
         for error in exc.errors:
             console.print(f"[red]✗[/red] {error}")
         raise typer.Exit(1) from None
     for name in registry.specs:
         console.print(f"[green]✓[/green] {name}")
+    console.print(f"[green]✓[/green] {(code_map or code_map_path()).name}: {len(registry.code_map.mappings)} mapping(s)")
 
 
 @db_app.command("upgrade")

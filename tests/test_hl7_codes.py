@@ -3,7 +3,7 @@
 import pytest
 
 from integrations.hl7.ack import ErrorDetail, Header, acknowledgements
-from integrations.hl7.codecheck import (
+from pathways.code_checks import (
     is_loinc_code,
     is_snomed_concept_id,
     luhn_check_digit,

@@ -284,6 +284,25 @@ def test_sr_passes_dciodvfy_and_measurements_read_back(sr, seg, ctx, tmp_path):
     assert SERIES_UID in evidence
 
 
+def test_sr_reports_the_standard_procedure_a_local_code_means(content, ctx, source_datasets, tmp_path):
+    """A NICIP-style local order code (L CCHES) that the trust's code map takes to mean SNOMED CT
+    169069000: the SR's Procedure Reported (TID 1500, DCM 121058) is the SNOMED CT concept;
+    without a mapping it is the report's LOINC title; the ORU keeps the RIS's own code."""
+    def procedure_reported(ds: Dataset) -> tuple[str, str]:
+        item = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058")
+        return item.ConceptCodeSequence[0].CodingSchemeDesignator, item.ConceptCodeSequence[0].CodeValue
+
+    mapped = ctx.model_copy(update={"standard_procedure": Code(system=codes.SNOMED, code="169069000",
+                                                                display="Computed tomography of chest")})
+    sr = build_measurement_report_sr(content, mapped, source_datasets, None)
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    assert procedure_reported(sr) == ("SCT", "169069000")
+    assert procedure_reported(build_measurement_report_sr(content, ctx, source_datasets, None)) == ("LN", "24627-2")
+    obr = next(s.split("|") for s in build_oru_r01(content, mapped).split("\r") if s.startswith("OBR"))
+    assert obr[4] == "CCHES^CT Chest^L"
+
+
 def test_sr_without_seg_points_at_the_nodule_centres(content, ctx, source_datasets, tmp_path):
     sr = build_measurement_report_sr(content, ctx, source_datasets, None)
     path = tmp_path / "sr-point.dcm"

@@ -23,6 +23,7 @@ from integrations.db.ledger import (
     create_pathway_runs,
     order_values,
     pathway_run_values,
+    procedure_mapping,
 )
 from integrations.db.models import AuditEvent, Hl7Quarantine, InboundMessage, Order, PathwayRun, column_values
 from pathways.orders import OrderRequest
@@ -110,7 +111,7 @@ def add_order(session: Session, parsed: OrderRequest, message: dict[str, Any], r
         connection.execute(insert(PathwayRun.__table__), runs)
     connection.execute(insert(AuditEvent.__table__), [
         audit_values("hl7", "order.received", "order", order["id"], pathways=[r["pathway"] for r in runs],
-                     status=order["status"], reason=reason)])
+                     status=order["status"], reason=reason, **procedure_mapping(registry, parsed))])
     return OrderOutcome(order["id"], tuple(r["id"] for r in waiting), duplicate=False, eligible=bool(waiting))
 
 
@@ -150,7 +151,7 @@ def change_order(session: Session, parsed: OrderRequest, message: InboundMessage
         setattr(order, name, getattr(parsed, name))
     touched: list[str] = []
     if order.status not in CLOSED_ORDER_STATES and {"procedure_code", "modality"} & set(changed):
-        claimed = {s.name for s in registry.match(order.procedure_code, order.modality)}
+        claimed = {s.name for s in registry.match(order.procedure_code, order.modality, order.procedure_system, order.sender)}
         existing = session.exec(select(PathwayRun).where(PathwayRun.order_id == order.id)).all()
         for run in existing:
             if run.pathway not in claimed and run.status in OPEN_RUN_STATES:

@@ -117,10 +117,16 @@ def order_values(parsed: OrderRequest, message_id: str | None) -> dict[str, Any]
 def create_pathway_runs(session: Session, order: Order, registry: Registry, skip: frozenset[str] = frozenset()) -> list[PathwayRun]:
     """One run per pathway claiming the order's procedure and modality (see `pathway_run_values`)."""
     columns = {"id": order.id, "birth_date": order.birth_date, "procedure_code": order.procedure_code,
-               "modality": order.modality}
+               "procedure_system": order.procedure_system, "modality": order.modality, "sender": order.sender}
     runs = [PathwayRun(**values) for values in pathway_run_values(columns, registry, skip)]
     session.add_all(runs)
     return runs
+
+
+def procedure_mapping(registry: Registry, parsed: OrderRequest) -> dict[str, str]:
+    """For the audit: the standard concept a local or NICIP procedure code was taken to mean."""
+    standard = registry.standard_procedure(parsed.procedure_system, parsed.procedure_code, parsed.sender)
+    return {"procedure_means": f"{standard.system}|{standard.code}"} if standard is not None else {}
 
 
 def pathway_run_values(order: dict[str, Any], registry: Registry, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
@@ -128,7 +134,7 @@ def pathway_run_values(order: dict[str, Any], registry: Registry, skip: frozense
     outside a pathway's age range the run is recorded as not eligible, visibly."""
     rows = []
     age = _age_on(order["birth_date"], dt.date.today())
-    for spec in registry.match(order["procedure_code"], order["modality"]):
+    for spec in registry.match(order["procedure_code"], order["modality"], order["procedure_system"], order["sender"]):
         if spec.name in skip:
             continue
         low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
@@ -174,7 +180,8 @@ def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str 
         if not any(r.status == "waiting" for r in runs):
             order.status = "not_eligible"
         session.flush()
-        audit(session, actor, "order.received", "order", order.id, pathways=[r.pathway for r in runs], status=order.status)
+        audit(session, actor, "order.received", "order", order.id, pathways=[r.pathway for r in runs], status=order.status,
+              **procedure_mapping(registry, parsed))
         return OrderOutcome(order.id, tuple(r.id for r in runs if r.status == "waiting"), duplicate=False, eligible=order.status != "not_eligible")
 
 
@@ -417,6 +424,7 @@ def record_delivery_attempt(delivery_id: str, *, ok: bool, response: str, dead: 
 
 def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str):  # noqa: ANN201
     """Provenance and identity for output messages. Stays inside the delivery step."""
+    from pathways.registry import default_registry
     from pathways.report import Code, PatientIdentity, ResultContext
 
     systems = {"SCT": "http://snomed.info/sct", "LN": "http://loinc.org"}
@@ -440,6 +448,8 @@ def result_context(run_id: str, *, result_id: str, model_name: str, model_versio
                 code=order.procedure_code,
                 display=order.procedure_text or order.procedure_code,
             ),
+            standard_procedure=default_registry().standard_procedure(order.procedure_system, order.procedure_code,
+                                                                     order.sender),
             patient=PatientIdentity(
                 nhs_number=order.nhs_number,
                 local_id=order.local_patient_id,

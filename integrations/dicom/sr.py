@@ -147,7 +147,10 @@ def _codes_used(content: ReportContent) -> list[Code]:
 
 
 def _procedure(content: ReportContent, ctx: ResultContext) -> Code:
-    """The ordered procedure where its code system has a DICOM designator, else the report code."""
+    """The ordered procedure where its code system has a DICOM designator, else the standard
+    concept the trust's code map gives it, else the report code."""
+    if ctx.standard_procedure is not None:
+        return ctx.standard_procedure
     if codes.is_dicom_codable(ctx.procedure.system):
         return ctx.procedure.model_copy(update={"system": codes.as_fhir_system(ctx.procedure.system)})
     return content.report_code

@@ -47,7 +47,7 @@ from integrations.hl7.ack import (
     acknowledgements,
 )
 from integrations.hl7.adt import ADT_UPDATE_EVENTS, parse_patient_update
-from integrations.hl7.codecheck import procedure_code_problem
+from pathways.code_checks import procedure_code_problem
 from integrations.hl7.er7 import MessageError, RawHeader, decode, field_value, read_header, split_segments
 from integrations.hl7.mllp import FramingError
 from integrations.hl7.orders import PRIORITY, parse_order
