@@ -39,6 +39,7 @@ class OrderRequest:
     protocol: str = "hl7v2"  # hl7v2 | fhir
     ordering_clinician: str = ""  # e.g. HL7 ORC-12 "id^family^given"
     ordering_location: str = ""  # e.g. HL7 PV1-3 point of care
+    placer_system: str = ""  # identifier system of the placer order number (FHIR URI), if the order names one
 
     @property
     def sender(self) -> str:

@@ -70,6 +70,14 @@ def test_service_request_reads_like_the_hl7_order():
     assert fhir.procedure_system == "http://snomed.info/sct"
     assert (fhir.priority, fhir.clinical_indication, fhir.order_control) == ("urgent", "Incidental nodule on chest X-ray", "NW")
     assert (fhir.protocol, fhir.sender) == ("fhir", "epic^FHIR")
+    assert fhir.placer_system == "https://trust.example/placer"  # for the report's basedOn
+
+
+def test_the_placer_number_and_its_system_from_the_requisition_when_untyped():
+    resource = service_request()
+    resource["identifier"] = resource["identifier"][1:]  # no PLAC identifier
+    order = parse_service_request(resource, client="epic")
+    assert (order.placer_order_number, order.placer_system) == ("REQ-9", "https://trust.example/requisition")
 
 
 def test_identifier_reference_without_patient_resource_is_enough():

@@ -14,6 +14,17 @@ def test_parses_the_fields_a_pathway_needs():
     assert order.priority == "routine" and order.sex == "F" and order.birth_date.year == 1958
 
 
+@pytest.mark.parametrize(("orc_2", "system"), [
+    ("PL123^OCS^1.2.826.0.1.3680043.8.498.1^ISO", "urn:oid:1.2.826.0.1.3680043.8.498.1"),  # EI-3 an OID
+    ("PL123^OCS^https://trust.example/placer^URI", "https://trust.example/placer"),
+    ("PL123^OCS", ""),  # a namespace alone names no identifier system
+])
+def test_the_placer_number_system_comes_from_its_universal_id(orc_2, system):
+    """HL7 v2-to-FHIR IG, EI data type: EI-3 with EI-4 ISO becomes urn:oid:<EI-3>."""
+    order = parse_order(ORDER.replace("ORC|NW|PL123|", f"ORC|NW|{orc_2}|"))
+    assert (order.placer_order_number, order.placer_system) == ("PL123", system)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -107,6 +107,20 @@ def test_delivery_attempts_are_recorded(radpath_env, registry):
     assert row.idempotency_key == ledger.idempotency_key(rid, "ris")
 
 
+def test_the_placer_system_reaches_the_result_context(radpath_env, registry):
+    """ORC-2 "PL123^OCS^<oid>^ISO": the report's basedOn will name the order as the RIS issued it."""
+    outcome = ledger.record_order(parse_order(ORDER.replace("ORC|NW|PL123|", "ORC|NW|PL123^OCS^1.2.3.4^ISO|")), ORDER,
+                                  registry)
+    with session_scope() as s:
+        study = Study(study_uid="1.2.3.4.9", accession_number="ACC00001", patient_key="k")
+        s.add(study)
+        s.flush()
+        s.get(PathwayRun, outcome.run_ids[0]).study_id = study.id
+    ctx = ledger.result_context(outcome.run_ids[0], result_id="0b5d1c36-63b4-4a57-9d9e-2f2d0c7d6a11", model_name="m",
+                                model_version="1", source_series_uid="1.2.3.4.9.1")
+    assert (ctx.placer_order_number, ctx.placer_system) == ("PL123", "urn:oid:1.2.3.4")
+
+
 def test_hl7_intake_rows_equal_the_orm_path(radpath_env, registry):
     """The MLLP intake inserts orders with Core INSERTs (its hot path); the rows must be the
     ones the ORM path (record_order, used by FHIR) writes: same columns, same defaults."""

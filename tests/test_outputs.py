@@ -403,6 +403,10 @@ def test_fhir_report_and_observations(content, ctx):
     assert report["category"][0]["coding"][0]["code"] == "RAD"
     assert report["code"]["coding"][0] == {"system": codes.LOINC, "code": "24627-2", "display": "CT Chest Report"}
     assert report["basedOn"][0]["identifier"]["value"] == "PO-778"
+    assert report["basedOn"][0]["identifier"]["system"] == "urn:radpath:placer-order-number"  # the order named none
+    placed = build_report_bundle(content, ctx.model_copy(update={"placer_system": "https://trust.example/placer"}))
+    based_on = _by_type(placed, "DiagnosticReport")[0]["resource"]["basedOn"][0]["identifier"]
+    assert (based_on["system"], based_on["value"]) == ("https://trust.example/placer", "PO-778")  # the EHR's own
     assert report["identifier"][0] == {"system": "urn:radpath:result", "value": ctx.result_id}
     assert base64.b64decode(report["presentedForm"][0]["data"]).decode() == content.text
     assert report["conclusionCode"][0]["coding"][0]["code"] == "bts2015-pet-ct"

@@ -100,6 +100,7 @@ class Order(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     sender: str
     placer_order_number: str
+    placer_system: str = ""  # the identifier system the placer issued the number under (0006_placer_system)
     filler_order_number: str | None = None
     accession_number: str = Field(index=True)
     patient_key: str = Field(index=True)  # pseudonymous; safe to show

@@ -199,7 +199,7 @@ def build_report_bundle(
             "type": "ServiceRequest",
             "identifier": {
                 "type": {"coding": [{"system": V2_0203, "code": "PLAC"}]},
-                "system": PLACER_ORDER_SYSTEM,
+                "system": ctx.placer_system or PLACER_ORDER_SYSTEM,  # the EHR's own, where the order named it
                 "value": ctx.placer_order_number,
             },
         }],

@@ -98,10 +98,15 @@ def check_codes(resource: dict[str, Any]) -> None:
 
 
 def _typed(identifiers: list[dict[str, Any]], type_code: str) -> str | None:
+    ident = _typed_identifier(identifiers, type_code)
+    return ident["value"] if ident else None
+
+
+def _typed_identifier(identifiers: list[dict[str, Any]], type_code: str) -> dict[str, Any] | None:
     for ident in identifiers:
         codings = (ident.get("type") or {}).get("coding") or []
         if any(c.get("system") == V2_0203 and c.get("code") == type_code for c in codings) and ident.get("value"):
-            return ident["value"]
+            return ident
     return None
 
 
@@ -211,7 +216,8 @@ def parse_service_request(
         raise FhirInputError(f"ServiceRequest.intent: '{resource.get('intent')}' is not an order",
                              code="business-rule", expression="ServiceRequest.intent")
     identifiers = resource.get("identifier") or []
-    placer = _typed(identifiers, "PLAC") or (resource.get("requisition") or {}).get("value")
+    placer_identifier = _typed_identifier(identifiers, "PLAC") or resource.get("requisition") or {}
+    placer = placer_identifier.get("value")
     if not placer:
         raise FhirInputError("ServiceRequest.identifier: placer order number (type PLAC) or requisition required",
                              code="required", expression="ServiceRequest.identifier")
@@ -234,6 +240,7 @@ def parse_service_request(
         message_type="ServiceRequest",
         order_control="CA" if cancelling else "NW",
         placer_order_number=placer,
+        placer_system=placer_identifier.get("system", ""),
         filler_order_number=filler,
         accession_number=accession,
         nhs_number=patient.nhs_number,

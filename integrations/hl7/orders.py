@@ -62,6 +62,16 @@ def patient_identifiers(pid: Segment) -> tuple[str | None, str | None, str | Non
     return nhs_number, local_id, local_authority
 
 
+def identifier_system(ei) -> str:  # noqa: ANN001 - an hl7apy EI field
+    """The FHIR identifier system an HL7 v2 EI names by its universal id (EI-3) and type (EI-4):
+    ISO → urn:oid:, UUID → urn:uuid:, URI as is (HL7 v2-to-FHIR IG, EI data type map). A bare
+    namespace (EI-2) names no system: ''."""
+    universal, kind = _text(ei.ei_3), _text(ei.ei_4).upper()
+    if not universal:
+        return ""
+    return {"ISO": f"urn:oid:{universal}", "UUID": f"urn:uuid:{universal}", "URI": universal}.get(kind, "")
+
+
 def parse_order(raw: str) -> OrderRequest:
     """Parse an order message; raise InvalidInput naming the offending field."""
     try:
@@ -83,7 +93,8 @@ def parse_order(raw: str) -> OrderRequest:
 
     nhs_number, local_id, local_authority = patient_identifiers(pid)
 
-    placer = _text(orc.orc_2.ei_1) or _text(obr.obr_2.ei_1)
+    placer_ei = orc.orc_2 if _text(orc.orc_2.ei_1) else obr.obr_2
+    placer = _text(placer_ei.ei_1)
     if not placer:
         raise InvalidInput("ORC-2: placer order number missing")
     filler = _text(orc.orc_3.ei_1) or _text(obr.obr_3.ei_1) or None
@@ -109,6 +120,7 @@ def parse_order(raw: str) -> OrderRequest:
         message_type="^".join(msg_type),
         order_control=_text(orc.orc_1) or "NW",
         placer_order_number=placer,
+        placer_system=identifier_system(placer_ei),
         filler_order_number=filler,
         accession_number=accession,
         nhs_number=nhs_number,
