@@ -25,6 +25,7 @@ ui: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-fhir-test-tools.sh
+	bash scripts/install-inference-server.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from integrations.delivery.config import DestinationConfig, FileDropDestination
 from integrations.dicom.config import PacsSource
+from integrations.inference.config import InferenceService
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
         default=None, description="Secret for pseudonymous keys; default a key file in data_dir"
     )
     inference_threads: int = Field(default=2, ge=1)
+    inference_services: dict[str, InferenceService] = Field(
+        default_factory=dict, description="Models (by the spec's model name) run on a remote Open Inference "
+        "Protocol server instead of onnxruntime here")
     filedrop_dir: Path | None = Field(default=None, description="File-drop destination; default data_dir/outbox")
     destinations: dict[str, DestinationConfig] = Field(
         default_factory=dict, description="How each destination named by a pathway spec is reached"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from integrations.dicom.volume import read_volume
 from integrations.inference.lung_nodules import detect_nodules
-from integrations.inference.onnx_model import load_model
+from integrations.inference.remote import open_model
 from integrations.settings import get_settings
 from pathways.dementia_mri import BrainVolumes
 from pathways.findings import Nodule, VolumeRef
@@ -30,6 +30,13 @@ from pathways.spec import ModelRef, PathwaySpec
 
 
 INFERENCE_SLOT = threading.BoundedSemaphore(1)
+
+
+def open_spec_model(model: ModelRef):  # noqa: ANN201 - OnnxModel | RemoteModel
+    """The spec's model, checked against its sha256: run here by onnxruntime, or on the trust's
+    inference service for it (`RADPATH_INFERENCE_SERVICES`)."""
+    path = model_path(PathwaySpec.model_construct(model=model))
+    return open_model(model.name, path, model.sha256, get_settings().inference_services)
 
 class NoduleDetection(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -65,19 +72,19 @@ def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
 def detect_lung_nodules(volume: VolumeRef, model: ModelRef, threshold: float | None = None) -> NoduleDetection:
     """Run the nodule model on the cached volume and measure each detection."""
     settings = get_settings()
-    onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
+    loaded_model = open_spec_model(model)
     hu = np.asarray(read_volume(volume))
     kwargs = {} if threshold is None else {"threshold": threshold}
     # One inference at a time per process keeps two cores from thrashing (global limit "inference").
     with INFERENCE_SLOT:
-        nodules, mask = detect_nodules(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, onnx_model, **kwargs)
+        nodules, mask = detect_nodules(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, loaded_model, **kwargs)
     out = settings.work_dir / "masks" / f"{hashlib.sha256((volume.content_key + model.sha256).encode()).hexdigest()[:24]}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, mask.astype(np.uint8))
     return NoduleDetection(
-        model_name=onnx_model.name,
-        model_version=onnx_model.version,
-        model_sha256=onnx_model.sha256,
+        model_name=loaded_model.name,
+        model_version=loaded_model.version,
+        model_sha256=loaded_model.sha256,
         nodules=tuple(nodules),
         mask_path=str(Path(out)),
     )
@@ -105,10 +112,10 @@ def measure_brain_volumes(volume: VolumeRef, model: ModelRef) -> BrainVolumetryR
     from integrations.inference.brain_volumetry import HIPPO_LEFT, HIPPO_RIGHT, measure_brain
     from pathways.dementia_report import SEGMENT_NUMBERS
 
-    onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
+    loaded_model = open_spec_model(model)
     t1 = np.asarray(read_volume(volume))
     with INFERENCE_SLOT:
-        measured = measure_brain(t1, volume.spacing_zyx_mm, onnx_model)
+        measured = measure_brain(t1, volume.spacing_zyx_mm, loaded_model)
     mask = np.zeros(measured.labels.shape, np.uint8)
     mask[measured.labels == HIPPO_LEFT] = SEGMENT_NUMBERS["left"]
     mask[measured.labels == HIPPO_RIGHT] = SEGMENT_NUMBERS["right"]
@@ -119,8 +126,8 @@ def measure_brain_volumes(volume: VolumeRef, model: ModelRef) -> BrainVolumetryR
     volumes = BrainVolumes(intracranial_ml=measured.intracranial_ml, brain_ml=measured.brain_ml,
                            hippocampus_left_ml=measured.hippocampus_left_ml,
                            hippocampus_right_ml=measured.hippocampus_right_ml)
-    return BrainVolumetryResult(model_name=onnx_model.name, model_version=onnx_model.version,
-                                model_sha256=onnx_model.sha256, volumes=volumes, mask_path=str(out))
+    return BrainVolumetryResult(model_name=loaded_model.name, model_version=loaded_model.version,
+                                model_sha256=loaded_model.sha256, volumes=volumes, mask_path=str(out))
 
 
 # --- Heart failure echo: LV cavity segmentation and volumes per frame ------------------------
@@ -146,13 +153,13 @@ def segment_echo_lv(cine: CineRef, model: ModelRef, rules: EchoRules) -> LvSegme
     from integrations.inference.echo_lv import segment_lv
     from pathways.heart_failure import measure_lv_volumes
 
-    onnx_model = load_model(model_path(PathwaySpec.model_construct(model=model)), expected_sha256=model.sha256)
+    loaded_model = open_spec_model(model)
     frames = np.asarray(read_cine(cine))
     with INFERENCE_SLOT:
-        masks = segment_lv(frames, cine.region, cine.cm_per_pixel, onnx_model)
+        masks = segment_lv(frames, cine.region, cine.cm_per_pixel, loaded_model)
     key = hashlib.sha256(("echo-lv:" + cine.sop_instance_uid + model.sha256).encode()).hexdigest()[:24]
     out = get_settings().work_dir / "masks" / f"{key}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, masks)
-    return LvSegmentation(model_name=onnx_model.name, model_version=onnx_model.version, model_sha256=onnx_model.sha256,
+    return LvSegmentation(model_name=loaded_model.name, model_version=loaded_model.version, model_sha256=loaded_model.sha256,
                           volumes=measure_lv_volumes(masks, cine.cm_per_pixel, rules), masks_path=str(out))
