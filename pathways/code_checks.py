@@ -13,6 +13,8 @@ code that no pathway claims is a valid order that is simply not eligible.
 
 from __future__ import annotations
 
+from pathways.codes import LOINC, SNOMED, as_fhir_system
+
 # Verhoeff's dihedral-group tables (J. Verhoeff, "Error detecting decimal codes", 1969)
 _D = [
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
@@ -66,12 +68,13 @@ def is_loinc_code(code: str) -> bool:
 
 def procedure_code_problem(code: str, system: str) -> str | None:
     """None when the code is well formed for its system; otherwise why not (no patient data)."""
-    code, system = code.strip(), system.strip().upper()
+    legacy = system.strip().upper() in {"SNM", "SNM3"}  # SNOMED's pre-CT codes ("T-28000"): not SCTIDs
+    code, system = code.strip(), as_fhir_system(system.strip()) if system.strip() and not legacy else ""
     if not code:
         return "procedure code missing"
-    if system in {"SCT", "SNOMED CT", "SNOMEDCT"}:
+    if system == SNOMED:
         return None if is_snomed_concept_id(code) else "not a valid SNOMED CT concept id (check digit or partition)"
-    if system == "LN":
+    if system == LOINC:
         return None if is_loinc_code(code) else "not a valid LOINC code (check digit)"
     if len(code) > 64:
         return "procedure code longer than 64 characters"

@@ -66,12 +66,18 @@ def system_from_dicom_scheme(designator: str) -> str:
     raise ValueError(f"unknown DICOM coding scheme {designator!r}")
 
 
+# Names RISs put in CE.3 besides table 0396's own (SNM/SNM3: SNOMED's older v2 names).
+_V2_ALIASES = {"SNM": SNOMED, "SNM3": SNOMED, "SNOMED CT": SNOMED, "SNOMEDCT": SNOMED, "SNOMED-CT": SNOMED,
+               "LOINC": LOINC}
+
+
 def system_from_hl7v2(coding_system: str) -> str:
-    """FHIR system URI for an HL7 v2 coding system name (SNM/SNM3 read as SNOMED)."""
-    if coding_system in ("SNM", "SNM3"):
-        return SNOMED
+    """FHIR system URI for an HL7 v2 coding system name, or a common spelled-out alias of one."""
+    name = coding_system.strip().upper()  # table 0396 names are upper case; some senders are not
+    if name in _V2_ALIASES:
+        return _V2_ALIASES[name]
     for system, (_, v2) in _WIRE_NAMES.items():
-        if v2 == coding_system:
+        if v2 == name:
             return system
     raise ValueError(f"unknown HL7 v2 coding system {coding_system!r}")
 

@@ -103,3 +103,8 @@ def test_results_echo_the_ordered_code_and_the_sr_reports_the_standard_one(radpa
         registry_module.default_registry.cache_clear()
     assert (ctx.procedure.system, ctx.procedure.code) == ("L", "CTCHEST")
     assert (ctx.standard_procedure.system, ctx.standard_procedure.code) == (SNOMED, "169069000")
+
+
+@pytest.mark.parametrize("system", ["SCT", "SNOMED CT", "snomedct", "SNOMED-CT", "SNM", SNOMED])
+def test_the_spellings_of_snomed_ct_risks_send_are_claimed(registry, system):
+    assert [s.name for s in registry.match("169069000", "CT", system)] == ["lung-cancer-ct"]
