@@ -40,6 +40,7 @@ class OrderRequest:
     ordering_clinician: str = ""  # e.g. HL7 ORC-12 "id^family^given"
     ordering_location: str = ""  # e.g. HL7 PV1-3 point of care
     placer_system: str = ""  # identifier system of the placer order number (FHIR URI), if the order names one
+    placer_namespace: str = ""  # HL7 v2 EI-2 namespace of the placer order number
 
     @property
     def sender(self) -> str:

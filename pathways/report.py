@@ -101,6 +101,7 @@ class ResultContext(_Frozen):
     accession_number: str
     placer_order_number: str
     placer_system: str = ""  # the placer's identifier system (FHIR URI), when the order named one
+    placer_namespace: str = ""  # HL7 v2 EI-2 of the placer order number, when the order named one
     filler_order_number: str | None = None
     procedure: Code  # as ordered (echoed to the RIS)
     standard_procedure: Code | None = None  # what a local or NICIP `procedure` means (the trust's code map)

@@ -22,7 +22,7 @@ def test_parses_the_fields_a_pathway_needs():
 def test_the_placer_number_system_comes_from_its_universal_id(orc_2, system):
     """HL7 v2-to-FHIR IG, EI data type: EI-3 with EI-4 ISO becomes urn:oid:<EI-3>."""
     order = parse_order(ORDER.replace("ORC|NW|PL123|", f"ORC|NW|{orc_2}|"))
-    assert (order.placer_order_number, order.placer_system) == ("PL123", system)
+    assert (order.placer_order_number, order.placer_namespace, order.placer_system) == ("PL123", "OCS", system)
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,7 @@ def test_the_placer_system_reaches_the_result_context(radpath_env, registry):
         s.get(PathwayRun, outcome.run_ids[0]).study_id = study.id
     ctx = ledger.result_context(outcome.run_ids[0], result_id="0b5d1c36-63b4-4a57-9d9e-2f2d0c7d6a11", model_name="m",
                                 model_version="1", source_series_uid="1.2.3.4.9.1")
-    assert (ctx.placer_order_number, ctx.placer_system) == ("PL123", "urn:oid:1.2.3.4")
+    assert (ctx.placer_order_number, ctx.placer_namespace, ctx.placer_system) == ("PL123", "OCS", "urn:oid:1.2.3.4")
 
 
 def test_hl7_intake_rows_equal_the_orm_path(radpath_env, registry):

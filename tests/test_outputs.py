@@ -451,6 +451,12 @@ def test_oru_parses_strictly(content, ctx, version):
     assert pid[3] == f"{NHS_NUMBER}^^^NHS^NH~MRN001^^^RXX^MR"
     obr = next(s for s in segments if s[0] == "OBR")
     assert obr[2] == "PO-778" and obr[3] == "ACC0001" and obr[4] == "CCHES^CT Chest^L"
+    # The placer's EI as sent (namespace, universal id): ORC-2 and OBR-2 alike, and still strict v2
+    placed = build_oru_r01(content, ctx.model_copy(update={"placer_namespace": "OCS", "placer_system": "urn:oid:1.2.3"}),
+                           version=version)
+    assert parse_message(placed, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
+    fields = {s.split("|")[0]: s.split("|") for s in placed.split("\r") if s[:3] in ("ORC", "OBR")}
+    assert fields["ORC"][2] == fields["OBR"][2] == "PO-778^OCS^1.2.3^ISO"
     assert obr[24] == "RAD" and obr[25] == "F"
     obx = [s for s in segments if s[0] == "OBX"]
     brock = [s for s in obx if s[3].startswith("111047^")]

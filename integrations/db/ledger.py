@@ -93,6 +93,7 @@ def order_values(parsed: OrderRequest, message_id: str | None) -> dict[str, Any]
         sender=parsed.sender,
         placer_order_number=parsed.placer_order_number,
         placer_system=parsed.placer_system,
+        placer_namespace=parsed.placer_namespace,
         filler_order_number=parsed.filler_order_number,
         accession_number=parsed.accession_number,
         patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
@@ -444,6 +445,7 @@ def result_context(run_id: str, *, result_id: str, model_name: str, model_versio
             accession_number=order.accession_number,
             placer_order_number=order.placer_order_number,
             placer_system=order.placer_system,
+            placer_namespace=order.placer_namespace,
             filler_order_number=order.filler_order_number,
             procedure=Code(
                 system=systems.get(order.procedure_system, order.procedure_system),

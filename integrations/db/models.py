@@ -100,6 +100,7 @@ class Order(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     sender: str
     placer_order_number: str
+    placer_namespace: str = ""  # HL7 EI-2 of the placer order number, echoed in ORU (0006_placer_system)
     placer_system: str = ""  # the identifier system the placer issued the number under (0006_placer_system)
     filler_order_number: str | None = None
     accession_number: str = Field(index=True)

@@ -121,6 +121,7 @@ def parse_order(raw: str) -> OrderRequest:
         order_control=_text(orc.orc_1) or "NW",
         placer_order_number=placer,
         placer_system=identifier_system(placer_ei),
+        placer_namespace=_text(placer_ei.ei_2),
         filler_order_number=filler,
         accession_number=accession,
         nhs_number=nhs_number,

@@ -100,6 +100,19 @@ class _ObxWriter:
             obx.obx_17 = _ce(method)
 
 
+def placer_entity_identifier(ctx: ResultContext) -> str:
+    """ORC-2/OBR-2 as the placer sent it (EI: number^namespace^universal id^type), so the RIS
+    finds its order under its own namespace; the bare number where the order named none."""
+    parts = [escape(ctx.placer_order_number), escape(ctx.placer_namespace)]
+    if ctx.placer_system.startswith("urn:oid:"):
+        parts += [escape(ctx.placer_system[len("urn:oid:"):]), "ISO"]
+    elif ctx.placer_system.startswith("urn:uuid:"):
+        parts += [escape(ctx.placer_system[len("urn:uuid:"):]), "UUID"]
+    elif ctx.placer_system:  # HL7 table 0301
+        parts += [escape(ctx.placer_system), "URI"]
+    return "^".join(parts).rstrip("^")
+
+
 def _number(value: float) -> str:
     """NM text: plain decimal, never exponent notation (HL7 v2 NM)."""
     return format(Decimal(repr(float(value))), "f")
@@ -146,12 +159,13 @@ def build_oru_r01(
     filler = escape(ctx.filler_order_number or ctx.accession_number)
     orc = order.add_segment("ORC")
     orc.orc_1 = "RE"
-    orc.orc_2 = escape(ctx.placer_order_number)
+    placer = placer_entity_identifier(ctx)
+    orc.orc_2 = placer
     orc.orc_3 = filler
     orc.orc_5 = "CM"  # HL7 table 0038: order is completed
     obr = order.add_segment("OBR")
     obr.obr_1 = "1"
-    obr.obr_2 = escape(ctx.placer_order_number)
+    obr.obr_2 = placer
     obr.obr_3 = filler
     obr.obr_4 = _ce(ctx.procedure)
     obr.obr_7 = observed_at
