@@ -138,6 +138,10 @@ def pathways_list() -> None:
             str(spec.sla.turnaround_minutes),
         )
     console.print(table)
+    mappings = registry.code_map.mappings
+    if mappings:
+        console.print(f"trust code map: {len(mappings)} ordered code(s) mapped, e.g. "
+                      f"{mappings[0].ordered.system} {mappings[0].ordered.code} → {mappings[0].means.code}")
 
 
 @pathways_app.command("validate")
