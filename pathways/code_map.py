@@ -31,9 +31,10 @@ class _Strict(BaseModel):
 
 
 class OrderedCode(_Strict):
-    """A code as orders carry it: an HL7 v2 coding system name ("L", "99RIS") or a FHIR system URI."""
+    """A code as orders carry it: an HL7 v2 coding system name ("L", "99RIS"), a FHIR system URI,
+    or "" for a RIS that sends OBR-4 without naming a coding system."""
 
-    system: str = Field(min_length=1)
+    system: str = ""
     code: str = Field(min_length=1)
 
 
@@ -50,7 +51,7 @@ class CodeMap(_Strict):
     def standard(self, system: str, code: str, sender: str = "") -> Code | None:
         """The standard concept an ordered code means, or None. A sender's own entry wins over
         an entry for every sender."""
-        wanted = (as_fhir_system(system), code.strip())
+        wanted = (as_fhir_system(system.strip()), code.strip())
         best = None
         for mapping in self.mappings:
             if (as_fhir_system(mapping.ordered.system), mapping.ordered.code) != wanted:

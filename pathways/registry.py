@@ -43,7 +43,7 @@ class Registry:
         """The pathways whose eligibility claims this procedure and modality: the code as ordered
         or the standard concept the trust's code map says it means (for this sender)."""
         codes = [(system, procedure_code)]
-        standard = self.code_map.standard(system, procedure_code, sender) if system else None
+        standard = self.code_map.standard(system, procedure_code, sender)
         if standard is not None:
             codes.append((standard.system, standard.code))
         return [s for s in self.specs.values() if any(s.claims(c, modality, sys) for sys, c in codes)]

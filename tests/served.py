@@ -17,6 +17,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float, *, group: bool = True) -> bool:
+    """SIGTERM to the process group (or to the process alone), then SIGKILL to the group after
+    `timeout` seconds. True when it stopped on SIGTERM."""
+    if proc.poll() is not None:
+        return True
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,12 +96,7 @@ def radpath_serve(tmp_path: Path, extra_env: dict[str, str] | None = None, start
                 assert time.monotonic() < deadline, "radpath serve did not start"
                 time.sleep(0.5)
             yield served
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise AssertionError(f"radpath serve did not stop on SIGTERM\n{served.log_tail()}") from None
+        finally:  # SIGTERM to serve alone: its runners stop their flow-run processes themselves
+            if not stop_process(proc, 60, group=False):
+                raise AssertionError(f"radpath serve did not stop on SIGTERM\n{served.log_tail()}")
     assert proc.returncode == 0, served.log_tail()

@@ -43,6 +43,8 @@ def test_a_senders_own_entry_wins_and_systems_are_compared_by_meaning():
     assert code_map.standard("L", "CTC", "CRIS^RXX02").code == "241540006"  # that sender's own
     assert code_map.standard("urn:radpath:v2-coding-system:L", "CTC").code == "169069000"  # same system, as a URI
     assert code_map.standard("99RIS", "CTC") is None and code_map.standard("L", "CTX") is None
+    blank = CodeMap.model_validate({"mappings": [mapping("CTC", system="")]})  # OBR-4 without OBR-4.3
+    assert blank.standard("", "CTC").code == "169069000" and blank.standard("L", "CTC") is None
 
 
 def test_the_map_is_validated_with_the_specs(tmp_path):

@@ -12,29 +12,22 @@ shared filesystem across hosts).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
 from sqlmodel import select
 
-from tests.served import ROOT, free_port, radpath_serve
+from tests.served import ROOT, free_port, radpath_serve, stop_process
 
 pytestmark = pytest.mark.slow
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_process(proc, 30)
 
 
 def test_workers_on_the_work_pool_run_pathways_against_postgresql(postgres, tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ingest_synthetic_study, require_tool
+from tests.served import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +64,7 @@ def prefect_ui(tmp_path):
         assert (tmp_path / "ui-data" / "prefect" / "prefect.db").exists()  # its database is in radpath's data dir
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc, 20)
         log.close()
 
 

@@ -61,7 +61,8 @@ class RemoteModel:
                 for kind, tensors in (("inputs", session.get_inputs()), ("outputs", session.get_outputs()))}
 
     def check_contract(self) -> None:
-        """The server's model metadata (GET <model url>) must declare the file's inputs and outputs."""
+        """The inputs and outputs the server's model metadata (GET <model url>) declares must be
+        the file's (a server that declares none is taken at its word)."""
         declared = self._call("GET", self.model_url)
         served = {kind: {t["name"]: t.get("datatype") for t in declared.get(kind) or []} for kind in ("inputs", "outputs")}
         expected = self.signature()
