@@ -132,6 +132,33 @@ def test_bad_orders_get_ae_or_ar_naming_the_field_and_are_quarantined(listener, 
     assert msa(again) == msa(ack)
 
 
+def _with_repeat(message: str, name: str, replacement: str | None = None) -> str:
+    """The message with its `name` segment repeated (optionally as `replacement`) after itself."""
+    segments = message.rstrip("\r").split("\r")
+    i = next(k for k, s in enumerate(segments) if s.startswith(name))
+    segments.insert(i + 1, replacement or segments[i])
+    return "\r".join(segments) + "\r"
+
+
+@pytest.mark.parametrize(
+    ("message", "err_prefix"),
+    [
+        # two patients in one order: filed under either, it is a wrong-patient result
+        (_with_repeat(order("S1"), "PID", "PID|2||9990000026^^^NHS^NH||OTHER^ANNE||19700101|F"), "ERR|PID^2^^100"),
+        (_with_repeat(order("S2"), "MSH"), "ERR|MSH^2^^100"),
+        # a second order group would be silently dropped (a lost order): refused instead
+        (_with_repeat(_with_repeat(order("S3"), "OBR"), "ORC"), "ERR|ORC^2^^100"),
+        (_with_repeat(adt("S4"), "PID", "PID|2||9990000026^^^NHS^NH||OTHER^ANNE||19700101|F"), "ERR|PID^2^^100"),
+    ],
+)
+def test_a_segment_that_must_be_single_is_refused_naming_it(listener, message, err_prefix):
+    [ack] = send(listener.port, message)
+    assert msa(ack)[0] == "AE" and err(ack).startswith(err_prefix), ack
+    assert orders() == []
+    [ok] = send(listener.port, order("S9", placer="PL-S9", accession="ACC-S9"))  # the next order is served
+    assert msa(ok)[0] == "AA" and len(orders()) == 1
+
+
 def test_character_sets(listener):
     accented = order("U1", charset="UNICODE UTF-8", family="BRONTË")
     conn = RawConnection(listener.port)

@@ -36,6 +36,7 @@ from integrations.hl7.ack import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
     UNKNOWN_KEY_IDENTIFIER,
     UNSUPPORTED_EVENT_CODE,
@@ -236,8 +237,31 @@ def check_supported(raw: RawHeader) -> str:
     return "order" if kind in ORDER_TRIGGERS else "adt"
 
 
+# Segments a radpath message may hold once only. ORM^O01/OMI^O23 (HL7 v2.5.1 ch. 4.4.1,
+# 4.4.6) allow one patient group and repeat the order group; radpath records one order per
+# message, so a second ORC/OBR is refused rather than silently dropped (a lost order).
+# ADT^A08/A31 (ch. 3.3.8, 3.3.31) carry one PID.
+_ONCE = {"order": ("MSH", "PID", "ORC", "OBR"), "adt": ("MSH", "PID")}
+
+
+def structure_problem(segments: list[str], kind: str) -> ErrorDetail | None:
+    """A segment that must appear once but repeats (two PIDs = two patients in one order:
+    a wrong-patient hazard), as an ERR detail naming it; None when the structure holds."""
+    names = [s[:3] for s in segments]
+    for name in _ONCE[kind]:
+        count = names.count(name)
+        if count > 1:
+            why = "one order per message" if name in {"ORC", "OBR"} else "one per message"
+            return ErrorDetail(name, None, SEGMENT_SEQUENCE_ERROR, f"{count} {name} segments; radpath takes {why}",
+                               sequence=2)
+    return None
+
+
 def parse_for_intake(text: str, kind: str):  # noqa: ANN201 - OrderRequest | PatientUpdate
     """Parse (hl7apy) and check one decoded message; MessageError names the field at fault."""
+    problem = structure_problem(split_segments(text), kind)
+    if problem:
+        raise MessageError(problem)
     try:
         if kind == "adt":
             return parse_patient_update(text)
