@@ -70,6 +70,28 @@ def _crafted(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
+def _not_images(tmp_path: Path) -> dict[str, Path]:
+    """A real CT that is no longer an image: Pixel Data removed, or swallowed by a corrupt length."""
+    base = pydicom.dcmread(_file("CT_small.dcm"))
+    out = {}
+    no_pixels = copy.deepcopy(base)
+    no_pixels.SOPInstanceUID = f"{base.SOPInstanceUID}.91"
+    del no_pixels.PixelData
+    out["no_pixels"] = tmp_path / "no_pixels.dcm"
+    no_pixels.save_as(out["no_pixels"], enforce_file_format=True)
+    swallowed = copy.deepcopy(base)
+    swallowed.SOPInstanceUID = f"{base.SOPInstanceUID}.92"
+    swallowed.ImageComments = "ok"
+    path = tmp_path / "swallowed.dcm"
+    swallowed.save_as(path, enforce_file_format=True)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\x20\x00\x00\x40LT\x02\x00ok")  # (0020,4000) LT, explicit VR little endian
+    raw[at + 6 : at + 8] = (len(raw) - (at + 8)).to_bytes(2, "little")  # its value now runs to the end
+    path.write_bytes(bytes(raw))
+    out["swallowed_pixels"] = path
+    return out
+
+
 @pytest.fixture
 def scp(radpath_env, monkeypatch):
     monkeypatch.setenv("RADPATH_DICOM_PORT", "0")
@@ -119,6 +141,22 @@ def test_cstore_statuses_for_real_and_broken_files(scp, tmp_path):
     for rel in paths:  # paths are hashes, never raw UIDs
         assert "1.2.840" not in rel and "1.3.6" not in rel
         assert (scp_store := Path(rel)).suffix == ".dcm" and scp_store.parent.name.isalnum()
+
+
+def test_an_image_without_complete_pixel_data_is_refused_a900_and_never_indexed(scp, tmp_path):
+    """39 of 328 fuzzed instances were indexed as images with no pixels (issue 20): a CT whose
+    Pixel Data is absent, or swallowed by an earlier element's corrupt length, is 0xA900 (PS3.4
+    B.2.3, data set does not match SOP class) through C-STORE and STOW-RS alike."""
+    for name, path in _not_images(tmp_path).items():
+        assert _store(scp.port, path) == 0xA900, name
+        _echo_ok(scp.port)
+    body, content_type = multipart_body(list(_not_images(tmp_path).values()))
+    response = _stow_client().post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 409, response.text
+    assert [i["00081197"]["Value"][0] for i in response.json()["00081198"]["Value"]] == [0xA900, 0xA900]
+    assert _store(scp.port, _file("test-SR.dcm")) == 0x0000  # an SR has no pixels, and needs none
+    with session_scope() as s:
+        assert [i.sop_class_uid for i in s.exec(select(Instance)).all()] == ["1.2.840.10008.5.1.4.1.1.88.33"]
 
 
 def test_storescu_resend_is_stored_once_and_a_changed_instance_is_kept_aside(scp, radpath_env):

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
-from integrations.dicom.store import StoredInstance, StoreFull, commit_prepared, prepare_instance
+from integrations.dicom.store import DatasetMismatch, StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
 
@@ -134,6 +134,8 @@ def status_for(exc: BaseException) -> int:
     """The C-STORE status for a failure to store (never a silent loss)."""
     if isinstance(exc, (StoreFull, OSError, OperationalError)):
         return OUT_OF_RESOURCES
+    if isinstance(exc, DatasetMismatch):
+        return DATASET_MISMATCH
     if isinstance(exc, InvalidInput):
         return CANNOT_UNDERSTAND
     return CANNOT_UNDERSTAND

@@ -45,6 +45,36 @@ class StoreFull(TransientError):
     """Free disk space is below the configured watermark: refuse (0xA700 / HTTP 507), never lose."""
 
 
+class DatasetMismatch(InvalidInput):
+    """The data set does not hold what its SOP Class requires (C-STORE 0xA900)."""
+
+
+# Image Storage SOP Classes whose IOD makes the Image Pixel (or Multi-frame) Module mandatory
+# (PS3.3 Annex A; UIDs from PS3.4 Annex B.5): an instance of one without Pixel Data is no image.
+IMAGE_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray (presentation)
+    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography (presentation)
+    "1.2.840.10008.5.1.4.1.1.2",  # CT
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+    "1.2.840.10008.5.1.4.1.1.4",  # MR
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound
+    "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic
+    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.128",  # PET
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+})
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
 def valid_uid(uid: str) -> bool:
     """DICOM PS3.5 §9: digits and dots, at most 64 characters."""
     return len(uid) <= 64 and bool(UID_PATTERN.match(uid))
@@ -105,10 +135,21 @@ def _header(data: bytes) -> pydicom.Dataset:
         raise InvalidInput(f"not a readable DICOM instance ({exc.__class__.__name__})") from None
     if pixels is _REPARSE:  # deflated body: offsets in `data` mean nothing, read it all
         full = _full_read(data)
-        check_pixel_data(full, full.get("PixelData"))
+        pixels = full.get("PixelData")
+        check_pixel_data(full, pixels)
     else:
         check_pixel_data(ds, pixels)
+    if pixels is None and str(ds.get("SOPClassUID", "")) in IMAGE_SOP_CLASSES and not _has_float_pixels(ds, data):
+        # absent, or swallowed by a corrupt length earlier in the data set: never index a non-image
+        raise DatasetMismatch("an image SOP class instance without Pixel Data")
     return ds
+
+
+def _has_float_pixels(ds: pydicom.Dataset, data: bytes) -> bool:
+    """Float/Double Float Pixel Data (also after the header-only read's stop): rare, but an image."""
+    if any(k in ds for k in _PIXEL_KEYWORDS):
+        return True
+    return any(k in _full_read(data) for k in _PIXEL_KEYWORDS[1:])
 
 
 _REPARSE = memoryview(b"")
