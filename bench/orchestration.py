@@ -34,13 +34,18 @@ def use_data_dir(path: Path) -> None:
 
 
 def ingest(study) -> str:  # noqa: ANN001 - radpath.synth.GeneratedStudy
+    import asyncio
+
     from integrations.db import ledger
     from integrations.dicom.store import ingest_instances
-    from integrations.hl7.orders import parse_order
+    from integrations.hl7.intake import Intake
     from pathways.registry import default_registry
 
-    raw = Path(study.order_path).read_bytes().decode()
-    ledger.record_order(parse_order(raw), raw, default_registry())
+    intake = Intake(default_registry())  # the MLLP listener's intake, less the socket
+    try:
+        asyncio.run(intake.handle_frame(Path(study.order_path).read_bytes()))
+    finally:
+        intake.close()
     files = sorted(Path(study.dicom_dir).rglob("*.dcm"))
     for start in range(0, len(files), 64):
         ingest_instances(f.read_bytes() for f in files[start : start + 64])

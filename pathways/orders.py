@@ -47,9 +47,28 @@ class OrderRequest:
         return f"{self.sending_application}^{self.sending_facility}"
 
 
+@dataclass(frozen=True)
+class PatientUpdate:
+    """Demographics from an ADT^A08/A31 (identity data: ledger only, never logs)."""
+
+    nhs_number: str | None
+    local_patient_id: str | None
+    family_name: str
+    given_name: str
+    birth_date: dt.date | None
+    sex: str
+
+
 URGENT_PRIORITIES = ("urgent", "asap", "stat")
 
 
 def urgency(priority: str) -> str:
     """The queue an order's priority goes to: `urgent` (stat, asap, urgent) or `routine`."""
     return "urgent" if priority in URGENT_PRIORITIES else "routine"
+
+
+def age_on(birth: dt.date | None, on: dt.date) -> int | None:
+    """Age in whole years on a date (None without a birth date)."""
+    if birth is None:
+        return None
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))

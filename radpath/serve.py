@@ -66,7 +66,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
             pass
 
     @_safely
-    def on_order(outcome) -> None:  # noqa: ANN001 - integrations.db.ledger.OrderOutcome
+    def on_order(outcome) -> None:  # noqa: ANN001 - integrations.db.orders.OrderOutcome
         emit_order_received(outcome.order_id, outcome.run_ids, outcome.eligible)
 
     @_safely

@@ -88,19 +88,19 @@ def dciodvfy_errors(path) -> list[str]:  # noqa: ANN001
 
 
 def ingest_synthetic_study(tmp_path, registry, kind: str, seed: int):  # noqa: ANN001, ANN201
-    """One synthetic study with its order through the ledger and the image store, made ready.
+    """One synthetic study: its order through the HL7 intake, its images into the store, made ready.
 
     Returns (GeneratedStudy, pathway run id)."""
     from pathlib import Path
 
     from integrations.db import ledger
     from integrations.dicom.store import ingest_instances
-    from integrations.hl7.orders import parse_order
     from radpath.synth import generate
+    from tests.hl7_fixtures import receive
 
     (study,) = generate(kind, 1, seed, tmp_path / "synthetic")
     raw = Path(study.order_path).read_bytes().decode()
-    ledger.record_order(parse_order(raw), raw, registry)
+    receive(raw, registry)  # through the HL7 intake, as the MLLP listener does
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
     (run_id,) = ledger.attach_study(study.study_uid)
     return study, run_id

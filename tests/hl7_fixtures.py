@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 
-from integrations.hl7.intake import GroupCommitter, Intake, IntakeConfig
+from integrations.hl7.intake import GroupCommitter, Intake, IntakeConfig, Reply
 from integrations.hl7.listener import ListenerConfig, MllpListener
 from integrations.hl7.mllp import Frame, FrameDecoder, frame
 from pathways.registry import default_registry
@@ -58,6 +58,20 @@ def msa(ack: bytes | str) -> tuple[str, str]:
 def err(ack: bytes | str) -> str:
     text = ack.decode() if isinstance(ack, bytes) else ack
     return next((s for s in text.strip("\x0b\x1c\r").split("\r") if s.startswith("ERR")), "")
+
+
+def receive(raw: str, registry=None) -> Reply:  # noqa: ANN001 - pathways.registry.Registry
+    """One HL7 message through radpath's intake, the MLLP listener's own path less the socket
+    (parse, check, commit, ACK): how tests put an order in the ledger. An order that is not
+    acknowledged AA fails the test with its ERR."""
+    intake = Intake(registry or default_registry())
+    try:
+        reply = asyncio.run(intake.handle_frame(raw.encode("utf-8")))
+    finally:
+        intake.close()
+    if msa(reply.acks[-1])[0] != "AA":
+        raise AssertionError(f"order not accepted: {err(reply.acks[-1])}")
+    return reply
 
 
 class ThreadedListener:

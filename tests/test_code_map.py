@@ -16,11 +16,10 @@ from sqlmodel import select
 from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, PathwayRun
-from integrations.hl7.orders import parse_order
 from pathways.code_map import CodeMap
 from pathways.codes import SNOMED
 from pathways.registry import RegistryError, SPECS_DIR, load_registry
-from tests.hl7_fixtures import order
+from tests.hl7_fixtures import order, receive
 
 CT_CHEST = {"system": SNOMED, "code": "169069000", "display": "Computed tomography of chest"}
 
@@ -73,9 +72,8 @@ def test_claims_compare_the_coding_system_where_the_order_names_one(registry):
 def test_a_local_code_order_is_claimed_for_its_sender_only(radpath_env, tmp_path):
     registry = load_registry(SPECS_DIR.glob("*.yaml"), code_map=write_map(tmp_path, mapping("CTCHEST", senders=["SYNTH_RIS^RXX01"])))
     local = "CTCHEST^CT chest^L"
-    mapped = ledger.record_order(parse_order(order("M1", procedure=local)), "raw", registry)
-    elsewhere = ledger.record_order(parse_order(order("M2", procedure=local, sender="OTHER_RIS", placer="P2",
-                                                      accession="A2")), "raw", registry)
+    mapped = receive(order("M1", procedure=local), registry).order
+    elsewhere = receive(order("M2", procedure=local, sender="OTHER_RIS", placer="P2", accession="A2"), registry).order
     assert mapped.eligible and len(mapped.run_ids) == 1 and not elsewhere.eligible
     with session_scope() as s:
         assert s.get(PathwayRun, mapped.run_ids[0]).pathway == "lung-cancer-ct"
@@ -92,7 +90,7 @@ def test_results_echo_the_ordered_code_and_the_sr_reports_the_standard_one(radpa
     registry_module.default_registry.cache_clear()
     try:
         registry = registry_module.default_registry()
-        outcome = ledger.record_order(parse_order(order("M1", procedure="CTCHEST^CT chest^L")), "raw", registry)
+        outcome = receive(order("M1", procedure="CTCHEST^CT chest^L"), registry).order
         with session_scope() as s:
             study = Study(study_uid="1.2.3.4", accession_number="ACC00001", patient_key="k")
             s.add(study)

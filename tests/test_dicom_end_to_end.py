@@ -21,10 +21,10 @@ from integrations.db.engine import session_scope
 from integrations.db.models import Delivery
 from integrations.db.studies import sweep_readiness
 from integrations.dicom.scp import start_scp
-from integrations.hl7.orders import parse_order
 from integrations.settings import get_settings, reset_settings
 from tests.conftest import require_tool
 from tests.orthanc import Orthanc, free_port
+from tests.hl7_fixtures import receive
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(p
     storescu = require_tool("storescu")
     (study,) = generate("chest-ct", 1, 23, tmp_path / "synthetic")  # a seed no other test uses (see report: inference cache)
     raw = Path(study.order_path).read_text()
-    (run_id,) = ledger.record_order(parse_order(raw), raw, registry).run_ids
+    (run_id,) = receive(raw, registry).order.run_ids
 
     with Orthanc(tmp_path / "orthanc", known_peers_only=True) as orthanc:
         monkeypatch.setenv("RADPATH_DICOM_PORT", str(free_port()))

@@ -15,8 +15,8 @@ from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, PathwayRun, Study
 from integrations.db.studies import sweep_readiness, waiting_runs
 from integrations.dicom.store import ingest_instances
-from integrations.hl7.orders import parse_order
 from pathways.registry import Registry
+from tests.hl7_fixtures import receive
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _order(study, registry, nhs: str | None = None) -> str:
     raw = Path(study.order_path).read_text()
     if nhs:
         raw = raw.replace(raw.split("PID|1||")[1].split("^")[0], nhs, 1)
-    outcome = ledger.record_order(parse_order(raw), raw, registry)
+    outcome = receive(raw, registry).order
     (run_id,) = outcome.run_ids
     return run_id
 

@@ -278,16 +278,20 @@ def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registr
     from integrations.db.engine import session_scope
     from integrations.db.models import Study
     from integrations.delivery.fhir import delivered_reports
-    from integrations.db.fhir_orders import record_fhir_order
-    from integrations.fhir.servicerequest import parse_service_request
-    from tests.test_fhir_intake import service_request
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
-    outcome = record_fhir_order(parse_service_request(service_request(), client="epic"), "{}", registry)
+    from integrations.fhir.api import fhir_router
+    from tests.test_fhir_intake import post, service_request
+
+    app = FastAPI()  # the order comes in through the FHIR front door
+    app.include_router(fhir_router(registry), prefix="/fhir")
+    with TestClient(app) as client:
+        assert post(client, service_request()).status_code == 201
     uid = "1.2.826.0.1.3680043.8.498.77"
     with session_scope() as s:
         s.add(Study(study_uid=uid, accession_number="ACC00001", patient_key="P-x"))
-    run_id = ledger.attach_study(uid)[0]
-    assert run_id == outcome.run_ids[0]
+    (run_id,) = ledger.attach_study(uid)
     result_id = ledger.result_id_for(uid, "lung_cancer_ct", "0.1.0")
     result_ctx = ledger.result_context(run_id, result_id=result_id, model_name="m", model_version="0.1.0",
                                        source_series_uid=uid + ".1")

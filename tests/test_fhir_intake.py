@@ -1,4 +1,5 @@
-"""FHIR ServiceRequest intake: parsing, the HTTP front door, the shared ledger path, cancellation."""
+"""FHIR ServiceRequest intake: parsing, the HTTP front door, one order across both doors (the real
+HTTP router and the real MLLP listener), conflicts refused, cancellation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun
 from integrations.fhir.api import fhir_router
@@ -18,6 +18,8 @@ from integrations.fhir.servicerequest import FhirInputError, parse_service_reque
 from integrations.hl7.orders import parse_order
 from integrations.settings import reset_settings
 from tests.fhir_server import fhir_schema_validator
+from tests.hl7_fixtures import ThreadedListener, err, msa
+from tests.hl7_fixtures import order as hl7_order
 from tests.test_ledger import ORDER as HL7_ORDER
 
 NHS = "9434765919"  # valid modulus-11, used by the HL7 tests too
@@ -73,11 +75,15 @@ def test_service_request_reads_like_the_hl7_order():
     assert fhir.placer_system == "https://trust.example/placer"  # for the report's basedOn
 
 
-def test_the_placer_number_and_its_system_from_the_requisition_when_untyped():
+def test_without_a_plac_identifier_the_order_is_known_by_its_own_identifier_never_the_requisition():
+    """A requisition is a group id several ServiceRequests share: never one order's identity."""
     resource = service_request()
     resource["identifier"] = resource["identifier"][1:]  # no PLAC identifier
     order = parse_service_request(resource, client="epic")
-    assert (order.placer_order_number, order.placer_system) == ("REQ-9", "https://trust.example/requisition")
+    assert (order.placer_order_number, order.placer_system) == ("sr-1", "")  # its resource id
+    resource["identifier"].append({"system": "https://ehr.example/orders", "value": "ORD-77"})
+    order = parse_service_request(resource, client="epic")
+    assert (order.placer_order_number, order.placer_system) == ("ORD-77", "https://ehr.example/orders")
 
 
 def test_identifier_reference_without_patient_resource_is_enough():
@@ -156,26 +162,94 @@ def test_changed_version_of_the_same_order_is_kept_not_applied(api):
         assert len(session.exec(select(InboundMessage)).all()) == 2
 
 
-def test_fhir_after_hl7_is_one_order(api, registry):
-    hl7 = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
-    answer = post(api, service_request())
-    assert answer.status_code == 200 and hl7.order_id in answer.json()["issue"][0]["diagnostics"]
+def _send_hl7(*messages: str) -> list[bytes]:
+    """Through radpath's real MLLP listener (python-hl7's client as the RIS)."""
+    import hl7.client
+
+    with ThreadedListener() as listener, hl7.client.MLLPClient("127.0.0.1", listener.port) as client:
+        return [client.send_message(m) for m in messages]
+
+
+def _counts() -> tuple[int, int]:
     with session_scope() as session:
-        assert len(session.exec(select(Order)).all()) == 1
-        assert len(session.exec(select(PathwayRun)).all()) == 1
-        statuses = sorted(m.status for m in session.exec(select(InboundMessage)).all())
-    assert statuses == ["accepted", "duplicate"]  # both messages kept, as received
+        return len(session.exec(select(Order)).all()), len(session.exec(select(PathwayRun)).all())
 
 
-def test_hl7_after_fhir_is_one_order_and_its_resend_too(api, registry):
+def test_fhir_then_the_same_order_as_hl7_through_the_listener_is_one_order_and_one_run(api):
     created = post(api, service_request())
     order_id = created.headers["Location"].split("/")[-1]
-    hl7 = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
-    assert (hl7.order_id, hl7.duplicate) == (order_id, True)
-    resent = ledger.record_order(parse_order(HL7_ORDER), HL7_ORDER, registry)
-    assert (resent.order_id, resent.duplicate) == (order_id, True)
+    acks = _send_hl7(hl7_order("H1"), hl7_order("H1"), hl7_order("H2"))  # a resend, and a new control id
+    assert [msa(a)[0] for a in acks] == ["AA", "AA", "AA"]
+    assert _counts() == (1, 1)
     with session_scope() as session:
-        assert len(session.exec(select(Order)).all()) == 1
+        statuses = sorted(m.status for m in session.exec(select(InboundMessage)).all())
+        duplicates = session.exec(select(AuditEvent).where(AuditEvent.action == "order.duplicate")).all()
+    assert statuses == ["accepted", "duplicate", "duplicate"]  # every message kept, as received
+    assert {d.entity_id for d in duplicates} == {order_id}
+
+
+def test_hl7_its_resend_then_fhir_is_one_order_and_one_run(api):
+    acks = _send_hl7(hl7_order("H1"), hl7_order("H1"))
+    assert [msa(a)[0] for a in acks] == ["AA", "AA"]
+    (order_id,) = [o.id for o in _orders()]
+    answer = post(api, service_request())
+    assert answer.status_code == 200 and order_id in answer.json()["issue"][0]["diagnostics"]
+    assert _counts() == (1, 1) and api.committed == []
+
+
+def _orders() -> list[Order]:
+    with session_scope() as session:
+        return list(session.exec(select(Order)).all())
+
+
+OTHER_NHS = "9434765870"  # another patient (valid modulus-11)
+
+
+def _other_patient(resource: dict) -> dict:
+    resource["contained"][0]["identifier"][0]["value"] = OTHER_NHS
+    resource["contained"][0]["name"][0]["family"] = "JONES"
+    return resource
+
+
+def test_two_service_requests_sharing_a_requisition_are_two_orders(api):
+    """No PLAC identifier, same requisition, another accession and patient: two orders, never one."""
+    first, second = service_request(), _other_patient(service_request(id="sr-2"))
+    for resource in (first, second):
+        resource["identifier"] = resource["identifier"][1:]
+    second["identifier"][0]["value"] = "ACC00002"
+    assert [post(api, r).status_code for r in (first, second)] == [201, 201]
+    assert _counts() == (2, 2) and len({o.patient_key for o in _orders()}) == 2
+
+
+@pytest.mark.parametrize("clash", [
+    {"placer": "PL123", "accession": "ACC00002"},  # same placer number
+    {"placer": "PL999", "accession": "ACC00001"},  # same accession
+])
+def test_the_same_identifiers_for_another_patient_are_refused_at_each_door_and_audited(api, clash):
+    post(api, service_request())
+    (first,) = _orders()
+    other = _other_patient(service_request(id="sr-2"))
+    other["identifier"][0]["value"], other["identifier"][1]["value"] = clash["placer"], clash["accession"]
+    answer = post(api, other)
+    assert answer.status_code == 409, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["code"] == "conflict" and "another patient" in issue["diagnostics"]
+    assert OTHER_NHS not in answer.text
+    fhir_schema_validator().validate_resource(answer.json())
+    assert post(api, other).status_code == 409  # a resend: the same answer
+    # the other door: another sender's placer numbers are its own, so the accession is what clashes
+    [ack] = _send_hl7(hl7_order("H1", nhs=OTHER_NHS, placer=clash["placer"], accession="ACC00001"))
+    assert msa(ack)[0] == "AE" and "^205" in err(ack)
+    (still,) = _orders()
+    assert still.model_dump() == first.model_dump()  # the first order untouched
+    with session_scope() as session:
+        conflicts = session.exec(select(AuditEvent).where(AuditEvent.action == "order.conflict")).all()
+        rejected = session.exec(select(InboundMessage).where(InboundMessage.status == "rejected")).all()
+        assert [r.status for r in session.exec(select(PathwayRun)).all()] == ["waiting"]
+    assert len(conflicts) == 2 and {c.entity_id for c in conflicts} == {first.id} and len(rejected) == 2
+    assert post(api, service_request(id="sr-3", identifier=[  # and the service keeps serving
+        {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}, "value": "PL5"},
+        {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "value": "ACC00005"}])).status_code == 201
 
 
 @pytest.mark.parametrize("status", ["revoked", "entered-in-error"])

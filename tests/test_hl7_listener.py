@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
-from integrations.db.models import Hl7Quarantine, InboundMessage, Order, PathwayRun
+from integrations.db.models import AuditEvent, Hl7Quarantine, InboundMessage, Order, PathwayRun
 from integrations.hl7.intake import IntakeConfig
 from integrations.hl7.listener import ListenerConfig
 from tests.hl7_fixtures import RawConnection, ThreadedListener, adt, err, msa, order
@@ -73,6 +73,35 @@ def test_same_order_under_a_new_control_id_is_not_created_twice(listener):
     acks = send(listener.port, order("C1"), order("C2"))
     assert [msa(a)[0] for a in acks] == ["AA", "AA"]
     assert len(orders()) == 1
+
+
+OTHER_NHS = "9434765870"  # another patient (valid modulus-11)
+
+
+@pytest.mark.parametrize(("clash", "err_prefix"), [
+    ({"placer": "PL123", "accession": "ACC00002"}, "ERR|ORC^1^2^205"),  # same placer number, same sender
+    ({"placer": "PL999", "accession": "ACC00001"}, "ERR|OBR^1^18^205"),  # same accession
+])
+def test_an_order_naming_another_patients_order_is_refused_ae_and_audited(listener, clash, err_prefix):
+    """Never merged, never silently absorbed: AE with ERR 205 (duplicate key identifier) naming
+    the field, the refusal audited, the first order and its run untouched; the listener serves on."""
+    [first] = send(listener.port, order("C1"))
+    [ack] = send(listener.port, order("C2", nhs=OTHER_NHS, **clash))
+    assert msa(first)[0] == "AA" and msa(ack) == ("AE", "C2") and err(ack).startswith(err_prefix), ack
+    assert "another patient" in ack.decode() and OTHER_NHS not in ack.decode()  # MSA-3 (v2.4) says why
+    [row] = orders()
+    with session_scope() as s:
+        assert row.patient_key and [r.status for r in s.exec(select(PathwayRun)).all()] == ["waiting"]
+        [conflict] = s.exec(select(AuditEvent).where(AuditEvent.action == "order.conflict")).all()
+        message = s.exec(select(InboundMessage).where(InboundMessage.control_id == "C2")).one()
+    assert conflict.entity_id == row.id and conflict.detail["message_id"] == message.id
+    assert message.status == "rejected" and OTHER_NHS not in str(conflict.detail)
+    [again] = send(listener.port, order("C2", nhs=OTHER_NHS, **clash))  # a resend: the same answer
+    assert again == ack
+    [cancel] = send(listener.port, order("C3", nhs=OTHER_NHS, control_code="CA", **clash))
+    assert msa(cancel)[0] == "AE" and orders()[0].status == "received"  # another patient's CA cancels nothing
+    [next_order] = send(listener.port, order("C4", placer="PL2", accession="ACC00002"))
+    assert msa(next_order)[0] == "AA" and len(orders()) == 2
 
 
 def test_cancel_change_and_adt_update(listener):
@@ -167,7 +196,7 @@ def test_character_sets(listener):
     conn.send(b"\x0b" + order("U2", placer="P2", family="BRONTË").encode("latin-1") + b"\x1c\r")  # no MSH-18: ASCII
     ack = conn.read_frame()
     assert msa(ack) == ("AE", "U2") and err(ack).startswith("ERR|PID^1^5^102")
-    conn.send(b"\x0b" + order("U3", placer="P3", charset="8859/1", family="BRONTË").encode("latin-1") + b"\x1c\r")
+    conn.send(b"\x0b" + order("U3", placer="P3", accession="A3", charset="8859/1", family="BRONTË").encode("latin-1") + b"\x1c\r")
     assert msa(conn.read_frame())[0] == "AA"
     assert sorted(o.family_name for o in orders()) == ["BRONTË", "BRONTË"]
 
@@ -189,12 +218,12 @@ def test_enhanced_mode_commit_ack_then_application_ack(listener):
 
 
 def test_commit_failure_never_gives_aa(listener, monkeypatch):
-    from integrations.db import hl7_intake
+    from integrations.db import orders as ledger_orders
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hl7_intake, "add_order", broken)
+    monkeypatch.setattr(ledger_orders, "record", broken)
     [ack] = send(listener.port, order("F1"))
     assert msa(ack) == ("AR", "F1") and "207" in err(ack)
     monkeypatch.undo()
@@ -203,9 +232,9 @@ def test_commit_failure_never_gives_aa(listener, monkeypatch):
 
 
 def test_commit_failure_with_close_policy_sends_nothing(radpath_env, monkeypatch):
-    from integrations.db import hl7_intake
+    from integrations.db import orders as ledger_orders
 
-    monkeypatch.setattr(hl7_intake, "add_order", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    monkeypatch.setattr(ledger_orders, "record", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
     with ThreadedListener(intake_config=IntakeConfig(on_commit_failure="close")) as running:
         conn = RawConnection(running.port)
         conn.send_message(order("F2"))
@@ -265,7 +294,7 @@ def test_idle_timeout_and_connection_cap(radpath_env):
 
 def test_mllp_send_command_line_tool(listener, tmp_path):
     path = tmp_path / "orders.hl7"
-    path.write_text("\n".join(order(f"M{i}", placer=f"P{i}").replace("\r", "\n") for i in range(3)))
+    path.write_text("\n".join(order(f"M{i}", placer=f"P{i}", accession=f"A{i}").replace("\r", "\n") for i in range(3)))
     tool = str(__import__("pathlib").Path(sys.executable).with_name("mllp_send"))
     out = subprocess.run([tool, "--loose", "-f", str(path), "-p", str(listener.port), "127.0.0.1"],
                          capture_output=True, timeout=60, check=True).stdout

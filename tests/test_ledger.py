@@ -1,4 +1,6 @@
-"""The ledger's guarantees: migrations, idempotent orders, one result per study/pathway/model."""
+"""The ledger's guarantees: migrations, idempotent orders, one result per study/pathway/model.
+
+Orders enter through the HL7 intake (tests.hl7_fixtures.receive), the listener's own path."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from integrations.db import ledger
+from integrations.db import ledger, orders
 from integrations.db.engine import get_engine, migrate, session_scope
 from integrations.db.models import AuditEvent, Delivery, InboundMessage, Order, PathwayRun, Result, Study
-from integrations.hl7.orders import parse_order
+from integrations.db.orders import OrderStatus
+from tests.hl7_fixtures import receive
 
 ORDER = "\r".join(
     [
@@ -29,10 +32,9 @@ def test_migrations_create_every_table_and_rerun_cleanly(radpath_env):
 
 
 def test_order_commit_is_idempotent_on_resend(radpath_env, registry):
-    first = ledger.record_order(parse_order(ORDER), ORDER, registry)
-    again = ledger.record_order(parse_order(ORDER), ORDER, registry)
-    assert not first.duplicate and again.duplicate
-    assert again.order_id == first.order_id and again.run_ids == first.run_ids
+    first = receive(ORDER, registry)
+    again = receive(ORDER, registry)  # the same message: the stored ACK, nothing new
+    assert not first.order.duplicate and again.status == "duplicate" and again.acks == first.acks
     with session_scope() as s:
         assert len(s.exec(select(Order)).all()) == 1
         assert len(s.exec(select(InboundMessage)).all()) == 1
@@ -42,25 +44,40 @@ def test_order_commit_is_idempotent_on_resend(radpath_env, registry):
 
 def test_order_for_no_pathway_is_visibly_not_eligible(radpath_env, registry):
     other = ORDER.replace("169069000^Computed tomography of chest", "71651007^Mammography").replace("MSG0001", "MSG0002")
-    outcome = ledger.record_order(parse_order(other), other, registry)
+    outcome = receive(other, registry).order
     assert not outcome.eligible and outcome.run_ids == ()
     with session_scope() as s:
-        assert s.exec(select(Order)).one().status == "not_eligible"
+        assert s.exec(select(Order)).one().status == OrderStatus.NOT_ELIGIBLE == "not_eligible"
         actions = [a.action for a in s.exec(select(AuditEvent)).all()]
         assert "order.received" in actions
 
 
 def test_same_placer_order_from_same_sender_is_one_order(radpath_env, registry):
-    ledger.record_order(parse_order(ORDER), ORDER, registry)
+    first = receive(ORDER, registry).order
     resent_with_new_control_id = ORDER.replace("MSG0001", "MSG0099")
-    with pytest.raises(Exception):  # (sender, placer order number) is unique
-        ledger.record_order(parse_order(resent_with_new_control_id), resent_with_new_control_id, registry)
+    again = receive(resent_with_new_control_id, registry).order  # kept, marked duplicate
+    assert again.duplicate and again.order_id == first.order_id and again.run_ids == first.run_ids
     with session_scope() as s:
         assert len(s.exec(select(Order)).all()) == 1
+        assert sorted(m.status for m in s.exec(select(InboundMessage)).all()) == ["accepted", "duplicate"]
+
+
+def test_order_status_changes_only_along_legal_transitions(radpath_env, registry):
+    """One function moves an order's status; it refuses an illegal move and audits a legal one."""
+    order_id = receive(ORDER, registry).order.order_id
+    with session_scope() as s:
+        row = s.get(Order, order_id)
+        orders.transition(s, row, OrderStatus.CANCELLED, actor="test", action="order.cancelled")
+        with pytest.raises(orders.IllegalTransition):
+            orders.transition(s, row, OrderStatus.RECEIVED, actor="test", action="order.changed")
+    with session_scope() as s:
+        assert s.get(Order, order_id).status == "cancelled"
+        audit = s.exec(select(AuditEvent).where(AuditEvent.action == "order.cancelled")).one()
+        assert (audit.detail["status_from"], audit.detail["status"]) == ("received", "cancelled")
 
 
 def _ready_run(registry) -> str:
-    outcome = ledger.record_order(parse_order(ORDER), ORDER, registry)
+    outcome = receive(ORDER, registry).order
     with session_scope() as s:
         study = Study(study_uid="1.2.826.0.1.3680043.8.498.1", accession_number="ACC00001", patient_key="P-x")
         s.add(study)
@@ -109,8 +126,7 @@ def test_delivery_attempts_are_recorded(radpath_env, registry):
 
 def test_the_placer_system_reaches_the_result_context(radpath_env, registry):
     """ORC-2 "PL123^OCS^<oid>^ISO": the report's basedOn will name the order as the RIS issued it."""
-    outcome = ledger.record_order(parse_order(ORDER.replace("ORC|NW|PL123|", "ORC|NW|PL123^OCS^1.2.3.4^ISO|")), ORDER,
-                                  registry)
+    outcome = receive(ORDER.replace("ORC|NW|PL123|", "ORC|NW|PL123^OCS^1.2.3.4^ISO|"), registry).order
     with session_scope() as s:
         study = Study(study_uid="1.2.3.4.9", accession_number="ACC00001", patient_key="k")
         s.add(study)
@@ -121,38 +137,15 @@ def test_the_placer_system_reaches_the_result_context(radpath_env, registry):
     assert (ctx.placer_order_number, ctx.placer_namespace, ctx.placer_system) == ("PL123", "OCS", "urn:oid:1.2.3.4")
 
 
-def test_hl7_intake_rows_equal_the_orm_path(radpath_env, registry):
-    """The MLLP intake inserts orders with Core INSERTs (its hot path); the rows must be the
-    ones the ORM path (record_order, used by FHIR) writes: same columns, same defaults."""
-    from integrations.db import hl7_intake
+def test_core_rows_keep_the_models_defaults(radpath_env):
+    """The intake inserts orders with Core INSERTs (its hot path): `column_values` fills in the
+    model's defaults as the ORM would, and refuses a column the model lacks."""
     from integrations.db.models import column_values
 
     with pytest.raises(TypeError):
         column_values(Order, no_such_column=1)
     assert "id" not in column_values(AuditEvent, actor="a", action="b", entity_type="c", entity_id="d")
-
-    orm = ledger.record_order(parse_order(ORDER), ORDER, registry)
-    other = ORDER.replace("PL123", "PL456").replace("ACC00001", "ACC00002").replace("MSG0001", "MSG0002")
-    with session_scope() as s:
-        message = hl7_intake.message_values(application="SYNTH_RIS", facility="RXX01", control_id="MSG0002",
-                                            message_type="ORM^O01", raw=other, ack="MSH|ack")
-        core = hl7_intake.add_order(s, parse_order(other), message, registry)
-    assert not core.duplicate and core.eligible and len(core.run_ids) == 1
-    skip = {"id", "placer_order_number", "filler_order_number", "accession_number", "message_id", "received_at", "order_id", "created_at"}
-    with session_scope() as s:
-        a, b = (s.get(Order, o.order_id) for o in (orm, core))
-        assert {k: v for k, v in a.model_dump().items() if k not in skip} == \
-            {k: v for k, v in b.model_dump().items() if k not in skip}
-        assert b.received_at is not None and b.clinical_context == a.clinical_context
-        ra, rb = (s.get(PathwayRun, o.run_ids[0]) for o in (orm, core))
-        assert {k: v for k, v in ra.model_dump().items() if k not in skip} == \
-            {k: v for k, v in rb.model_dump().items() if k not in skip}
-        assert rb.created_at is not None and rb.status == "waiting"
-        assert s.get(InboundMessage, b.message_id).ack == "MSH|ack"
-        audit = s.exec(select(AuditEvent).where(AuditEvent.entity_id == b.id)).one()
-        assert audit.action == "order.received" and audit.detail["pathways"] == ["lung-cancer-ct"]
-    with session_scope() as s:  # the same placer order in another message: kept, marked duplicate
-        message = hl7_intake.message_values(application="SYNTH_RIS", facility="RXX01", control_id="MSG0003",
-                                            message_type="ORM^O01", raw=other)
-        again = hl7_intake.add_order(s, parse_order(other), message, registry)
-    assert again.duplicate and again.order_id == core.order_id and again.run_ids == core.run_ids
+    row = column_values(Order, sender="s", placer_order_number="p", accession_number="a", patient_key="k",
+                        procedure_code="c")
+    assert (row["status"], row["priority"], row["clinical_context"], row["sex"]) == ("received", "routine", {}, "U")
+    assert row["received_at"] is not None and row["id"]

@@ -18,6 +18,7 @@ from integrations.dicom.store import ingest_instances
 from integrations.hl7.orders import parse_order
 from integrations.errors import PermanentError
 from pathways.spec import Destination, Review
+from tests.hl7_fixtures import receive
 
 pytestmark = pytest.mark.slow
 PATHWAY = "heart-failure-cardiac-ct"
@@ -46,7 +47,7 @@ def _ready_run(tmp_path: Path, registry, seed: int) -> str:
     (study,) = generate("cardiac-ct", 1, seed, tmp_path / "synthetic")
     raw = Path(study.order_path).read_text()
     order = parse_order(raw)
-    ledger.record_order(order, raw, registry)
+    receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
     (run_id,) = ledger.attach_study(study.study_uid)
     IDENTITIES.extend(_identity_forms(order))

@@ -20,8 +20,8 @@ from integrations.db import ledger, ops
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Delivery, PathwayRun
 from integrations.dicom.store import ingest_instances
-from integrations.hl7.orders import parse_order
 from integrations.settings import reset_settings
+from tests.hl7_fixtures import receive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def _ready_run(tmp_path: Path, registry, seed: int) -> str:
 
     (study,) = generate("cardiac-ct", 1, seed, tmp_path / "synthetic")
     raw = Path(study.order_path).read_text()
-    ledger.record_order(parse_order(raw), raw, registry)
+    receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
     (run_id,) = ledger.attach_study(study.study_uid)
     return run_id

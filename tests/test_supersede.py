@@ -22,10 +22,10 @@ from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Delivery, PathwayRun, Result, Study
 from integrations.db.studies import sweep_readiness
 from integrations.dicom.store import ingest_instances
-from integrations.hl7.orders import parse_order
 from integrations.settings import Settings
 from pathways.registry import Registry
 from tests.conftest import dciodvfy_errors
+from tests.hl7_fixtures import receive
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def _first_result(tmp_path: Path, registry: Registry, policy: str):  # noqa: ANN
 
     (study,) = generate("cardiac-ct", 1, 3, tmp_path / "synthetic")
     raw = Path(study.order_path).read_text()
-    (run_id,) = ledger.record_order(parse_order(raw), raw, registry).run_ids
+    (run_id,) = receive(raw, registry).order.run_ids
     files = sorted(Path(study.dicom_dir).rglob("*.dcm"))
     last = _ingest(files[:-HELD_BACK])
     policy_registry = _registry_with(registry, policy)

@@ -17,11 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from integrations.db.engine import session_scope
-from integrations.db.order_identity import same_order
 from integrations.db.models import (
     AuditEvent,
     Delivery,
-    InboundMessage,
     Order,
     PathwayRun,
     Result,
@@ -30,10 +28,9 @@ from integrations.db.models import (
     column_values,
     utcnow,
 )
-from pathways.orders import OrderRequest
+from pathways.orders import age_on
 from integrations.settings import get_settings
 from pathways.identifiers import pseudonymous_key
-from pathways.registry import Registry
 
 RESULT_NAMESPACE = uuid.UUID("6d1f0a4e-3c59-4d0b-9a57-2f4c1f6b8e21")  # radpath's own namespace
 
@@ -54,137 +51,6 @@ def patient_key(identifier: str) -> str:
 
 def study_key(study_uid: str) -> str:
     return pseudonymous_key(get_settings().pseudonym_secret(), "study", study_uid)
-
-
-@dataclass(frozen=True)
-class OrderOutcome:
-    order_id: str
-    run_ids: tuple[str, ...]
-    duplicate: bool
-    eligible: bool
-
-
-def _age_on(birth: dt.date | None, on: dt.date) -> int | None:
-    if birth is None:
-        return None
-    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
-def received_message(session: Session, application: str, facility: str, control_id: str) -> InboundMessage | None:
-    """The message already received from this sender under this control id (HL7 MSH-3/4/10), if any."""
-    return session.exec(
-        select(InboundMessage).where(
-            InboundMessage.sender_application == application,
-            InboundMessage.sender_facility == facility,
-            InboundMessage.control_id == control_id,
-        )
-    ).first()
-
-
-def order_from_request(parsed: OrderRequest, message_id: str | None) -> Order:
-    """The ledger row for an incoming order, whatever front door it came through."""
-    return Order(**order_values(parsed, message_id))
-
-
-def order_values(parsed: OrderRequest, message_id: str | None) -> dict[str, Any]:
-    """The columns of that row (for a Core INSERT on the HL7 intake's hot path)."""
-    return column_values(
-        Order,
-        sender=parsed.sender,
-        placer_order_number=parsed.placer_order_number,
-        placer_system=parsed.placer_system,
-        placer_namespace=parsed.placer_namespace,
-        filler_order_number=parsed.filler_order_number,
-        accession_number=parsed.accession_number,
-        patient_key=patient_key(parsed.nhs_number or f"{parsed.local_id_authority}:{parsed.local_patient_id}"),
-        nhs_number=parsed.nhs_number,
-        local_patient_id=parsed.local_patient_id,
-        family_name=parsed.family_name,
-        given_name=parsed.given_name,
-        birth_date=parsed.birth_date,
-        sex=parsed.sex,
-        procedure_code=parsed.procedure_code,
-        procedure_system=parsed.procedure_system,
-        procedure_text=parsed.procedure_text,
-        modality=parsed.modality,
-        priority=parsed.priority,
-        clinical_indication=parsed.clinical_indication,
-        ordering_clinician=parsed.ordering_clinician,
-        ordering_location=parsed.ordering_location,
-        clinical_context=parsed.clinical_context,
-        message_id=message_id,
-    )
-
-
-def create_pathway_runs(session: Session, order: Order, registry: Registry, skip: frozenset[str] = frozenset()) -> list[PathwayRun]:
-    """One run per pathway claiming the order's procedure and modality (see `pathway_run_values`)."""
-    columns = {"id": order.id, "birth_date": order.birth_date, "procedure_code": order.procedure_code,
-               "procedure_system": order.procedure_system, "modality": order.modality, "sender": order.sender}
-    runs = [PathwayRun(**values) for values in pathway_run_values(columns, registry, skip)]
-    session.add_all(runs)
-    return runs
-
-
-def procedure_mapping(registry: Registry, parsed: OrderRequest) -> dict[str, str]:
-    """For the audit: the standard concept a local or NICIP procedure code was taken to mean."""
-    standard = registry.standard_procedure(parsed.procedure_system, parsed.procedure_code, parsed.sender)
-    return {"procedure_means": f"{standard.system}|{standard.code}"} if standard is not None else {}
-
-
-def pathway_run_values(order: dict[str, Any], registry: Registry, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """The run rows for an order's columns: one per pathway claiming its procedure and modality;
-    outside a pathway's age range the run is recorded as not eligible, visibly."""
-    rows = []
-    age = _age_on(order["birth_date"], dt.date.today())
-    for spec in registry.match(order["procedure_code"], order["modality"], order["procedure_system"], order["sender"]):
-        if spec.name in skip:
-            continue
-        low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
-        row = column_values(PathwayRun, order_id=order["id"], pathway=spec.name, pathway_version=spec.version)
-        if (low is not None and (age is None or age < low)) or (high is not None and age is not None and age > high):
-            row["status"], row["status_reason"] = "not_eligible", "patient age outside the pathway's range"
-        rows.append(row)
-    return rows
-
-
-def record_order(parsed: OrderRequest, raw: str, registry: Registry, actor: str = "hl7") -> OrderOutcome:
-    """Commit the raw message, the order and its pathway runs; idempotent on resend."""
-    with session_scope() as session:
-        existing = received_message(session, parsed.sending_application, parsed.sending_facility, parsed.control_id)
-        if existing is not None:
-            order = session.exec(select(Order).where(Order.message_id == existing.id)).first()
-            if order is None:  # the message repeated an order that came through another door
-                order = same_order(session, parsed.placer_order_number, parsed.accession_number)
-            if order is None:
-                raise LookupError("resent message has no order")
-            runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == order.id)).all()
-            return OrderOutcome(order.id, tuple(runs), duplicate=True, eligible=bool(runs))
-
-        message = InboundMessage(
-            protocol=parsed.protocol,
-            sender_application=parsed.sending_application,
-            sender_facility=parsed.sending_facility,
-            control_id=parsed.control_id,
-            message_type=parsed.message_type,
-            raw=raw,
-        )
-        session.add(message)
-        same = same_order(session, parsed.placer_order_number, parsed.accession_number, other_sender=parsed.sender)
-        if same is not None:  # the same order via another front door (HL7 and FHIR): one order
-            message.status = "duplicate"
-            session.flush()
-            audit(session, actor, "order.duplicate", "order", same.id, protocol=parsed.protocol, message_id=message.id)
-            runs = session.exec(select(PathwayRun.id).where(PathwayRun.order_id == same.id)).all()
-            return OrderOutcome(same.id, tuple(runs), duplicate=True, eligible=bool(runs))
-        order = order_from_request(parsed, message.id)
-        session.add(order)
-        runs = create_pathway_runs(session, order, registry)
-        if not any(r.status == "waiting" for r in runs):
-            order.status = "not_eligible"
-        session.flush()
-        audit(session, actor, "order.received", "order", order.id, pathways=[r.pathway for r in runs], status=order.status,
-              **procedure_mapping(registry, parsed))
-        return OrderOutcome(order.id, tuple(r.id for r in runs if r.status == "waiting"), duplicate=False, eligible=order.status != "not_eligible")
 
 
 def attach_study(study_uid: str, actor: str = "readiness") -> list[str]:
@@ -240,7 +106,7 @@ def run_view(run_id: str) -> RunView:
             study_key=study_key(study.study_uid),
             patient_key=order.patient_key,
             priority=order.priority,
-            age_years=_age_on(order.birth_date, order.received_at.date()),
+            age_years=age_on(order.birth_date, order.received_at.date()),
             sex=order.sex,
             clinical_context=dict(order.clinical_context),
             received_at=order.received_at,

@@ -4,7 +4,10 @@ Mount `fhir_router(...)` at `/fhir` on radpath's HTTP app:
 
 - `POST /fhir/ServiceRequest` (and `PUT /fhir/ServiceRequest/{id}`, which is how a classic
   R4 rest-hook Subscription with a payload delivers a resource): 201 for a new order, 200
-  for one already recorded (resend, or the same order via HL7), 200 for a cancellation.
+  for one already recorded (resend, or the same order via HL7), 200 for a cancellation,
+  409 for an order whose placer number or accession already names another patient's order
+  (the identity rule of `integrations/db/orders.py`; refused and audited, the order already
+  recorded untouched).
 - `POST /fhir/notification`: a Subscriptions R4 Backport notification Bundle (type
   `history`, first entry the `Parameters` subscription status) with full-resource content.
 
@@ -25,8 +28,9 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from integrations.db.fhir_orders import CancelOutcome, record_fhir_order
-from integrations.db.ledger import OrderOutcome
+from integrations.db import messages, orders
+from integrations.db.engine import session_scope
+from integrations.db.orders import Conflict, OrderChange, OrderOutcome
 from integrations.fhir.servicerequest import (
     FhirInputError,
     contained_resolver,
@@ -35,6 +39,7 @@ from integrations.fhir.servicerequest import (
     parse_service_request,
 )
 from integrations.settings import get_settings
+from pathways.orders import OrderRequest
 from pathways.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,7 @@ ACCEPTED_MEDIA = {"application/fhir+json", "application/json", "application/json
 BACKPORT_STATUS_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
 
 OnCommitted = Callable[[OrderOutcome], None]
-OnCancelled = Callable[[CancelOutcome], None]
+OnCancelled = Callable[[OrderChange], None]
 
 
 class _Refused(Exception):
@@ -121,6 +126,32 @@ def _notification_type(bundle: dict[str, Any]) -> str:
                          expression="Bundle.entry[0].resource.parameter")
 
 
+def commit_order(order: OrderRequest, raw: str, registry: Registry, *, actor: str, reason: str
+                 ) -> OrderOutcome | OrderChange | Conflict | None:
+    """Record one ServiceRequest's order (or its cancellation) and the message, in one transaction.
+
+    A resend of the same content (same control id) writes nothing and is answered as before.
+    None: a cancellation of an order radpath does not hold (nothing is stored)."""
+    with session_scope() as session:
+        if messages.received_message(session, order.sending_application, order.sending_facility,
+                                     order.control_id) is not None:
+            return orders.replay(session, order)
+        if order.order_control == "CA":
+            if orders.identify(session, order, new=False) is None:
+                return None
+            message = messages.add_message(session, application=order.sending_application,
+                                           facility=order.sending_facility, control_id=order.control_id,
+                                           message_type=f"{order.message_type}:CA", raw=raw, protocol="fhir")
+            change = orders.cancel(session, order, message.id, actor=actor, reason=reason)
+            if isinstance(change, Conflict):
+                message.status, message.error = "rejected", change.text
+            return change
+        values = messages.message_values(application=order.sending_application, facility=order.sending_facility,
+                                         control_id=order.control_id, message_type=order.message_type, raw=raw,
+                                         protocol="fhir")
+        return orders.record(session, order, values, registry, actor=actor)
+
+
 def fhir_router(
     registry: Registry | None = None,
     *,
@@ -134,16 +165,19 @@ def fhir_router(
     def intake(resource: dict[str, Any], client: str, resolve, tasks: BackgroundTasks) -> tuple[int, dict[str, Any], dict]:
         order = parse_service_request(resource, client=client, resolve=resolve)
         reason = f"ServiceRequest.status {resource.get('status')}"
-        outcome = record_fhir_order(order, json.dumps(resource), registry_, actor=f"fhir:{client}", reason=reason)
-        if isinstance(outcome, CancelOutcome):
-            log.info("fhir cancellation order=%s cancelled_runs=%d", outcome.order_id, len(outcome.cancelled_run_ids))
-            if outcome.order_id is None:
-                return 200, operation_outcome("no order with this placer order number and accession; nothing to "
-                                              "cancel", severity="warning", code="not-found"), {}
+        outcome = commit_order(order, json.dumps(resource), registry_, actor=f"fhir:{client}", reason=reason)
+        if isinstance(outcome, Conflict):
+            log.info("fhir order refused: %s conflict", outcome.field)
+            return 409, operation_outcome(outcome.text, code="conflict", expression="ServiceRequest.identifier"), {}
+        if outcome is None:
+            return 200, operation_outcome("no order with this placer order number and accession; nothing to "
+                                          "cancel", severity="warning", code="not-found"), {}
+        if isinstance(outcome, OrderChange):
+            log.info("fhir cancellation order=%s cancelled_runs=%d", outcome.order_id, len(outcome.run_ids))
             if on_order_cancelled and not outcome.duplicate:
                 tasks.add_task(on_order_cancelled, outcome)
             return 200, operation_outcome(
-                f"order {outcome.order_id} cancelled: {len(outcome.cancelled_run_ids)} pathway runs stopped, "
+                f"order {outcome.order_id} cancelled: {len(outcome.run_ids)} pathway runs stopped, "
                 f"{len(outcome.kept_run_ids)} already started or finished", severity="information",
                 code="informational"), {}
         log.info("fhir order=%s duplicate=%s runs=%d", outcome.order_id, outcome.duplicate, len(outcome.run_ids))

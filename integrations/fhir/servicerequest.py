@@ -6,8 +6,11 @@ ledger path. Problems raise `FhirInputError` naming the element (FHIRPath-like
 expression), never echoing a patient identifier.
 
 Identifier conventions (HL7 v2 table 0203 identifier types, as UK Core uses them):
-placer order number = identifier typed PLAC, else `requisition`; accession = identifier
-typed ACSN, else one typed FILL (filler order number).
+placer order number = identifier typed PLAC, else the ServiceRequest's own business identifier
+(one not typed ACSN or FILL), else its resource id; accession = identifier typed ACSN, else one
+typed FILL (filler order number). Never the `requisition`: that is a group identifier several
+ServiceRequests share by design (FHIR R4 ServiceRequest.requisition, "composite request id"),
+so it can never be one order's identity.
 """
 
 from __future__ import annotations
@@ -108,6 +111,19 @@ def _typed_identifier(identifiers: list[dict[str, Any]], type_code: str) -> dict
         if any(c.get("system") == V2_0203 and c.get("code") == type_code for c in codings) and ident.get("value"):
             return ident
     return None
+
+
+def _placer_identifier(resource: dict[str, Any]) -> dict[str, Any]:
+    """The identifier this ServiceRequest is known by to its placer (see the module docstring)."""
+    identifiers = resource.get("identifier") or []
+    typed = _typed_identifier(identifiers, "PLAC")
+    if typed:
+        return typed
+    for ident in identifiers:
+        codes = {c.get("code") for c in (ident.get("type") or {}).get("coding") or [] if c.get("system") == V2_0203}
+        if ident.get("value") and not codes & {"ACSN", "FILL"}:
+            return ident
+    return {"value": resource["id"]} if resource.get("id") else {}
 
 
 def control_id(resource: dict[str, Any]) -> str:
@@ -216,11 +232,12 @@ def parse_service_request(
         raise FhirInputError(f"ServiceRequest.intent: '{resource.get('intent')}' is not an order",
                              code="business-rule", expression="ServiceRequest.intent")
     identifiers = resource.get("identifier") or []
-    placer_identifier = _typed_identifier(identifiers, "PLAC") or resource.get("requisition") or {}
+    placer_identifier = _placer_identifier(resource)
     placer = placer_identifier.get("value")
     if not placer:
-        raise FhirInputError("ServiceRequest.identifier: placer order number (type PLAC) or requisition required",
-                             code="required", expression="ServiceRequest.identifier")
+        raise FhirInputError("ServiceRequest.identifier: placer order number (type PLAC), another identifier of "
+                             "this ServiceRequest, or its id required", code="required",
+                             expression="ServiceRequest.identifier")
     filler = _typed(identifiers, "FILL")
     accession = _typed(identifiers, "ACSN") or filler
     if not accession:

@@ -30,6 +30,7 @@ UNSUPPORTED_EVENT_CODE = "201"
 UNSUPPORTED_PROCESSING_ID = "202"
 UNSUPPORTED_VERSION_ID = "203"
 UNKNOWN_KEY_IDENTIFIER = "204"
+DUPLICATE_KEY_IDENTIFIER = "205"
 APPLICATION_INTERNAL_ERROR = "207"
 ERROR_TEXT = {
     "100": "Segment sequence error",
@@ -41,6 +42,7 @@ ERROR_TEXT = {
     "202": "Unsupported processing id",
     "203": "Unsupported version id",
     "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
     "207": "Application internal error",
 }
 # HL7 table 0155 — accept/application acknowledgment conditions

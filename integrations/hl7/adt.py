@@ -8,9 +8,9 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 
-from integrations.db.hl7_intake import PatientUpdate
 from integrations.errors import InvalidInput
 from integrations.hl7.orders import patient_identifiers
+from pathways.orders import PatientUpdate
 
 ADT_UPDATE_EVENTS = {"A08", "A31"}
 

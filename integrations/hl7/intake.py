@@ -28,13 +28,14 @@ from typing import Any, Literal
 
 from sqlmodel import Session
 
-from integrations.db import hl7_intake as db
+from integrations.db import messages, orders
 from integrations.db.engine import get_engine
-from integrations.db.ledger import OrderOutcome
+from integrations.db.orders import Conflict, OrderOutcome
 from integrations.errors import InvalidInput
 from integrations.hl7.ack import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
+    DUPLICATE_KEY_IDENTIFIER,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -307,6 +308,13 @@ def _warm_up() -> None:
             pass
 
 
+def conflict_detail(conflict: Conflict) -> ErrorDetail:
+    """The ERR of an order refused because its placer number or accession names another
+    patient's (or another) order: HL7 table 0357 code 205, at ORC-2 or OBR-18."""
+    segment, number = ("ORC", 2) if conflict.field == "placer" else ("OBR", 18)
+    return ErrorDetail(segment, number, DUPLICATE_KEY_IDENTIFIER, conflict.text)
+
+
 # ---------------------------------------------------------------- intake
 
 class Intake:
@@ -394,7 +402,7 @@ class Intake:
         if session is None:
             with Session(get_engine()) as own:
                 return self._stored_ack(header, own)
-        ack = db.stored_ack(session, header.sending_application, header.sending_facility, header.control_id)
+        ack = messages.stored_ack(session, header.sending_application, header.sending_facility, header.control_id)
         return ack.split(ACK_SEPARATOR) if ack else None
 
     async def _commit(self, unit: Callable[[Session], Reply], header: Header) -> Reply:
@@ -413,31 +421,45 @@ class Intake:
             return Reply(acks=stored, status="duplicate")
         message_type = f"{raw.message_type}^{header.trigger}"
         if kind == "order" and parsed.order_control == "NW":  # the common case, without ORM objects
-            acks = self._acks(header, "AA", None, stored=True)
-            message = db.message_values(application=header.sending_application, facility=header.sending_facility,
-                                        control_id=header.control_id, message_type=message_type, raw=text,
-                                        ack=ACK_SEPARATOR.join(acks))
-            outcome = db.add_order(session, parsed, message, self.registry)
+            message = messages.message_values(application=header.sending_application,
+                                              facility=header.sending_facility, control_id=header.control_id,
+                                              message_type=message_type, raw=text)
+            acks: list[str] = []
+
+            def answer(conflict: Conflict | None) -> str:  # the ACK is stored with the message
+                acks[:] = self._acks(header, "AE" if conflict else "AA",
+                                     conflict_detail(conflict) if conflict else None, stored=True)
+                return ACK_SEPARATOR.join(acks)
+
+            outcome = orders.record(session, parsed, message, self.registry, actor="hl7", answer=answer)
+            if isinstance(outcome, Conflict):
+                log.warning("HL7 order refused (AE): %s", outcome.text)
+                return Reply(acks=acks, status="rejected")
             events = [] if outcome.duplicate else [IntakeEvent(
                 "order.received", "order", outcome.order_id, {"eligible": outcome.eligible, "runs": len(outcome.run_ids)})]
-            return Reply(acks=acks, order=outcome, events=events)
-        message = db.add_message(session, application=header.sending_application, facility=header.sending_facility,
-                                 control_id=header.control_id, message_type=message_type, raw=text)
+            return Reply(acks=acks, order=outcome, events=events, status="duplicate" if outcome.duplicate else "accepted")
+        message = messages.add_message(session, application=header.sending_application,
+                                       facility=header.sending_facility, control_id=header.control_id,
+                                       message_type=message_type, raw=text)
         reply = Reply(acks=[])
         error = None
         if kind == "adt":
-            orders = db.update_patient(session, parsed, message)
-            reply.events.append(IntakeEvent("patient.updated", "inbound_message", message.id, {"orders": len(orders)}))
+            updated = orders.update_patient(session, parsed, message.id, actor="hl7")
+            reply.events.append(IntakeEvent("patient.updated", "inbound_message", message.id, {"orders": len(updated)}))
         else:
-            change = {"CA": lambda: db.cancel_order(session, parsed, message),
-                      "XO": lambda: db.change_order(session, parsed, message, self.registry),
-                      "SC": lambda: db.note_status(session, parsed, message)}[parsed.order_control]()
+            change = {"CA": lambda: orders.cancel(session, parsed, message.id, actor="hl7",
+                                                  reason="order cancelled by the placer (ORC-1 CA)"),
+                      "XO": lambda: orders.change(session, parsed, message.id, self.registry, actor="hl7"),
+                      "SC": lambda: orders.note_status(session, parsed, message.id, actor="hl7")}[parsed.order_control]()
             if change is None:
                 error = ErrorDetail("ORC", 2, UNKNOWN_KEY_IDENTIFIER, "no order with this placer order number")
-                message.status, message.error = "rejected", f"{error.location}: {error.text}"
+            elif isinstance(change, Conflict):
+                error = conflict_detail(change)
             elif change.action != "status-noted":
                 reply.events.append(IntakeEvent(f"order.{change.action}", "order", change.order_id,
                                                 {"runs": len(change.run_ids)}))
+            if error is not None:
+                message.status, message.error = "rejected", f"{error.location}: {error.text}"
         reply.acks = self._acks(header, "AE" if error else "AA", error, stored=True)
         reply.status = "rejected" if error else "accepted"
         message.ack = ACK_SEPARATOR.join(reply.acks)
@@ -459,14 +481,14 @@ class Intake:
                 stored = self._stored_ack(header, session)
                 if stored is not None:
                     return Reply(acks=stored, status="duplicate")
-                message = db.add_message(
+                message = messages.add_message(
                     session, application=header.sending_application, facility=header.sending_facility,
                     control_id=header.control_id, message_type=f"{raw.message_type}^{header.trigger}",
                     raw=text if text is not None else payload.decode("latin-1"), status="rejected",
                     error=f"{detail.location}: {detail.text}", )
                 message.ack = ACK_SEPARATOR.join(acks)
                 message_id = message.id
-            qid = db.quarantine(session, raw=payload, reason=detail.text, location=detail.location, peer=peer,
+            qid = messages.quarantine(session, raw=payload, reason=detail.text, location=detail.location, peer=peer,
                                 control_id=header.control_id or None, message_id=message_id,
                                 ack=ACK_SEPARATOR.join(acks), size=size)
             return Reply(acks=acks, status="rejected",

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from integrations.db.ledger import OrderOutcome
+from integrations.db.orders import OrderOutcome
 from integrations.hl7.intake import FaultInjector, GroupCommitter, Intake, IntakeConfig, IntakeEvent, Reply
 from integrations.hl7.mllp import DEFAULT_MAX_FRAME, Frame, FrameDecoder, frame
 
