@@ -14,6 +14,46 @@ from integrations.settings import get_settings
 from pathways.findings import VolumeRef
 
 
+class NotARegularVolume(InvalidInput):
+    """The series is not a regular volume; `reason` is a short name shown to people and audited."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def check_geometry(headers: list[pydicom.Dataset], tolerance_mm: float = 0.01) -> float:
+    """Return the slice spacing of a regular volume, or raise NotARegularVolume with a named reason.
+
+    Checks what highdicom's ``get_volume_from_series`` checks (highdicom/volume.py and
+    highdicom.spatial.get_series_volume_positions): one orientation, one size and pixel
+    spacing, slice positions along the normal of the image plane (no gantry tilt), no
+    duplicate positions and one spacing throughout (a missing slice is a double gap).
+    Never averages spacing over gaps. `headers` must be in volume order.
+    """
+    if len({tuple(round(float(v), 4) for v in h.ImageOrientationPatient) for h in headers}) > 1:
+        raise NotARegularVolume("mixed-orientation", "slices differ in ImageOrientationPatient")
+    if len({(int(h.Rows), int(h.Columns), tuple(round(float(v), 4) for v in h.PixelSpacing)) for h in headers}) > 1:
+        raise NotARegularVolume("mixed-size", "slices differ in rows, columns or pixel spacing")
+    iop = np.array(headers[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = np.array([h.ImagePositionPatient for h in headers], dtype=float)
+    steps = np.diff(positions, axis=0)
+    dist = steps @ normal
+    if np.any(np.abs(dist) < tolerance_mm):
+        raise NotARegularVolume("duplicate-slice", "two slices share one position")
+    off_normal = np.linalg.norm(steps - np.outer(dist, normal), axis=1)
+    if np.any(off_normal > tolerance_mm):
+        raise NotARegularVolume("gantry-tilt", "slice positions do not follow the image normal")
+    spacing = float(np.median(np.abs(dist)))
+    if np.any(np.abs(np.abs(dist) - spacing) > tolerance_mm):
+        gaps = np.abs(dist) / spacing
+        if np.any(np.abs(gaps - np.rint(gaps)) <= tolerance_mm / spacing) and np.any(np.rint(gaps) >= 2):
+            raise NotARegularVolume("missing-slice", "a gap of a whole number of slice spacings")
+        raise NotARegularVolume("uneven-spacing", f"slice steps differ by more than {tolerance_mm} mm")
+    return spacing
+
+
 def load_volume(series_uid: str) -> VolumeRef:
     """Stack a series (ordered along its normal) into int16 values with rescale applied.
 
@@ -23,10 +63,9 @@ def load_volume(series_uid: str) -> VolumeRef:
     files = series_files(series_uid)
     if len(files) < 2:
         raise InvalidInput("a volume needs at least two slices")
-    first = pydicom.dcmread(files[0][0], stop_before_pixels=True)
-    last = pydicom.dcmread(files[-1][0], stop_before_pixels=True)
-    positions = np.array([first.ImagePositionPatient, last.ImagePositionPatient], dtype=float)
-    z_spacing = float(np.linalg.norm(positions[1] - positions[0]) / (len(files) - 1))
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path, _ in files]
+    first = headers[0]
+    z_spacing = check_geometry(headers)
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     shape = (len(files), int(first.Rows), int(first.Columns))
     key = "|".join([series_uid, *(uid for _, uid in files)])
