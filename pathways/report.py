@@ -57,7 +57,7 @@ class Finding(_Frozen):
 
 class ReportContent(_Frozen):
     pathway: str
-    report_code: Code  # what the report is (LOINC document/report code)
+    report_code: Code  # the modality's LOINC report code (SR Procedure Reported fallback); messages say codes.AI_IMAGING_RESULT
     title: str
     conclusion: str
     conclusion_codes: tuple[Code, ...] = ()

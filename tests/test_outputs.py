@@ -26,6 +26,7 @@ from pathways.findings import LungAssessment, Nodule, NoduleAssessment
 from pathways.identifiers import NHS_NUMBER_SYSTEM
 from pathways.lung_cancer_report import lung_report_content
 from pathways.report import Code, PatientIdentity, ResultContext
+from pathways.result_status import ResultStatus
 from tests.conftest import dciodvfy_errors
 
 NHS_NUMBER = "9434765919"  # valid modulus-11 NHS number (NHS Digital example)
@@ -399,9 +400,11 @@ def test_fhir_bundle_validates_and_is_conditional(content, ctx):
 def test_fhir_report_and_observations(content, ctx):
     bundle = build_report_bundle(content, ctx)
     report = _by_type(bundle, "DiagnosticReport")[0]["resource"]
-    assert report["status"] == "final"
+    assert report["status"] == "preliminary" and "resultsInterpreter" not in report  # unreviewed
+    assert {o["resource"]["status"] for o in _by_type(bundle, "Observation")} == {"preliminary"}
     assert report["category"][0]["coding"][0]["code"] == "RAD"
-    assert report["code"]["coding"][0] == {"system": codes.LOINC, "code": "24627-2", "display": "CT Chest Report"}
+    # an algorithm's measurement report (DCM 126000), not the radiologist's CT chest report (LOINC 24627-2)
+    assert report["code"]["coding"][0] == {"system": codes.DCM, "code": "126000", "display": "Imaging Measurement Report"}
     assert report["basedOn"][0]["identifier"]["value"] == "PO-778"
     assert report["basedOn"][0]["identifier"]["system"] == "urn:radpath:placer-order-number"  # the order named none
     placed = build_report_bundle(content, ctx.model_copy(update={"placer_system": "https://trust.example/placer"}))
@@ -422,6 +425,21 @@ def test_fhir_report_and_observations(content, ctx):
     assert urgent[0]["valueBoolean"] is True
     nodule = [o for o in urls.values() if o.get("hasMember")]
     assert len(nodule) == 2 and all(m["reference"] in urls for m in nodule[0]["hasMember"])
+
+
+def test_fhir_final_names_the_reviewer_and_nothing_is_final_without_one(content, ctx):
+    """FHIR R4: DiagnosticReport.resultsInterpreter and Observation.performer name who accepted it."""
+    with pytest.raises(ValueError, match="reviewer"):
+        build_report_bundle(content, ctx, status="final")
+    bundle = build_report_bundle(content, ctx, status="final", interpreter="Dr Ada Reviewer")
+    validate_r4(bundle)
+    report = _by_type(bundle, "DiagnosticReport")[0]["resource"]
+    assert report["status"] == "final" and report["resultsInterpreter"] == [{"display": "Dr Ada Reviewer"}]
+    observations = [o["resource"] for o in _by_type(bundle, "Observation")]
+    assert {o["status"] for o in observations} == {"final"}
+    assert all(o["performer"] == [{"display": "Dr Ada Reviewer"}] for o in observations)
+    cancelled = build_report_bundle(content, ctx, status="entered-in-error")
+    assert all(e["request"]["method"] == "PUT" for e in _by_type(cancelled, "DiagnosticReport"))  # same resource, withdrawn
 
 
 def test_fhir_existing_patient_reference(content, ctx):
@@ -457,8 +475,9 @@ def test_oru_parses_strictly(content, ctx, version):
     assert parse_message(placed, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
     fields = {s.split("|")[0]: s.split("|") for s in placed.split("\r") if s[:3] in ("ORC", "OBR")}
     assert fields["ORC"][2] == fields["OBR"][2] == "PO-778^OCS^1.2.3^ISO"
-    assert obr[24] == "RAD" and obr[25] == "F"
+    assert obr[24] == "RAD" and obr[25] == "P" and len(obr) <= 32  # unreviewed: preliminary, no interpreter
     obx = [s for s in segments if s[0] == "OBX"]
+    assert {s[11] for s in obx} == {"P"}
     brock = [s for s in obx if s[3].startswith("111047^")]
     assert [(s[2], s[4], s[5], s[6]) for s in brock] == [
         ("NM", "1", "23.5", "%^percent^UCUM"), ("NM", "2", "3.1", "%^percent^UCUM"),
@@ -467,31 +486,37 @@ def test_oru_parses_strictly(content, ctx, version):
     assert urgent[5] == "Y^Yes^HL70136"
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
+    assert {s[3] for s in obx if s[2] == "TX"} == {"126000^Imaging Measurement Report^DCM"}
     assert [int(s[1]) for s in obx] == list(range(1, len(obx) + 1))
 
 
 @pytest.mark.parametrize("version", ["2.4", "2.5.1"])  # every hl7_version a destination allows
-def test_oru_correction_replaces_the_final_result_of_the_same_order(content, ctx, version):
-    """HL7 v2 table 0123 (OBR-25) C = "Correction to results"; table 0085 (OBX-11) C = "Record
-    coming over is a correction and thus replaces a final result"; first results stay F."""
+def test_oru_life_cycle_statuses_for_the_same_order(content, ctx, version):
+    """HL7 v2 table 0123 (OBR-25) / 0085 (OBX-11): P preliminary (unreviewed), F final (a named
+    reviewer accepted: OBR-32 principal result interpreter), C "correction ... replaces a
+    final result", X withdrawn; all for the same placer/filler numbers, each its own MSH-10."""
     def fields(er7, name):
         return [s.split("|") for s in er7.split("\r") if s.startswith(name + "|")]
 
-    final = build_oru_r01(content, ctx, version=version)
-    corrected = build_oru_r01(content, ctx, version=version, corrected=True)
-    message = parse_message(corrected, validation_level=VALIDATION_LEVEL.STRICT)
-    assert message.validate() is True
-    assert message.msh.msh_12.to_er7() == version
-    assert message.oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.to_er7() == "C"
-    for er7, status in ((final, "F"), (corrected, "C")):
+    with pytest.raises(ValueError, match="reviewer"):
+        build_oru_r01(content, ctx, version=version, status=ResultStatus.FINAL)
+    preliminary = build_oru_r01(content, ctx, version=version)
+    issued = {ResultStatus.PRELIMINARY: preliminary}
+    for status in (ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.CANCELLED):
+        issued[status] = build_oru_r01(content, ctx, version=version, status=status, interpreter="Dr Ada Reviewer",
+                                       control_id=default_control_id(ctx.result_id, "ris", status))
+    for status, er7 in issued.items():
+        message = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT)
+        assert message.validate() is True and message.msh.msh_12.to_er7() == version
         (obr,) = fields(er7, "OBR")
-        assert obr[25] == status
+        assert obr[25] == status.hl7
+        assert (obr + [""] * 33)[32] == ("&Dr Ada Reviewer" if status != ResultStatus.PRELIMINARY else "")
         obx = fields(er7, "OBX")
-        assert len(obx) > 5 and {s[11] for s in obx} == {status}
-    # Same order: placer and filler numbers in ORC-2/3 and OBR-2/3 are unchanged.
-    assert [s[2:4] for s in fields(corrected, "ORC") + fields(corrected, "OBR")] == [
-        s[2:4] for s in fields(final, "ORC") + fields(final, "OBR")
-    ] == [["PO-778", "ACC0001"], ["PO-778", "ACC0001"]]
+        assert len(obx) > 5 and {s[11] for s in obx} == {status.hl7}
+        # Same order: placer and filler numbers in ORC-2/3 and OBR-2/3 are unchanged.
+        assert [s[2:4] for s in fields(er7, "ORC") + fields(er7, "OBR")] == [["PO-778", "ACC0001"], ["PO-778", "ACC0001"]]
+    assert [s.hl7 for s in issued] == ["P", "F", "C", "X"]
+    assert len({fields(er7, "MSH")[0][9] for er7 in issued.values()}) == 4  # four messages, four control ids
 
 
 def test_oru_control_id_is_deterministic_per_destination(content, ctx):

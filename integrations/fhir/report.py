@@ -97,10 +97,13 @@ def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
 class _ObservationFactory:
     """Builds the Observations of one result, all sharing subject, time and device."""
 
-    def __init__(self, ctx: ResultContext, subject: dict[str, str], status: str = "final"):
+    def __init__(self, ctx: ResultContext, subject: dict[str, str], status: str = "preliminary",
+                 update: bool = False, interpreter: dict[str, str] | None = None):
         self.ctx = ctx
         self.subject = subject
         self.status = status
+        self.update = update
+        self.interpreter = interpreter
         self.entries: list[dict[str, Any]] = []
 
     def add(self, key: str, code: Code, value: dict[str, Any], *, site: Code | None = None,
@@ -132,8 +135,10 @@ class _ObservationFactory:
             resource["hasMember"] = [{"reference": m} for m in members]
         if note:
             resource["note"] = [{"text": note}]
+        if self.interpreter:
+            resource["performer"] = [self.interpreter]
         url = _full_url(ctx, f"observation/{key}")
-        self.entries.append(_entry(url, resource, identifier, update=self.status != "final"))
+        self.entries.append(_entry(url, resource, identifier, update=self.update))
         return url
 
     def finding(self, f: Finding) -> str:
@@ -161,21 +166,29 @@ class _ObservationFactory:
                         members=members, note=f.summary)
 
 
-REPORT_STATUSES = ("final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
+REPORT_STATUSES = ("preliminary", "final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
 
 
 def build_report_bundle(
-    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "final"
+    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "preliminary",
+    interpreter: str | None = None, update: bool | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready FHIR R4 transaction Bundle for the EHR.
 
     With `patient_reference` (e.g. "Patient/123", already known to the EHR) no Patient entry
     is sent; otherwise the Patient is created conditionally on its NHS number.
-    `status` other than "final" (amended, corrected, entered-in-error) re-sends the same
-    resources, same identifiers, as conditional updates: the EHR's report changes in place.
+    `status`: "preliminary" until a named reviewer accepts (`pathways.result_status`);
+    "final" and "amended" name the reviewer (`interpreter`) as DiagnosticReport.resultsInterpreter
+    and Observation.performer. `update` (default: any status but preliminary and final) re-sends
+    the same resources, same identifiers, as conditional updates: the EHR's report changes in place.
     """
     if status not in REPORT_STATUSES:
         raise ValueError(f"report status must be one of {', '.join(REPORT_STATUSES)}")
+    if status in ("final", "amended", "corrected") and not (interpreter and interpreter.strip()):
+        raise ValueError(f"a {status} report needs the reviewer (resultsInterpreter)")
+    if update is None:
+        update = status not in ("preliminary", "final")
+    named = {"display": interpreter.strip()} if interpreter and interpreter.strip() else None
     entries: list[dict[str, Any]] = []
     if patient_reference is None:
         patient_entry, subject_ref = _patient_entry(ctx)
@@ -184,7 +197,7 @@ def build_report_bundle(
         subject_ref = patient_reference
     subject = {"reference": subject_ref}
 
-    observations = _ObservationFactory(ctx, subject, status)
+    observations = _ObservationFactory(ctx, subject, status, update, named)
     results = [observations.finding(f) for f in content.findings]
     results.append(observations.add(
         "urgent", codes.URGENT_REVIEW, {"valueBoolean": content.urgent}
@@ -205,7 +218,7 @@ def build_report_bundle(
         }],
         "status": status,
         "category": [_concept(codes.RADIOLOGY_SECTION)],
-        "code": _concept(content.report_code),
+        "code": _concept(codes.AI_IMAGING_RESULT),  # an algorithm's result, not the radiologist's report
         "subject": subject,
         "effectiveDateTime": _instant(ctx.observed_at),
         "issued": _instant(ctx.observed_at),
@@ -224,7 +237,9 @@ def build_report_bundle(
     }
     if content.conclusion_codes:
         report["conclusionCode"] = [_concept(c) for c in content.conclusion_codes]
-    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier, update=status != "final"))
+    if named:
+        report["resultsInterpreter"] = [named]
+    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier, update=update))
 
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return bundle.model_dump(mode="json", exclude_none=True)
