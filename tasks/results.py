@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -106,6 +107,21 @@ def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out
     return path
 
 
+def _verified_sr(content: ReportContent, ctx, series_uid: str, result_dir: Path, out_dir: Path,  # noqa: ANN001
+                 reviewer: str) -> Path:
+    """The accepted result's SR: VERIFIED by the reviewer, superseding the preliminary SR."""
+    import pydicom
+
+    seg_path = result_dir / OUTPUT_FILES["dicom-seg"]
+    seg = pydicom.dcmread(seg_path) if seg_path.is_file() else None
+    sr = build_measurement_report_sr(content, ctx, source_datasets(series_uid), seg,
+                                     predecessors=predecessor_srs(result_dir / OUTPUT_FILES["dicom-sr"]),
+                                     verifier=reviewer, verified_at=dt.datetime.now(dt.timezone.utc))
+    path = out_dir / OUTPUT_FILES["dicom-sr"]
+    write_durably(path, _dicom_bytes(sr))
+    return path
+
+
 def supersedes_sentence(previous_result_id: str, study_revision: int) -> str:
     """The narrative line a superseding report carries (opaque ids only)."""
     return (
@@ -192,9 +208,11 @@ def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion:
     resultsInterpreter), under <result>/final/ or <result>/amended/, keeping the
     algorithm's preliminary originals for audit.
 
-    The SR and SEG go as recorded: they are the algorithm's evidence, with the device as
-    observer, and a reviewer's words do not belong in them. Deterministic: a retry or a
-    resumed flow run rewrites the same files."""
+    On accept the SR goes as a new, VERIFIED instance naming the reviewer (Verifying Observer),
+    with the preliminary SR as its predecessor. On amend the SR and SEG go as recorded
+    (UNVERIFIED): they are the algorithm's evidence, with the device as observer, and the
+    reviewer did not attest the algorithm's conclusion they replaced. Deterministic in its
+    UIDs and control ids: a retry or a resumed flow run rewrites the same instances."""
     held = ops.held_result(result_id)
     if held.model_name is None or held.source_series_uid is None:
         raise ValueError("this result was recorded without provenance (before 0005): reject it")
@@ -204,12 +222,17 @@ def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion:
     status = issued_status(reviewer=reviewer, replaces_final=held.replaces_final)
     ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
                                 model_version=held.model_version, source_series_uid=held.source_series_uid)
-    out_dir = get_settings().data_dir / "results" / result_id / ("final" if conclusion is None else "amended")
+    result_dir = get_settings().data_dir / "results" / result_id
+    out_dir = result_dir / ("final" if conclusion is None else "amended")
+    verified_sr = None
+    if conclusion is None and any(_FORMAT_OF_FILE.get(Path(f).name) == "dicom-sr" for fs in held.held_payloads.values() for f in fs):
+        verified_sr = _verified_sr(content, ctx, held.source_series_uid, result_dir, out_dir, reviewer)
     payloads = {}
     for destination, files in held.held_payloads.items():
         payloads[destination] = [
             str(_render_message(fmt, content, ctx, destination, out_dir, status, replaces_earlier=held.replaces_final,
-                                reviewer=reviewer)) if fmt in REPORT_MESSAGES else f
+                                reviewer=reviewer)) if fmt in REPORT_MESSAGES
+            else str(verified_sr) if fmt == "dicom-sr" and verified_sr is not None else f
             for f, fmt in ((f, _FORMAT_OF_FILE.get(Path(f).name)) for f in files)
         ]
     return AmendedReport(report=content.model_dump(mode="json"), payloads=payloads)

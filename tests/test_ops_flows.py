@@ -134,11 +134,14 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     after = _sent_statuses(radpath_env.outbox_dir)
     assert after["evaluation"] == before["evaluation"]  # sent before the review: preliminary, untouched
     for destination in ("ris", "ehr"):
-        assert after[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"
+        assert after[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"  # OBR-32, resultsInterpreter
                                           for status, reviewer in after[destination]), (destination, after[destination])
     assert {s for s, _ in after["ris"]} == {"F"} and {s for s, _ in after["ehr"]} == {"final"}
+    if "pacs" in after:  # the pathway's PACS formats include an SR: a VERIFIED one, naming the reviewer
+        assert ("VERIFIED", "Dr Ada Reviewer^") in after["pacs"] and all(
+            status in REVIEWED for status, _ in after["pacs"]), after["pacs"]
     for got in after.values():  # nothing final without the reviewer's name
-        assert all(reviewer == "Dr Ada Reviewer" for status, reviewer in got if status in REVIEWED)
+        assert all(reviewer and reviewer.rstrip("^") == "Dr Ada Reviewer" for status, reviewer in got if status in REVIEWED)
 
 
 def test_shadow_mode_delivers_only_to_evaluation(prefect_api, radpath_env, registry, spec_mode, tmp_path):

@@ -356,9 +356,24 @@ def test_superseding_sr_names_the_earlier_sr_as_predecessor(
     (instance,) = series.ReferencedSOPSequence
     assert instance.ReferencedSOPInstanceUID == sr.SOPInstanceUID
     assert instance.ReferencedSOPClassUID == sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
-    # An unverified AI result stays COMPLETE / FINAL / UNVERIFIED when it supersedes another.
+    # An unverified AI result stays COMPLETE / PRELIMINARY / UNVERIFIED when it supersedes another.
     flags = ("CompletionFlag", "PreliminaryFlag", "VerificationFlag")
-    assert [back[f].value for f in flags] == [sr[f].value for f in flags] == ["COMPLETE", "FINAL", "UNVERIFIED"]
+    assert [back[f].value for f in flags] == [sr[f].value for f in flags] == ["COMPLETE", "PRELIMINARY", "UNVERIFIED"]
+    # A named reviewer's accept: a new SR instance, FINAL / VERIFIED with the Verifying
+    # Observer, superseding the preliminary one through the Predecessor Documents Sequence.
+    reviewed_at = dt.datetime(2024, 1, 2, 14, 0, tzinfo=dt.timezone.utc)
+    verified = build_measurement_report_sr(content, ctx, source_datasets, seg, predecessors=[earlier],
+                                           verifier="Dr Ada Reviewer", verified_at=reviewed_at)
+    verified_path = tmp_path / "verified.dcm"
+    verified.save_as(verified_path, enforce_file_format=True)
+    assert dciodvfy_errors(verified_path) == []
+    assert [verified[f].value for f in flags] == ["COMPLETE", "FINAL", "VERIFIED"]
+    (observer,) = verified.VerifyingObserverSequence
+    assert (str(observer.VerifyingObserverName), observer.VerifyingOrganization, observer.VerificationDateTime) == (
+        "Dr Ada Reviewer^", ctx.sending_facility, "20240102140000")
+    assert verified.SOPInstanceUID != sr.SOPInstanceUID
+    assert verified.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == sr.SOPInstanceUID
     # Without predecessors the rebuild of the first SR is unchanged (no empty sequence appears).
     assert "PredecessorDocumentsSequence" not in build_measurement_report_sr(content, ctx, source_datasets, seg, ())
 
