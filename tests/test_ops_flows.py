@@ -30,10 +30,12 @@ def spec_mode(registry):
     """Set the cardiac CT spec's mode (plus an evaluation destination) for one test."""
     original = registry.specs[PATHWAY]
 
-    def set_mode(mode: str, review: bool = False) -> None:
+    def set_mode(mode: str, review: bool = False, final_only: tuple[str, ...] = ()) -> None:
         evaluation = Destination(name="evaluation", formats=("fhir-bundle",), clinical=False)
+        destinations = tuple(d.model_copy(update={"statuses": ("final",)}) if d.name in final_only else d
+                             for d in original.destinations)
         registry.specs[PATHWAY] = original.model_copy(
-            update={"mode": mode, "destinations": original.destinations + (evaluation,), "review": Review(required=review)}
+            update={"mode": mode, "destinations": destinations + (evaluation,), "review": Review(required=review)}
         )
 
     yield set_mode
@@ -109,8 +111,12 @@ def _sent_statuses(outbox: Path) -> dict[str, set[tuple[str, str | None]]]:
     return seen
 
 
-@pytest.mark.parametrize("mode, review", [("shadow", False), ("qa", False), ("clinical", False), ("clinical", True)])
-def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, registry, spec_mode, tmp_path, mode, review):
+@pytest.mark.parametrize("mode, review, final_only", [
+    ("shadow", False, ()), ("qa", False, ()), ("clinical", False, ()), ("clinical", True, ()),
+    ("clinical", False, ("ehr",)),  # a trust that wants no preliminary in its EHR
+])
+def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, registry, spec_mode, tmp_path, mode, review,
+                                                 final_only):
     """Every mode, with and without review: before a review every message at every destination
     is preliminary (HL7 P, FHIR preliminary, SR UNVERIFIED) and names no reviewer; a named
     reviewer's accept sends the final (F / final / VERIFIED) naming the reviewer to each held
@@ -118,14 +124,14 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     from flows.reconciler import reconciler
     from flows.review import ReviewDecision, apply_review
 
-    spec_mode(mode, review=review)
+    spec_mode(mode, review=review, final_only=final_only)
     state = _run(_ready_run(tmp_path, registry, seed=40))
     before = _sent_statuses(radpath_env.outbox_dir)
     assert before and all(status in UNREVIEWED and reviewer is None for got in before.values() for status, reviewer in got)
     assert {d for d, got in before.items() if got} == ({"evaluation"} if mode != "clinical" or review
-                                                        else {"evaluation", "pacs", "ris", "ehr"})
+                                                        else {"evaluation", "pacs", "ris", "ehr"} - set(final_only))
     if state.name != "AwaitingReview":
-        assert (mode, review) in (("shadow", False), ("clinical", False)), state.name
+        assert (mode, review, final_only) in (("shadow", False, ()), ("clinical", False, ())), state.name
         return
     with session_scope() as s:
         result_id = s.exec(select(Result.id)).one()
@@ -133,10 +139,14 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"
     after = _sent_statuses(radpath_env.outbox_dir)
     assert after["evaluation"] == before["evaluation"]  # sent before the review: preliminary, untouched
-    for destination in ("ris", "ehr"):
+    for destination in ("ris", "ehr") if not final_only else final_only:
         assert after[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"  # OBR-32, resultsInterpreter
                                           for status, reviewer in after[destination]), (destination, after[destination])
-    assert {s for s, _ in after["ris"]} == {"F"} and {s for s, _ in after["ehr"]} == {"final"}
+    assert {s for s, _ in after["ehr"]} == {"final"}
+    if final_only:  # the others had the preliminary at once, as the spec allows, and keep it
+        assert all(after[d] == before[d] for d in ("pacs", "ris"))
+        return
+    assert {s for s, _ in after["ris"]} == {"F"}
     if "pacs" in after:  # the pathway's PACS formats include an SR: a VERIFIED one, naming the reviewer
         assert ("VERIFIED", "Dr Ada Reviewer^") in after["pacs"] and all(
             status in REVIEWED for status, _ in after["pacs"]), after["pacs"]
