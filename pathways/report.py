@@ -96,6 +96,7 @@ class ResultContext(_Frozen):
     pathway_version: str
     model_name: str
     model_version: str
+    model_sha256: str = ""  # the model file's sha256 (spec / model card); "" for a rules-only pathway
     study_uid: str
     source_series_uid: str
     accession_number: str

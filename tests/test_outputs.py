@@ -378,6 +378,28 @@ def test_superseding_sr_names_the_earlier_sr_as_predecessor(
     assert "PredecessorDocumentsSequence" not in build_measurement_report_sr(content, ctx, source_datasets, seg, ())
 
 
+def test_the_algorithm_is_named_as_contributing_equipment_in_sr_and_seg(ctx, seg, sr, tmp_path):
+    """IHE AI Results Rev 1.1 6.5.3.1: a Contributing Equipment item for the algorithm, with
+    manufacturer, model name, software version and a Device UID that changes with the model."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    for ds in (seg, sr):
+        algorithms = [i for i in ds.ContributingEquipmentSequence if i.get("DeviceUID") == uid]
+        assert len(algorithms) == 1, ds.Modality
+        (item,) = algorithms
+        assert item.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # DCM Processing Equipment
+        assert (item.Manufacturer, item.ManufacturerModelName, item.SoftwareVersions) == (
+            "radpath", ctx.model_name, ctx.model_version)
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+    other = {algorithm_device_uid(ctx.model_name, v, s) for v, s in ((ctx.model_version, "0" * 64),
+                                                                   ("9.9.9", ctx.model_sha256))}
+    assert uid not in other and len(other) == 2  # a new version or a new file: a new Device UID
+    assert algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256) == uid  # deterministic
+
+
 def test_rebuild_is_byte_identical(label_mask, content, ctx, source_datasets, seg, sr):
     seg_again = build_segmentation(label_mask, content, ctx, source_datasets)
     sr_again = build_measurement_report_sr(content, ctx, source_datasets, seg_again)

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.sr.codedict import codes as dicom_codes
 
 from integrations.dicom.coding import (
+    algorithm_equipment,
     coded_concept,
     coding_scheme_items,
     dicom_date_time,
@@ -232,6 +233,7 @@ def build_measurement_report_sr(
         series_time=when_time,
         coding_schemes=coding_scheme_items([*_codes_used(content), _procedure(content, ctx)]),
         previous_versions=list(predecessors) or None,
+        contributing_equipment=[algorithm_equipment(ctx)],  # IHE AIR: the algorithm, named
     )
     if verifier:
         (observer,) = sr.VerifyingObserverSequence
