@@ -49,8 +49,19 @@ def test_every_resource_sent_is_valid_fhir_r4(content, ctx, status):  # noqa: F8
     bundle = build_report_bundle(content, ctx, status=status, interpreter=reviewer)
     validator = fhir_schema_validator()
     validator.validate_resource(bundle)  # the Bundle and each entry's resource on its own
-    report = bundle["entry"][-1]["resource"]
-    assert report["resourceType"] == "DiagnosticReport" and report["status"] == status
+    (report,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["status"] == status
+    # The algorithm as a Device (DICOM Device UID and model sha256), the author in a Provenance
+    # that targets the report and every observation; a reviewer, where there is one, the verifier.
+    (device,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Device"]
+    assert {i["system"] for i in device["resource"]["identifier"]} >= {"urn:dicom:uid"}
+    assert device["resource"]["deviceName"][0]["name"] == ctx.model_name
+    assert device["resource"]["version"] == [{"value": ctx.model_version}]
+    (provenance,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    targets = {t["reference"] for t in provenance["target"]}
+    assert targets == {e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] in ("DiagnosticReport", "Observation")}
+    assert provenance["agent"][0]["who"]["reference"] == device["fullUrl"]
+    assert [a["type"]["coding"][0]["code"] for a in provenance["agent"]] == ["author"] + (["verifier"] if reviewer else [])
     observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     assert observations and {o["status"] for o in observations} == {status}
     quantities = [o["valueQuantity"] for o in observations if "valueQuantity" in o]

@@ -425,9 +425,12 @@ def test_fhir_bundle_validates_and_is_conditional(content, ctx):
     json.dumps(bundle)  # JSON-ready
     assert bundle["type"] == "transaction"
     for entry in bundle["entry"]:
+        assert entry["fullUrl"].startswith("urn:uuid:")
+        if entry["resource"]["resourceType"] == "Provenance":  # no business identifier: PUT by a deterministic id
+            assert entry["request"] == {"method": "PUT", "url": f"Provenance/{entry['resource']['id']}"}
+            continue
         assert entry["request"]["method"] == "POST"
         assert entry["request"]["ifNoneExist"].startswith("identifier=")
-        assert entry["fullUrl"].startswith("urn:uuid:")
     patient = _by_type(bundle, "Patient")[0]
     assert patient["resource"]["identifier"][0] == {"system": NHS_NUMBER_SYSTEM, "value": NHS_NUMBER}
     assert patient["request"]["ifNoneExist"] == f"identifier={NHS_NUMBER_SYSTEM}|{NHS_NUMBER}"
@@ -524,6 +527,10 @@ def test_oru_parses_strictly(content, ctx, version):
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
     assert {s[3] for s in obx if s[2] == "TX"} == {"126000^Imaging Measurement Report^DCM"}
+    from integrations.dicom.uids import algorithm_device_uid  # OBX-18: the algorithm, as in the SR/SEG
+
+    device_uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    assert {s[18] for s in obx} == {f"{ctx.model_name} {ctx.model_version}^RADPATH^{device_uid}^ISO"}
     assert [int(s[1]) for s in obx] == list(range(1, len(obx) + 1))
 
 

@@ -67,6 +67,44 @@ def _entry(full_url: str, resource: dict[str, Any], identifier: dict[str, str], 
     return {"fullUrl": full_url, "resource": model, "request": request}
 
 
+MODEL_SHA256_SYSTEM = "urn:radpath:model-sha256"  # the model file's sha256 (model card, spec)
+
+
+def _device_entry(ctx: ResultContext) -> dict[str, Any]:
+    """The algorithm as a FHIR Device (name, version, identifiers: the DICOM Device UID the SR
+    and SEG carry, and the model file's sha256), created once per model version."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = _identifier(DICOM_UID_SYSTEM, f"urn:oid:{algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)}")
+    identifiers = [uid] + ([_identifier(MODEL_SHA256_SYSTEM, ctx.model_sha256)] if ctx.model_sha256 else [])
+    resource = {
+        "resourceType": "Device",
+        "identifier": identifiers,
+        "manufacturer": "radpath",
+        "deviceName": [{"name": ctx.model_name, "type": "model-name"}],
+        "version": [{"value": ctx.model_version}],
+        "type": _concept(codes.ARTIFICIAL_INTELLIGENCE),
+    }
+    return _entry(_full_url(ctx, "device"), resource, uid)
+
+
+def _provenance_entry(ctx: ResultContext, targets: list[str], status: str, interpreter: dict[str, str] | None) -> dict[str, Any]:
+    """Provenance of the report and its observations: the algorithm (Device) is the author;
+    a reviewer, once one accepted, the verifier. One per result and status (PUT by a
+    deterministic id: Provenance has no business identifier to create it conditionally on)."""
+    participant = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+    agents = [{"type": {"coding": [{"system": participant, "code": "author"}]},
+               "who": {"reference": _full_url(ctx, "device")}}]
+    if interpreter:
+        agents.append({"type": {"coding": [{"system": participant, "code": "verifier"}]}, "who": interpreter})
+    resource_id = str(uuid.uuid5(_FULLURL_NAMESPACE, f"{ctx.result_id}/provenance/{status}"))
+    resource = {"resourceType": "Provenance", "id": resource_id, "target": [{"reference": t} for t in targets],
+                "recorded": _instant(ctx.observed_at), "agent": agents}
+    model = get_fhir_model_class("Provenance").model_validate(resource)
+    return {"fullUrl": _full_url(ctx, f"provenance/{status}"), "resource": model,
+            "request": {"method": "PUT", "url": f"Provenance/{resource_id}"}}
+
+
 def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
     p = ctx.patient
     identifiers = []
@@ -104,6 +142,7 @@ class _ObservationFactory:
         self.status = status
         self.update = update
         self.interpreter = interpreter
+        self.device = _full_url(ctx, "device")
         self.entries: list[dict[str, Any]] = []
 
     def add(self, key: str, code: Code, value: dict[str, Any], *, site: Code | None = None,
@@ -120,7 +159,7 @@ class _ObservationFactory:
             "subject": self.subject,
             "effectiveDateTime": _instant(ctx.observed_at),
             "issued": _instant(ctx.observed_at),
-            "device": {"display": f"{ctx.model_name} {ctx.model_version} (radpath)"},
+            "device": {"reference": self.device, "display": f"{ctx.model_name} {ctx.model_version} (radpath)"},
             "derivedFrom": [{
                 "type": "ImagingStudy",
                 "identifier": _identifier(DICOM_UID_SYSTEM, f"urn:oid:{ctx.study_uid}"),
@@ -197,6 +236,7 @@ def build_report_bundle(
         subject_ref = patient_reference
     subject = {"reference": subject_ref}
 
+    entries.append(_device_entry(ctx))
     observations = _ObservationFactory(ctx, subject, status, update, named)
     results = [observations.finding(f) for f in content.findings]
     results.append(observations.add(
@@ -239,7 +279,9 @@ def build_report_bundle(
         report["conclusionCode"] = [_concept(c) for c in content.conclusion_codes]
     if named:
         report["resultsInterpreter"] = [named]
-    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier, update=update))
+    report_url = _full_url(ctx, "diagnostic-report")
+    entries.append(_entry(report_url, report, identifier, update=update))
+    entries.append(_provenance_entry(ctx, [report_url] + [e["fullUrl"] for e in observations.entries], status, named))
 
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return bundle.model_dump(mode="json", exclude_none=True)

@@ -72,10 +72,11 @@ def _ce(code: Code) -> str:
 
 
 class _ObxWriter:
-    def __init__(self, order_observation: Group, observed_at: str, status: str):
+    def __init__(self, order_observation: Group, observed_at: str, status: str, equipment: str = ""):
         self.group = order_observation
         self.observed_at = observed_at
         self.status = status
+        self.equipment = equipment
         self.set_id = 0
 
     def add(self, value_type: str, concept: Code, value: str, *, sub_id: str = "",
@@ -96,6 +97,18 @@ class _ObxWriter:
         obx.obx_14 = self.observed_at
         if method is not None:
             obx.obx_17 = _ce(method)
+        if self.equipment:
+            obx.obx_18 = self.equipment
+
+
+def equipment_identifier(ctx: ResultContext) -> str:
+    """OBX-18 Equipment Instance Identifier (EI) of the algorithm that produced the
+    observation: "<model> <version>" and, as the universal id (ISO: an OID), the Device UID
+    the SR and SEG carry as Contributing Equipment (name + version + sha256)."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    return f"{escape_within(f'{ctx.model_name} {ctx.model_version}', 100)}^RADPATH^{uid}^ISO"
 
 
 def placer_entity_identifier(ctx: ResultContext) -> str:
@@ -180,7 +193,7 @@ def build_oru_r01(
     if interpreter and interpreter.strip():
         obr.obr_32 = "&" + escape(interpreter.strip())  # NDL.1 CNN: ID number & family name
 
-    obx = _ObxWriter(order, observed_at, status.hl7)
+    obx = _ObxWriter(order, observed_at, status.hl7, equipment_identifier(ctx))
     for number, finding in enumerate(content.findings, start=1):
         sub_id = str(number)
         obx.add("CE", codes.FINDING, _ce(finding.finding_type), sub_id=sub_id)
