@@ -463,6 +463,9 @@ def test_fhir_report_and_observations(content, ctx):
     assert brock[0]["bodySite"]["coding"][0]["code"] == "42400003"
     urgent = [o for o in urls.values() if o["code"]["coding"][0]["code"] == "urgent-review"]
     assert urgent[0]["valueBoolean"] is True
+    assert urgent[0]["interpretation"][0]["coding"][0] == {  # where an EHR acts on it
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "AA",
+        "display": "Critical abnormal"}
     nodule = [o for o in urls.values() if o.get("hasMember")]
     assert len(nodule) == 2 and all(m["reference"] in urls for m in nodule[0]["hasMember"])
 
@@ -523,7 +526,8 @@ def test_oru_parses_strictly(content, ctx, version):
         ("NM", "1", "23.5", "%^percent^UCUM"), ("NM", "2", "3.1", "%^percent^UCUM"),
     ]
     urgent = next(s for s in obx if s[3].startswith("urgent-review^"))
-    assert urgent[5] == "Y^Yes^HL70136"
+    assert urgent[5] == "Y^Yes^HL70136" and urgent[8] == "AA"  # HL7 table 0078: where a RIS acts on it
+    assert {s[8] for s in obx if s[3].startswith("121075^")} == {"AA"}  # the recommendation too
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
     assert {s[3] for s in obx if s[2] == "TX"} == {"126000^Imaging Measurement Report^DCM"}

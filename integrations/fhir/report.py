@@ -26,6 +26,7 @@ OBSERVATION_SYSTEM = "urn:radpath:observation"
 PLACER_ORDER_SYSTEM = "urn:radpath:placer-order-number"
 LOCAL_PATIENT_SYSTEM = "urn:radpath:local-patient-id"
 DICOM_UID_SYSTEM = "urn:dicom:uid"  # FHIR R4 ImagingStudy identifier convention
+OBSERVATION_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"  # identifier types (PLAC, MR)
 _FULLURL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:radpath:fhir-fullurl")
 _GENDER = {"F": "female", "M": "male", "U": "unknown"}
@@ -239,9 +240,13 @@ def build_report_bundle(
     entries.append(_device_entry(ctx))
     observations = _ObservationFactory(ctx, subject, status, update, named)
     results = [observations.finding(f) for f in content.findings]
-    results.append(observations.add(
-        "urgent", codes.URGENT_REVIEW, {"valueBoolean": content.urgent}
-    ))
+    # The urgent flag where an EHR acts on it: Observation.interpretation "AA" Critical abnormal
+    # (HL7 v3 ObservationInterpretation, the R4 binding of Observation.interpretation).
+    urgent_value: dict[str, Any] = {"valueBoolean": content.urgent}
+    if content.urgent:
+        urgent_value["interpretation"] = [{"coding": [{"system": OBSERVATION_INTERPRETATION, "code": "AA",
+                                                       "display": "Critical abnormal"}]}]
+    results.append(observations.add("urgent", codes.URGENT_REVIEW, urgent_value))
     entries += observations.entries
 
     identifier = _identifier(RESULT_SYSTEM, ctx.result_id)

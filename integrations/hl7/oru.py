@@ -26,6 +26,7 @@ from pathways.result_status import ResultStatus
 SUPPORTED_VERSIONS = ("2.4", "2.5.1")
 NHS_AUTHORITY = "NHS"  # PID-3.4 assigning authority for the NHS number; PID-3.5 type "NH"
 _YES_NO = {True: "Y^Yes^HL70136", False: "N^No^HL70136"}  # HL7 table 0136
+URGENT_ABNORMAL_FLAG = "AA"  # HL7 table 0078 Abnormal Flags: very abnormal (panic)
 
 # hl7apy types OBX-5 and CE text as ST (199 characters); TX lines are wrapped to this width
 _ST_MAX = 199
@@ -80,7 +81,7 @@ class _ObxWriter:
         self.set_id = 0
 
     def add(self, value_type: str, concept: Code, value: str, *, sub_id: str = "",
-            units: Code | None = None, method: Code | None = None) -> None:
+            units: Code | None = None, method: Code | None = None, abnormal: str = "") -> None:
         self.set_id += 1
         observation = self.group.add_group("ORU_R01_OBSERVATION")
         obx = observation.add_segment("OBX")
@@ -93,6 +94,8 @@ class _ObxWriter:
             obx.obx_5 = value
         if units is not None:
             obx.obx_6 = _ce(units)
+        if abnormal:
+            obx.obx_8 = abnormal
         obx.obx_11 = self.status
         obx.obx_14 = self.observed_at
         if method is not None:
@@ -203,9 +206,13 @@ def build_oru_r01(
             obx.add("NM", m.concept, _number(m.value), sub_id=sub_id, units=m.unit, method=m.method)
         for q in finding.qualitative:
             obx.add("CE", q.concept, _ce(q.value), sub_id=sub_id)
+    # The urgent flag where a RIS acts on it: OBX-8 abnormal flag "AA" (HL7 table 0078, v2.4 and
+    # v2.5.1: "Very abnormal (applies to non-numeric units, analogous to panic limits for
+    # numeric units)") on the recommendation and urgent-flag OBXs; the flag itself stays a Y/N OBX.
+    urgent = URGENT_ABNORMAL_FLAG if content.urgent else ""
     for code in content.conclusion_codes:
-        obx.add("CE", codes.RECOMMENDATION, _ce(code))
-    obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent])
+        obx.add("CE", codes.RECOMMENDATION, _ce(code), abnormal=urgent)
+    obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent], abnormal=urgent)
     for line in _narrative_lines(content.text):
         obx.add("TX", codes.AI_IMAGING_RESULT, escape(line))
     return msg.to_er7()
