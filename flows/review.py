@@ -4,8 +4,9 @@ The pathway flow records the result (clinical destinations `held`), ends `Awaiti
 and starts this flow from its deployment. It suspends with a typed form (`ReviewDecision`:
 accept, amend the conclusion, or reject; the reviewer's name and reason); Prefect's UI shows
 the form on the suspended run's page ("Resume"). The served runner runs the flow again with
-the answer: accept releases the held deliveries, amend re-renders the report messages with
-the reviewer's conclusion first, reject records the rejection. Nothing of the pathway is
+the answer: accept re-renders the held report messages as final naming the reviewer and
+releases them, amend does the same with the reviewer's conclusion first, reject records the
+rejection. Nothing of the pathway is
 recomputed: the result is in the ledger. An incomplete answer (a rejection without a reason)
 asks again. `radpath review` gives the same decisions from a terminal (no Prefect server).
 A review left longer than the spec's `review.timeout_minutes` is expired by the reconciler:
@@ -64,19 +65,22 @@ def apply_review(result_id: str, decision: ReviewDecision) -> tuple[str, list[st
 
 
 def _record_decision(result_id: str, decision: ReviewDecision) -> tuple[str, list[str]]:
-    if decision.decision == "amend":
+    """Accept and amend re-render the held report messages as the reviewed (final) version
+    naming the reviewer; reject releases nothing (the held rows never left radpath)."""
+    if decision.decision in ("accept", "amend"):
         from prefect.context import FlowRunContext
 
-        from tasks.results import amend_held_report
+        from tasks.results import finalise_held_report
 
-        render = amend_held_report if FlowRunContext.get() else amend_held_report.fn  # a task inside the review flow
-        amended = render(result_id, decision.amended_conclusion, decision.reviewer, decision.reason)
-        ops.set_review(result_id, "amended", reviewer=decision.reviewer, reason=decision.reason,
-                       report=amended.report, payloads=amended.payloads)
-        return "amended", ops.delivery_ids(result_id, "pending")
-    status = {"accept": "accepted", "reject": "rejected"}[decision.decision]
-    ops.set_review(result_id, status, reviewer=decision.reviewer, reason=decision.reason)
-    return status, ops.delivery_ids(result_id, "pending")
+        render = finalise_held_report if FlowRunContext.get() else finalise_held_report.fn  # a task inside the review flow
+        conclusion = decision.amended_conclusion if decision.decision == "amend" else None
+        reviewed = render(result_id, decision.reviewer, decision.reason, conclusion)
+        status = "amended" if decision.decision == "amend" else "accepted"
+        ops.set_review(result_id, status, reviewer=decision.reviewer, reason=decision.reason,
+                       report=reviewed.report if conclusion is not None else None, payloads=reviewed.payloads)
+        return status, ops.delivery_ids(result_id, "pending")
+    ops.set_review(result_id, "rejected", reviewer=decision.reviewer, reason=decision.reason)
+    return "rejected", ops.delivery_ids(result_id, "pending")
 
 
 def _form(study_key: str, conclusion: str, urgent: bool, problem: str | None = None) -> type[ReviewDecision]:

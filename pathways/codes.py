@@ -125,6 +125,14 @@ _V2_LOCAL_PREFIX = "urn:radpath:v2-coding-system:"
 CT_CHEST_REPORT = Code(system=LOINC, code="24627-2", display="CT Chest Report")
 # [PS3.16] DCM 126000, CID 7021: the title of a TID 1500 Measurement Report
 IMAGING_MEASUREMENT_REPORT = Code(system=DCM, code="126000", display="Imaging Measurement Report")
+# What every radpath report message says it is: an algorithm's imaging measurement report,
+# not the radiologist's report of the examination (LOINC 24627-2 "CT Chest Report" and its
+# kin name that). DICOM PS3.16 CID 7021 "Measurement Report Document Titles" gives DCM 126000,
+# the title of the TID 1500 document IHE AI Results (AIR) uses for AI output; the FHIR
+# DiagnosticReport.code binding (LOINC Diagnostic Report Codes) is "preferred", so a DCM code
+# is allowed. The modality's LOINC report code stays `ReportContent.report_code` (the SR's
+# Procedure Reported where the order's code has none).
+AI_IMAGING_RESULT = IMAGING_MEASUREMENT_REPORT
 # [PS3.16] DCM 121071 Finding; 121073 Impression; 121075 Recommendation; 121077 Conclusion
 FINDING = Code(system=DCM, code="121071", display="Finding")
 IMPRESSION = Code(system=DCM, code="121073", display="Impression")

@@ -57,7 +57,7 @@ class Finding(_Frozen):
 
 class ReportContent(_Frozen):
     pathway: str
-    report_code: Code  # what the report is (LOINC document/report code)
+    report_code: Code  # the modality's LOINC report code (SR Procedure Reported fallback); messages say codes.AI_IMAGING_RESULT
     title: str
     conclusion: str
     conclusion_codes: tuple[Code, ...] = ()
@@ -96,6 +96,7 @@ class ResultContext(_Frozen):
     pathway_version: str
     model_name: str
     model_version: str
+    model_sha256: str = ""  # the model file's sha256 (spec / model card); "" for a rules-only pathway
     study_uid: str
     source_series_uid: str
     accession_number: str

@@ -5,6 +5,10 @@
 - `qa`: evaluation destinations receive it now; clinical ones are held for review.
 - `clinical`: every destination receives it now, unless the spec requires review, in
   which case clinical destinations are held until a reviewer accepts.
+- A destination whose `statuses` exclude "preliminary" is held for review in qa and
+  clinical mode alike: it receives only the final a named reviewer accepted.
+
+What is sent now is preliminary (pathways.result_status); what a review releases is final.
 """
 
 from __future__ import annotations
@@ -37,4 +41,5 @@ def route(spec: PathwaySpec) -> Routing:
         return Routing(send_now=evaluation, held=(), withheld=clinical)
     if spec.mode == "qa" or spec.review.required:
         return Routing(send_now=evaluation, held=clinical, withheld=())
-    return Routing(send_now=evaluation + clinical, held=(), withheld=())
+    final_only = tuple(d.name for d in spec.destinations if d.clinical and d.final_only)
+    return Routing(send_now=evaluation + tuple(d for d in clinical if d not in final_only), held=final_only, withheld=())

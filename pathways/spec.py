@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pathways.codes import as_fhir_system
 from pathways.report import Code
@@ -65,6 +65,22 @@ class Destination(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     formats: tuple[OutputFormat, ...] = Field(min_length=1)
     clinical: bool = True  # False: an evaluation destination that also receives shadow results
+    # Which result statuses (pathways.result_status) this destination may receive. Without
+    # "preliminary" it gets only a result a named reviewer accepted: its rows are held for
+    # review in every mode (a trust that wants no unreviewed AI output in its EHR).
+    statuses: tuple[Literal["preliminary", "final"], ...] = ("preliminary", "final")
+
+    @model_validator(mode="after")
+    def _statuses(self) -> Destination:
+        if "final" not in self.statuses:
+            raise ValueError(f"destination {self.name}: statuses must include final (a reviewed result)")
+        if not self.clinical and "preliminary" not in self.statuses:
+            raise ValueError(f"destination {self.name}: an evaluation destination is never reviewed; it takes preliminary")
+        return self
+
+    @property
+    def final_only(self) -> bool:
+        return "preliminary" not in self.statuses
 
 
 class Review(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pathways.findings import SeriesRef
 from pathways.registry import default_registry
 from pathways.routing import route
 from pathways.report import ReportContent
+from pathways.result_status import ResultStatus, issued_status
 
 OUTPUT_FILES = {
     "dicom-seg": "seg.dcm",
@@ -73,17 +75,19 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
     return files
 
 
-def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out_dir: Path, replaces_final: bool) -> Path:  # noqa: ANN001
-    """The FHIR bundle or ORU^R01 for one destination, written durably under out_dir/destination.
+def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out_dir: Path,  # noqa: ANN001
+                    status: ResultStatus, *, replaces_earlier: bool, reviewer: str | None = None) -> Path:
+    """The FHIR bundle or ORU^R01 for one destination with one life-cycle status
+    (`pathways.result_status`), written durably under out_dir/destination.
 
-    `replaces_final`: the result supersedes one already reported. FHIR R4
-    diagnostic-report-status "amended" = modified after being final, including any change in
-    results, diagnosis or narrative ("corrected" is the narrower case of fixing an error: late
-    images give a new analysis of more data, so amended); HL7 v2 tables 0123/0085 "C" = a
-    correction that replaces a final result (v2 has no "amended")."""
+    `replaces_earlier`: the destination may hold an earlier report for this order (a
+    superseded result): FHIR then updates the same resources in place (conditional update on
+    their identifiers). `reviewer`: who accepted it, for a final or corrected status
+    (OBR-32 / resultsInterpreter)."""
     path = out_dir / destination / OUTPUT_FILES[fmt]
     if fmt == "fhir-bundle":
-        bundle = build_report_bundle(content, ctx, status="amended" if replaces_final else "final")
+        bundle = build_report_bundle(content, ctx, status=status.fhir, interpreter=reviewer,
+                                     update=replaces_earlier or status not in (ResultStatus.PRELIMINARY, ResultStatus.FINAL))
         write_durably(path, json.dumps(bundle, indent=2).encode())
     elif fmt == "hl7-oru":
         config = get_settings().destination(destination)
@@ -93,12 +97,28 @@ def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out
             version=config.hl7_version,
             receiving_application=config.receiving_application,
             receiving_facility=config.receiving_facility,
-            control_id=default_control_id(ctx.result_id, destination),
-            corrected=replaces_final,
+            control_id=default_control_id(ctx.result_id, destination, status),
+            status=status,
+            interpreter=reviewer,
         )
         write_durably(path, oru.encode())
     else:
         raise ValueError(f"no report message for format {fmt}")
+    return path
+
+
+def _verified_sr(content: ReportContent, ctx, series_uid: str, result_dir: Path, out_dir: Path,  # noqa: ANN001
+                 reviewer: str) -> Path:
+    """The accepted result's SR: VERIFIED by the reviewer, superseding the preliminary SR."""
+    import pydicom
+
+    seg_path = result_dir / OUTPUT_FILES["dicom-seg"]
+    seg = pydicom.dcmread(seg_path) if seg_path.is_file() else None
+    sr = build_measurement_report_sr(content, ctx, source_datasets(series_uid), seg,
+                                     predecessors=predecessor_srs(result_dir / OUTPUT_FILES["dicom-sr"]),
+                                     verifier=reviewer, verified_at=dt.datetime.now(dt.timezone.utc))
+    path = out_dir / OUTPUT_FILES["dicom-sr"]
+    write_durably(path, _dicom_bytes(sr))
     return path
 
 
@@ -145,7 +165,8 @@ def record_result(
     plans = []
     for destination in destinations:
         payloads = [  # a SEG exists only where findings have segments
-            str(_render_message(fmt, content, ctx, destination.name, out_dir, previous is not None) if fmt in REPORT_MESSAGES else shared[fmt])
+            str(_render_message(fmt, content, ctx, destination.name, out_dir, ResultStatus.PRELIMINARY,  # unreviewed
+                                replaces_earlier=previous is not None) if fmt in REPORT_MESSAGES else shared[fmt])
             for fmt in destination.formats
             if fmt in REPORT_MESSAGES or fmt in shared
         ]
@@ -179,25 +200,39 @@ class AmendedReport(BaseModel):
     payloads: dict[str, list[str]]  # held destination -> payload files to send instead
 
 
-@task(name="amend-held-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def amend_held_report(result_id: str, conclusion: str, reviewer: str, reason: str) -> AmendedReport:
-    """Re-render the held destinations' report messages (FHIR bundle, ORU^R01) with the
-    reviewer's conclusion, under <result>/amended/, keeping the algorithm's originals for audit.
+@task(name="finalise-held-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion: str | None = None) -> AmendedReport:
+    """A named reviewer accepted (conclusion None) or amended the result: re-render the held
+    destinations' report messages (FHIR bundle, ORU^R01) as the reviewed version (final, or
+    corrected where it replaces a final result), naming the reviewer (OBR-32,
+    resultsInterpreter), under <result>/final/ or <result>/amended/, keeping the
+    algorithm's preliminary originals for audit.
 
-    The SR and SEG go as recorded: they are the algorithm's evidence, with the device as
-    observer, and a reviewer's words do not belong in them. Deterministic: a retry or a
-    resumed flow run rewrites the same files."""
+    On accept the SR goes as a new, VERIFIED instance naming the reviewer (Verifying Observer),
+    with the preliminary SR as its predecessor. On amend the SR and SEG go as recorded
+    (UNVERIFIED): they are the algorithm's evidence, with the device as observer, and the
+    reviewer did not attest the algorithm's conclusion they replaced. Deterministic in its
+    UIDs and control ids: a retry or a resumed flow run rewrites the same instances."""
     held = ops.held_result(result_id)
     if held.model_name is None or held.source_series_uid is None:
-        raise ValueError("this result was recorded without provenance (before 0005): accept or reject it")
-    content = ReportContent.model_validate(held.report).with_reviewed_conclusion(conclusion, reviewer, reason)
+        raise ValueError("this result was recorded without provenance (before 0005): reject it")
+    content = ReportContent.model_validate(held.report)
+    if conclusion is not None:
+        content = content.with_reviewed_conclusion(conclusion, reviewer, reason)
+    status = issued_status(reviewer=reviewer, replaces_final=held.replaces_final)
     ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
                                 model_version=held.model_version, source_series_uid=held.source_series_uid)
-    out_dir = get_settings().data_dir / "results" / result_id / "amended"
+    result_dir = get_settings().data_dir / "results" / result_id
+    out_dir = result_dir / ("final" if conclusion is None else "amended")
+    verified_sr = None
+    if conclusion is None and any(_FORMAT_OF_FILE.get(Path(f).name) == "dicom-sr" for fs in held.held_payloads.values() for f in fs):
+        verified_sr = _verified_sr(content, ctx, held.source_series_uid, result_dir, out_dir, reviewer)
     payloads = {}
     for destination, files in held.held_payloads.items():
         payloads[destination] = [
-            str(_render_message(fmt, content, ctx, destination, out_dir, held.replaces_final)) if fmt in REPORT_MESSAGES else f
+            str(_render_message(fmt, content, ctx, destination, out_dir, status, replaces_earlier=held.replaces_final,
+                                reviewer=reviewer)) if fmt in REPORT_MESSAGES
+            else str(verified_sr) if fmt == "dicom-sr" and verified_sr is not None else f
             for f, fmt in ((f, _FORMAT_OF_FILE.get(Path(f).name)) for f in files)
         ]
     return AmendedReport(report=content.model_dump(mode="json"), payloads=payloads)

@@ -43,13 +43,25 @@ def search_reports(server, result_id):
                      params={"identifier": f"{RESULT_SYSTEM}|{result_id}"}).json()
 
 
-@pytest.mark.parametrize("status", ["final", "corrected", "amended", "entered-in-error"])
+@pytest.mark.parametrize("status", ["preliminary", "final", "corrected", "amended", "entered-in-error"])
 def test_every_resource_sent_is_valid_fhir_r4(content, ctx, status):  # noqa: F811
-    bundle = build_report_bundle(content, ctx, status=status)
+    reviewer = "Dr Ada Reviewer" if status in ("final", "corrected", "amended") else None
+    bundle = build_report_bundle(content, ctx, status=status, interpreter=reviewer)
     validator = fhir_schema_validator()
     validator.validate_resource(bundle)  # the Bundle and each entry's resource on its own
-    report = bundle["entry"][-1]["resource"]
-    assert report["resourceType"] == "DiagnosticReport" and report["status"] == status
+    (report,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["status"] == status
+    # The algorithm as a Device (DICOM Device UID and model sha256), the author in a Provenance
+    # that targets the report and every observation; a reviewer, where there is one, the verifier.
+    (device,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Device"]
+    assert {i["system"] for i in device["resource"]["identifier"]} >= {"urn:dicom:uid"}
+    assert device["resource"]["deviceName"][0]["name"] == ctx.model_name
+    assert device["resource"]["version"] == [{"value": ctx.model_version}]
+    (provenance,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    targets = {t["reference"] for t in provenance["target"]}
+    assert targets == {e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] in ("DiagnosticReport", "Observation")}
+    assert provenance["agent"][0]["who"]["reference"] == device["fullUrl"]
+    assert [a["type"]["coding"][0]["code"] for a in provenance["agent"]] == ["author"] + (["verifier"] if reviewer else [])
     observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     assert observations and {o["status"] for o in observations} == {status}
     quantities = [o["valueQuantity"] for o in observations if "valueQuantity" in o]
@@ -82,11 +94,21 @@ def test_report_is_created_once_when_the_delivery_is_replayed(server, content, c
     assert patients["total"] == 1
 
 
-def test_correction_updates_the_same_report(server, content, ctx, tmp_path):  # noqa: F811
+def test_final_and_correction_update_the_same_report(server, content, ctx, tmp_path):  # noqa: F811
+    """The life cycle at a real FHIR server: the preliminary is created, the reviewer's final
+    replaces it in place (same resource, resultsInterpreter named), a correction and a
+    withdrawal likewise."""
     config = FhirDestination(base_url=server.base_url)
     first = deliver_bundles(config, "k", [write_bundle(tmp_path, build_report_bundle(content, ctx), "a.json")])
-    corrected = deliver_bundles(
-        config, "k2", [write_bundle(tmp_path, build_report_bundle(content, ctx, status="corrected"), "b.json")])
+    assert search_reports(server, ctx.result_id)["entry"][0]["resource"]["status"] == "preliminary"
+    final = build_report_bundle(content, ctx, status="final", interpreter="Dr Ada Reviewer", update=True)
+    finalised = deliver_bundles(config, "k1", [write_bundle(tmp_path, final, "f.json")])
+    assert report_references(first) == report_references(finalised)
+    found = search_reports(server, ctx.result_id)
+    assert found["total"] == 1 and found["entry"][0]["resource"]["status"] == "final"
+    assert found["entry"][0]["resource"]["resultsInterpreter"] == [{"display": "Dr Ada Reviewer"}]
+    corrected = deliver_bundles(config, "k2", [write_bundle(
+        tmp_path, build_report_bundle(content, ctx, status="corrected", interpreter="Dr Ada Reviewer"), "b.json")])
     assert report_references(first) == report_references(corrected)
     found = search_reports(server, ctx.result_id)
     assert found["total"] == 1 and found["entry"][0]["resource"]["status"] == "corrected"
@@ -306,4 +328,4 @@ def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registr
                    [payload])
     ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt)
     [(destination, reference)] = delivered_reports()
-    assert destination == "ehr" and httpx.get(f"{server.base_url}/{reference}").json()["status"] == "final"
+    assert destination == "ehr" and httpx.get(f"{server.base_url}/{reference}").json()["status"] == "preliminary"

@@ -58,3 +58,26 @@ def test_enhanced_mode_conditions():
     header = Header(control_id="X", accept_ack_type="NE", application_ack_type="ER")
     assert acknowledgements(header, "AA") == []  # nothing asked for on success
     assert [a.split("\r")[1][:6] for a in acknowledgements(header, "AE")] == ["MSA|AE"]
+
+
+def test_every_radpath_private_code_is_listed_in_the_designer_docs():
+    """One documented local coding system: every urn:radpath:codes code a pathway can emit is
+    in docs/pathway-designers.md, and the docs list no code radpath does not emit."""
+    import re
+    import typing
+    from pathlib import Path
+
+    from pathways import codes as c
+    from pathways import dementia_report, heart_failure, heart_failure_report, lung_cancer_report
+
+    emitted = {v.code for v in vars(c).values() if isinstance(v, c.Code) and v.system == c.RADPATH}
+    emitted |= {f"bts2015-{k}" for k in lung_cancer_report._CATEGORY_DISPLAYS}
+    emitted |= {f"dementia-mri-{k}" for k in dementia_report._CATEGORY_DISPLAYS}
+    emitted |= {f"esc2021-lvef-{k}" for k in heart_failure_report._EF_DISPLAYS}
+    emitted |= {f"cacdrs-{k}" for k in typing.get_args(heart_failure.CacDrs)}
+    doc = (Path(__file__).parent.parent / "docs/pathway-designers.md").read_text()
+    section = doc.split("### radpath's own codes", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z0-9A-Z-]+)`", section, flags=re.M))
+    ranges = re.findall(r"^\| `(cacdrs)-A0` … `cacdrs-A3`", section, flags=re.M)
+    listed |= {f"cacdrs-A{i}" for i in range(4)} if ranges else set()
+    assert emitted == listed, (emitted - listed, listed - emitted)

@@ -31,10 +31,12 @@ def spec_mode(registry):
     """Set the cardiac CT spec's mode (plus an evaluation destination) for one test."""
     original = registry.specs[PATHWAY]
 
-    def set_mode(mode: str, review: bool = False) -> None:
+    def set_mode(mode: str, review: bool = False, final_only: tuple[str, ...] = ()) -> None:
         evaluation = Destination(name="evaluation", formats=("fhir-bundle",), clinical=False)
+        destinations = tuple(d.model_copy(update={"statuses": ("final",)}) if d.name in final_only else d
+                             for d in original.destinations)
         registry.specs[PATHWAY] = original.model_copy(
-            update={"mode": mode, "destinations": original.destinations + (evaluation,), "review": Review(required=review)}
+            update={"mode": mode, "destinations": destinations + (evaluation,), "review": Review(required=review)}
         )
 
     yield set_mode
@@ -76,6 +78,81 @@ def _run(run_id: str):
     from flows.dispatch import run_pathway
 
     return asyncio.run(run_pathway(run_id))
+
+
+REVIEWED = {"F", "C", "final", "amended", "corrected", "VERIFIED"}  # HL7 0123/0085, FHIR, DICOM SR
+UNREVIEWED = {"P", "preliminary", "UNVERIFIED"}
+
+
+def _sent_statuses(outbox: Path) -> dict[str, set[tuple[str, str | None]]]:
+    """What each destination received, read back from the delivered files: (status, reviewer)
+    per ORU OBR-25 / OBX-11 (reviewer: OBR-32), FHIR DiagnosticReport / Observation status
+    (resultsInterpreter / performer) and SR Verification Flag (Verifying Observer Name)."""
+    import pydicom
+
+    seen: dict[str, set[tuple[str, str | None]]] = {}
+    for path in (p for p in outbox.rglob("*") if p.is_file()):
+        got = seen.setdefault(path.relative_to(outbox).parts[0], set())
+        if path.name == "oru-r01.hl7":
+            segments = [s.split("|") for s in path.read_bytes().decode().split("\r") if s]
+            for obr in (s for s in segments if s[0] == "OBR"):
+                interpreter = (obr + [""] * 33)[32].lstrip("&") or None
+                got |= {(obr[25], interpreter)} | {(obx[11], interpreter) for obx in segments if obx[0] == "OBX"}
+        elif path.name == "report-bundle.json":
+            for entry in json.loads(path.read_text())["entry"]:
+                r = entry["resource"]
+                if r["resourceType"] in ("DiagnosticReport", "Observation"):
+                    named = r.get("resultsInterpreter") or r.get("performer") or [{}]
+                    got.add((r["status"], named[0].get("display")))
+        elif path.suffix == ".dcm":
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if ds.Modality == "SR":
+                observer = ds.get("VerifyingObserverSequence")
+                got.add((ds.VerificationFlag, str(observer[0].VerifyingObserverName) if observer else None))
+    return seen
+
+
+@pytest.mark.parametrize("mode, review, final_only", [
+    ("shadow", False, ()), ("qa", False, ()), ("clinical", False, ()), ("clinical", True, ()),
+    ("clinical", False, ("ehr",)),  # a trust that wants no preliminary in its EHR
+])
+def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, registry, spec_mode, tmp_path, mode, review,
+                                                 final_only):
+    """Every mode, with and without review: before a review every message at every destination
+    is preliminary (HL7 P, FHIR preliminary, SR UNVERIFIED) and names no reviewer; a named
+    reviewer's accept sends the final (F / final / VERIFIED) naming the reviewer to each held
+    destination; what went out preliminary before the review stays preliminary."""
+    from flows.reconciler import reconciler
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode(mode, review=review, final_only=final_only)
+    state = _run(_ready_run(tmp_path, registry, seed=40))
+    before = _sent_statuses(radpath_env.outbox_dir)
+    assert before and all(status in UNREVIEWED and reviewer is None for got in before.values() for status, reviewer in got)
+    assert {d for d, got in before.items() if got} == ({"evaluation"} if mode != "clinical" or review
+                                                        else {"evaluation", "pacs", "ris", "ehr"} - set(final_only))
+    if state.name != "AwaitingReview":
+        assert (mode, review, final_only) in (("shadow", False, ()), ("clinical", False, ())), state.name
+        return
+    with session_scope() as s:
+        result_id = s.exec(select(Result.id)).one()
+    apply_review(result_id, ReviewDecision(decision="accept", reviewer="Dr Ada Reviewer", reason="agree"))
+    assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"
+    after = _sent_statuses(radpath_env.outbox_dir)
+    assert after["evaluation"] == before["evaluation"]  # sent before the review: preliminary, untouched
+    for destination in ("ris", "ehr") if not final_only else final_only:
+        assert after[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"  # OBR-32, resultsInterpreter
+                                          for status, reviewer in after[destination]), (destination, after[destination])
+    assert {s for s, _ in after["ehr"]} == {"final"}
+    if final_only:  # the others had the preliminary at once, as the spec allows, and keep it
+        assert all(after[d] == before[d] for d in ("pacs", "ris"))
+        return
+    assert {s for s, _ in after["ris"]} == {"F"}
+    if "pacs" in after:  # the pathway's PACS formats include an SR: a VERIFIED one, naming the reviewer
+        assert ("VERIFIED", "Dr Ada Reviewer^") in after["pacs"] and all(
+            status in REVIEWED for status, _ in after["pacs"]), after["pacs"]
+    for got in after.values():  # nothing final without the reviewer's name
+        assert all(reviewer and reviewer.rstrip("^") == "Dr Ada Reviewer" for status, reviewer in got if status in REVIEWED)
 
 
 def test_shadow_mode_delivers_only_to_evaluation(prefect_api, radpath_env, registry, spec_mode, tmp_path):
@@ -154,7 +231,7 @@ def test_an_amended_review_sends_the_reviewers_conclusion_to_the_ehr_and_ris(pre
     bundle = json.loads(sent("ehr", "report-bundle.json").read_text())
     (report,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     assert report["conclusion"] == decision.amended_conclusion and "conclusionCode" not in report
-    assert report["status"] == "final"  # first release to the EHR: nothing final went before it
+    assert report["status"] == "final" and report["resultsInterpreter"] == [{"display": "Dr Test"}]  # the reviewer's
     oru = sent("ris", "oru-r01.hl7").read_bytes().decode()
     assert "Coronary calcium score 0 on review" in oru and "Dr Test" in oru and ai_conclusion[:40] in oru
     evaluation = json.loads(sent("evaluation", "report-bundle.json").read_text())  # sent before the review, as the algorithm wrote it

@@ -34,6 +34,20 @@ def test_clinical_sends_everywhere_unless_the_spec_requires_review(registry):
     assert gated.send_now == ("evaluation",) and set(gated.held) == {"pacs", "ris", "ehr"}
 
 
+def test_a_destination_that_takes_only_final_results_is_held_for_review_in_every_clinical_mode(registry):
+    """Some trusts want no unreviewed AI output in the EHR: `statuses: [final]`."""
+    spec = _spec(registry, "clinical")
+    ehr_final_only = spec.model_copy(update={"destinations": tuple(
+        d.model_copy(update={"statuses": ("final",)}) if d.name == "ehr" else d for d in spec.destinations)})
+    routing = route(ehr_final_only)
+    assert set(routing.send_now) == {"pacs", "ris", "evaluation"} and routing.held == ("ehr",) and routing.needs_review
+    assert route(ehr_final_only.model_copy(update={"mode": "shadow"})).held == ()  # shadow: still nothing clinical
+    with pytest.raises(ValueError, match="must include final"):
+        Destination(name="ehr", formats=("fhir-bundle",), statuses=("preliminary",))
+    with pytest.raises(ValueError, match="evaluation destination is never reviewed"):
+        Destination(name="evaluation", formats=("fhir-bundle",), clinical=False, statuses=("final",))
+
+
 def test_a_shadow_spec_without_an_evaluation_destination_is_an_error(registry):
     errors = check_spec(_spec(registry, "shadow", evaluation=False))
     assert any("shadow pathway needs an evaluation destination" in e for e in errors)

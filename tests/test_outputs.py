@@ -26,6 +26,7 @@ from pathways.findings import LungAssessment, Nodule, NoduleAssessment
 from pathways.identifiers import NHS_NUMBER_SYSTEM
 from pathways.lung_cancer_report import lung_report_content
 from pathways.report import Code, PatientIdentity, ResultContext
+from pathways.result_status import ResultStatus
 from tests.conftest import dciodvfy_errors
 
 NHS_NUMBER = "9434765919"  # valid modulus-11 NHS number (NHS Digital example)
@@ -355,11 +356,48 @@ def test_superseding_sr_names_the_earlier_sr_as_predecessor(
     (instance,) = series.ReferencedSOPSequence
     assert instance.ReferencedSOPInstanceUID == sr.SOPInstanceUID
     assert instance.ReferencedSOPClassUID == sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
-    # An unverified AI result stays COMPLETE / FINAL / UNVERIFIED when it supersedes another.
+    # An unverified AI result stays COMPLETE / PRELIMINARY / UNVERIFIED when it supersedes another.
     flags = ("CompletionFlag", "PreliminaryFlag", "VerificationFlag")
-    assert [back[f].value for f in flags] == [sr[f].value for f in flags] == ["COMPLETE", "FINAL", "UNVERIFIED"]
+    assert [back[f].value for f in flags] == [sr[f].value for f in flags] == ["COMPLETE", "PRELIMINARY", "UNVERIFIED"]
+    # A named reviewer's accept: a new SR instance, FINAL / VERIFIED with the Verifying
+    # Observer, superseding the preliminary one through the Predecessor Documents Sequence.
+    reviewed_at = dt.datetime(2024, 1, 2, 14, 0, tzinfo=dt.timezone.utc)
+    verified = build_measurement_report_sr(content, ctx, source_datasets, seg, predecessors=[earlier],
+                                           verifier="Dr Ada Reviewer", verified_at=reviewed_at)
+    verified_path = tmp_path / "verified.dcm"
+    verified.save_as(verified_path, enforce_file_format=True)
+    assert dciodvfy_errors(verified_path) == []
+    assert [verified[f].value for f in flags] == ["COMPLETE", "FINAL", "VERIFIED"]
+    (observer,) = verified.VerifyingObserverSequence
+    assert (str(observer.VerifyingObserverName), observer.VerifyingOrganization, observer.VerificationDateTime) == (
+        "Dr Ada Reviewer^", ctx.sending_facility, "20240102140000")
+    assert verified.SOPInstanceUID != sr.SOPInstanceUID
+    assert verified.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == sr.SOPInstanceUID
     # Without predecessors the rebuild of the first SR is unchanged (no empty sequence appears).
     assert "PredecessorDocumentsSequence" not in build_measurement_report_sr(content, ctx, source_datasets, seg, ())
+
+
+def test_the_algorithm_is_named_as_contributing_equipment_in_sr_and_seg(ctx, seg, sr, tmp_path):
+    """IHE AI Results Rev 1.1 6.5.3.1: a Contributing Equipment item for the algorithm, with
+    manufacturer, model name, software version and a Device UID that changes with the model."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    for ds in (seg, sr):
+        algorithms = [i for i in ds.ContributingEquipmentSequence if i.get("DeviceUID") == uid]
+        assert len(algorithms) == 1, ds.Modality
+        (item,) = algorithms
+        assert item.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # DCM Processing Equipment
+        assert (item.Manufacturer, item.ManufacturerModelName, item.SoftwareVersions) == (
+            "radpath", ctx.model_name, ctx.model_version)
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+    other = {algorithm_device_uid(ctx.model_name, v, s) for v, s in ((ctx.model_version, "0" * 64),
+                                                                   ("9.9.9", ctx.model_sha256))}
+    assert uid not in other and len(other) == 2  # a new version or a new file: a new Device UID
+    assert algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256) == uid  # deterministic
 
 
 def test_rebuild_is_byte_identical(label_mask, content, ctx, source_datasets, seg, sr):
@@ -387,9 +425,12 @@ def test_fhir_bundle_validates_and_is_conditional(content, ctx):
     json.dumps(bundle)  # JSON-ready
     assert bundle["type"] == "transaction"
     for entry in bundle["entry"]:
+        assert entry["fullUrl"].startswith("urn:uuid:")
+        if entry["resource"]["resourceType"] == "Provenance":  # no business identifier: PUT by a deterministic id
+            assert entry["request"] == {"method": "PUT", "url": f"Provenance/{entry['resource']['id']}"}
+            continue
         assert entry["request"]["method"] == "POST"
         assert entry["request"]["ifNoneExist"].startswith("identifier=")
-        assert entry["fullUrl"].startswith("urn:uuid:")
     patient = _by_type(bundle, "Patient")[0]
     assert patient["resource"]["identifier"][0] == {"system": NHS_NUMBER_SYSTEM, "value": NHS_NUMBER}
     assert patient["request"]["ifNoneExist"] == f"identifier={NHS_NUMBER_SYSTEM}|{NHS_NUMBER}"
@@ -399,9 +440,11 @@ def test_fhir_bundle_validates_and_is_conditional(content, ctx):
 def test_fhir_report_and_observations(content, ctx):
     bundle = build_report_bundle(content, ctx)
     report = _by_type(bundle, "DiagnosticReport")[0]["resource"]
-    assert report["status"] == "final"
+    assert report["status"] == "preliminary" and "resultsInterpreter" not in report  # unreviewed
+    assert {o["resource"]["status"] for o in _by_type(bundle, "Observation")} == {"preliminary"}
     assert report["category"][0]["coding"][0]["code"] == "RAD"
-    assert report["code"]["coding"][0] == {"system": codes.LOINC, "code": "24627-2", "display": "CT Chest Report"}
+    # an algorithm's measurement report (DCM 126000), not the radiologist's CT chest report (LOINC 24627-2)
+    assert report["code"]["coding"][0] == {"system": codes.DCM, "code": "126000", "display": "Imaging Measurement Report"}
     assert report["basedOn"][0]["identifier"]["value"] == "PO-778"
     assert report["basedOn"][0]["identifier"]["system"] == "urn:radpath:placer-order-number"  # the order named none
     placed = build_report_bundle(content, ctx.model_copy(update={"placer_system": "https://trust.example/placer"}))
@@ -420,8 +463,26 @@ def test_fhir_report_and_observations(content, ctx):
     assert brock[0]["bodySite"]["coding"][0]["code"] == "42400003"
     urgent = [o for o in urls.values() if o["code"]["coding"][0]["code"] == "urgent-review"]
     assert urgent[0]["valueBoolean"] is True
+    assert urgent[0]["interpretation"][0]["coding"][0] == {  # where an EHR acts on it
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "AA",
+        "display": "Critical abnormal"}
     nodule = [o for o in urls.values() if o.get("hasMember")]
     assert len(nodule) == 2 and all(m["reference"] in urls for m in nodule[0]["hasMember"])
+
+
+def test_fhir_final_names_the_reviewer_and_nothing_is_final_without_one(content, ctx):
+    """FHIR R4: DiagnosticReport.resultsInterpreter and Observation.performer name who accepted it."""
+    with pytest.raises(ValueError, match="reviewer"):
+        build_report_bundle(content, ctx, status="final")
+    bundle = build_report_bundle(content, ctx, status="final", interpreter="Dr Ada Reviewer")
+    validate_r4(bundle)
+    report = _by_type(bundle, "DiagnosticReport")[0]["resource"]
+    assert report["status"] == "final" and report["resultsInterpreter"] == [{"display": "Dr Ada Reviewer"}]
+    observations = [o["resource"] for o in _by_type(bundle, "Observation")]
+    assert {o["status"] for o in observations} == {"final"}
+    assert all(o["performer"] == [{"display": "Dr Ada Reviewer"}] for o in observations)
+    cancelled = build_report_bundle(content, ctx, status="entered-in-error")
+    assert all(e["request"]["method"] == "PUT" for e in _by_type(cancelled, "DiagnosticReport"))  # same resource, withdrawn
 
 
 def test_fhir_existing_patient_reference(content, ctx):
@@ -457,41 +518,53 @@ def test_oru_parses_strictly(content, ctx, version):
     assert parse_message(placed, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
     fields = {s.split("|")[0]: s.split("|") for s in placed.split("\r") if s[:3] in ("ORC", "OBR")}
     assert fields["ORC"][2] == fields["OBR"][2] == "PO-778^OCS^1.2.3^ISO"
-    assert obr[24] == "RAD" and obr[25] == "F"
+    assert obr[24] == "RAD" and obr[25] == "P" and len(obr) <= 32  # unreviewed: preliminary, no interpreter
     obx = [s for s in segments if s[0] == "OBX"]
+    assert {s[11] for s in obx} == {"P"}
     brock = [s for s in obx if s[3].startswith("111047^")]
     assert [(s[2], s[4], s[5], s[6]) for s in brock] == [
         ("NM", "1", "23.5", "%^percent^UCUM"), ("NM", "2", "3.1", "%^percent^UCUM"),
     ]
     urgent = next(s for s in obx if s[3].startswith("urgent-review^"))
-    assert urgent[5] == "Y^Yes^HL70136"
+    assert urgent[5] == "Y^Yes^HL70136" and urgent[8] == "AA"  # HL7 table 0078: where a RIS acts on it
+    assert {s[8] for s in obx if s[3].startswith("121075^")} == {"AA"}  # the recommendation too
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
+    assert {s[3] for s in obx if s[2] == "TX"} == {"126000^Imaging Measurement Report^DCM"}
+    from integrations.dicom.uids import algorithm_device_uid  # OBX-18: the algorithm, as in the SR/SEG
+
+    device_uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    assert {s[18] for s in obx} == {f"{ctx.model_name} {ctx.model_version}^RADPATH^{device_uid}^ISO"}
     assert [int(s[1]) for s in obx] == list(range(1, len(obx) + 1))
 
 
 @pytest.mark.parametrize("version", ["2.4", "2.5.1"])  # every hl7_version a destination allows
-def test_oru_correction_replaces_the_final_result_of_the_same_order(content, ctx, version):
-    """HL7 v2 table 0123 (OBR-25) C = "Correction to results"; table 0085 (OBX-11) C = "Record
-    coming over is a correction and thus replaces a final result"; first results stay F."""
+def test_oru_life_cycle_statuses_for_the_same_order(content, ctx, version):
+    """HL7 v2 table 0123 (OBR-25) / 0085 (OBX-11): P preliminary (unreviewed), F final (a named
+    reviewer accepted: OBR-32 principal result interpreter), C "correction ... replaces a
+    final result", X withdrawn; all for the same placer/filler numbers, each its own MSH-10."""
     def fields(er7, name):
         return [s.split("|") for s in er7.split("\r") if s.startswith(name + "|")]
 
-    final = build_oru_r01(content, ctx, version=version)
-    corrected = build_oru_r01(content, ctx, version=version, corrected=True)
-    message = parse_message(corrected, validation_level=VALIDATION_LEVEL.STRICT)
-    assert message.validate() is True
-    assert message.msh.msh_12.to_er7() == version
-    assert message.oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.to_er7() == "C"
-    for er7, status in ((final, "F"), (corrected, "C")):
+    with pytest.raises(ValueError, match="reviewer"):
+        build_oru_r01(content, ctx, version=version, status=ResultStatus.FINAL)
+    preliminary = build_oru_r01(content, ctx, version=version)
+    issued = {ResultStatus.PRELIMINARY: preliminary}
+    for status in (ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.CANCELLED):
+        issued[status] = build_oru_r01(content, ctx, version=version, status=status, interpreter="Dr Ada Reviewer",
+                                       control_id=default_control_id(ctx.result_id, "ris", status))
+    for status, er7 in issued.items():
+        message = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT)
+        assert message.validate() is True and message.msh.msh_12.to_er7() == version
         (obr,) = fields(er7, "OBR")
-        assert obr[25] == status
+        assert obr[25] == status.hl7
+        assert (obr + [""] * 33)[32] == ("&Dr Ada Reviewer" if status != ResultStatus.PRELIMINARY else "")
         obx = fields(er7, "OBX")
-        assert len(obx) > 5 and {s[11] for s in obx} == {status}
-    # Same order: placer and filler numbers in ORC-2/3 and OBR-2/3 are unchanged.
-    assert [s[2:4] for s in fields(corrected, "ORC") + fields(corrected, "OBR")] == [
-        s[2:4] for s in fields(final, "ORC") + fields(final, "OBR")
-    ] == [["PO-778", "ACC0001"], ["PO-778", "ACC0001"]]
+        assert len(obx) > 5 and {s[11] for s in obx} == {status.hl7}
+        # Same order: placer and filler numbers in ORC-2/3 and OBR-2/3 are unchanged.
+        assert [s[2:4] for s in fields(er7, "ORC") + fields(er7, "OBR")] == [["PO-778", "ACC0001"], ["PO-778", "ACC0001"]]
+    assert [s.hl7 for s in issued] == ["P", "F", "C", "X"]
+    assert len({fields(er7, "MSH")[0][9] for er7 in issued.values()}) == 4  # four messages, four control ids
 
 
 def test_oru_control_id_is_deterministic_per_destination(content, ctx):

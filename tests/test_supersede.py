@@ -142,18 +142,19 @@ def test_late_images_supersede_the_first_result(prefect_api, radpath_env, regist
     assert sorted(delivered) == sorted(d.id for d in deliveries + old)  # each row sent once
     superseded = [a for a in audits if a.action == "result.superseded"]
     assert [(a.entity_id, a.detail["superseded_by"]) for a in superseded] == [(first.id, second.id)]
-    # FHIR R4: a report changed after being final, with new content rather than a fix, is "amended".
-    assert _bundle_report(radpath_env.data_dir, first.id)["status"] == "final"
-    assert _bundle_report(radpath_env.data_dir, second.id)["status"] == "amended"
+    # Neither result was reviewed: both go out preliminary (pathways.result_status); superseding
+    # never makes an unreviewed result final. FHIR updates the EHR's resources in place.
+    assert _bundle_report(radpath_env.data_dir, first.id)["status"] == "preliminary"
+    assert _bundle_report(radpath_env.data_dir, second.id)["status"] == "preliminary"
     sent = {d.destination: d for d in deliveries}
     sent_before = {d.destination: d for d in old}
-    # HL7 v2: OBR-25 (table 0123) and OBX-11 (table 0085) go from F (final) to C (correction
-    # replacing a final result), against the same placer/filler order numbers.
+    # HL7 v2: OBR-25 (table 0123) and OBX-11 (table 0085) stay P (preliminary; C is only for a
+    # reviewed result replacing a final one), against the same placer/filler order numbers.
     # read_bytes, not read_text: universal newlines would turn the \r segment separators into \n
     oru_before = _delivered(radpath_env, sent_before["ris"], "oru-r01.hl7").read_bytes().decode()
     oru = _delivered(radpath_env, sent["ris"], "oru-r01.hl7").read_bytes().decode()
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT).validate() is True
-    for er7, status in ((oru_before, "F"), (oru, "C")):
+    for er7, status in ((oru_before, "P"), (oru, "P")):
         assert [obr[25] for obr in _oru_fields(er7, "OBR")] == [status]
         assert {obx[11] for obx in _oru_fields(er7, "OBX")} == {status}
     assert [s[2:4] for s in _oru_fields(oru, "ORC") + _oru_fields(oru, "OBR")] == [

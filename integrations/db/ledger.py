@@ -300,12 +300,15 @@ def result_context(run_id: str, *, result_id: str, model_name: str, model_versio
         run = session.get(PathwayRun, run_id)
         order = session.get(Order, run.order_id)
         study = session.get(Study, run.study_id)
+        spec = default_registry().specs.get(run.pathway)
+        model = spec.model if spec is not None else None
         return ResultContext(
             result_id=result_id,
             pathway=run.pathway,
             pathway_version=run.pathway_version,
             model_name=model_name,
             model_version=model_version,
+            model_sha256=model.sha256 if model is not None and model.name == model_name else "",
             study_uid=study.study_uid,
             source_series_uid=source_series_uid,
             accession_number=order.accession_number,

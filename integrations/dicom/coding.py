@@ -61,3 +61,26 @@ def pin_timestamps(ds, when: dt.datetime):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = date.strftime("%Y%m%d") + time.strftime("%H%M%S")
     return ds
+
+
+def algorithm_equipment(ctx) -> "hd.ContributingEquipment":  # noqa: ANN001
+    """The AI algorithm as a Contributing Equipment Sequence item (PS3.3 C.12.1 SOP Common;
+    IHE AI Results Rev 1.1 6.5.3.1): Purpose of Reference DCM 109102 "Processing Equipment",
+    Manufacturer, Manufacturer's Model Name = the model, Software Versions = its version,
+    Device UID derived from name + version + sha256, Contribution DateTime = the result's."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dicom_codes
+
+    from integrations.dicom.seg import MANUFACTURER
+    from integrations.dicom.uids import algorithm_device_uid
+
+    item = hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=dicom_codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=ctx.model_name[:64],
+        software_versions=ctx.model_version[:64],
+        contribution_datetime=ctx.observed_at.astimezone(dt.timezone.utc).replace(tzinfo=None),
+        contribution_description=f"AI algorithm {ctx.model_name} {ctx.model_version}"[:64],
+    )
+    item.DeviceUID = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    return item

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 
 from integrations.dicom.coding import (
+    algorithm_equipment,
     coded_concept,
     coding_scheme_items,
     dicom_date_time,
@@ -97,6 +98,7 @@ def build_segmentation(
         content_label="AI_SEGMENTS",
         content_description=f"{ctx.model_name} {ctx.model_version}"[:64],
         content_creator_name="radpath^AI",
+        contributing_equipment=[algorithm_equipment(ctx)],  # IHE AIR: the algorithm, named
         omit_empty_frames=True,
         content_date=when_date,
         content_time=when_time,

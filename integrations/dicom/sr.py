@@ -10,6 +10,7 @@ An SR that supersedes an earlier one names it in the Predecessor Documents Seque
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pydicom
 from pydicom.sr.codedict import codes as dicom_codes
 
 from integrations.dicom.coding import (
+    algorithm_equipment,
     coded_concept,
     coding_scheme_items,
     dicom_date_time,
@@ -173,8 +175,17 @@ def build_measurement_report_sr(
     source_datasets: Sequence[pydicom.Dataset],
     seg: pydicom.Dataset | None = None,
     predecessors: Sequence[pydicom.Dataset] = (),
+    *,
+    verifier: str | None = None,
+    verified_at: dt.datetime | None = None,
 ) -> pydicom.Dataset:
     """A Comprehensive 3D SR (TID 1500) of `content`, referencing the source series and SEG.
+
+    Unreviewed (`verifier` None): Preliminary Flag PRELIMINARY, Verification Flag UNVERIFIED.
+    Accepted by a named reviewer: a new SR instance (its own SOP Instance UID, derived from the
+    result and "verified"), FINAL and VERIFIED, with the Verifying Observer Sequence (name,
+    organization = the sending facility, Verification DateTime = the review time); the caller
+    passes the preliminary SR as its predecessor (PS3.3 C.17.2, SR Document General Module).
 
     `source_datasets` may be headers only (read with `stop_before_pixels=True`).
     `predecessors`: the earlier SR(s) this one supersedes; they go into the Predecessor
@@ -203,15 +214,18 @@ def build_measurement_report_sr(
         content=report,
         series_instance_uid=result_uid(ctx.result_id, "sr-series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(ctx.result_id, "sr-instance"),
-        instance_number=1,
+        sop_instance_uid=result_uid(ctx.result_id, "sr-instance/verified" if verifier else "sr-instance"),
+        instance_number=2 if verifier else 1,
         manufacturer=MANUFACTURER,
-        # PS3.3 Table C.17-2: Completion Flag COMPLETE, Preliminary Flag FINAL, Verification
-        # Flag UNVERIFIED (no person has attested an AI result), for first and superseding
-        # SRs alike: supersession is carried by the Predecessor Documents Sequence alone.
+        # PS3.3 Table C.17-2: Completion Flag COMPLETE; Preliminary Flag PRELIMINARY and
+        # Verification Flag UNVERIFIED until a named reviewer accepts (pathways.result_status),
+        # for first and superseding SRs alike: supersession is carried by the Predecessor
+        # Documents Sequence alone.
         is_complete=True,
-        is_final=True,
-        is_verified=False,
+        is_final=verifier is not None,
+        is_verified=verifier is not None,
+        verifying_observer_name=_person_name(verifier) if verifier else None,
+        verifying_organization=(ctx.sending_facility or "radpath")[:64] if verifier else None,
         series_description=f"AI measurements: {content.title}"[:64],
         content_date=when_date,
         content_time=when_time,
@@ -219,5 +233,15 @@ def build_measurement_report_sr(
         series_time=when_time,
         coding_schemes=coding_scheme_items([*_codes_used(content), _procedure(content, ctx)]),
         previous_versions=list(predecessors) or None,
+        contributing_equipment=[algorithm_equipment(ctx)],  # IHE AIR: the algorithm, named
     )
+    if verifier:
+        (observer,) = sr.VerifyingObserverSequence
+        observer.VerificationDateTime = (verified_at or ctx.observed_at).astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
     return pin_timestamps(sr, ctx.observed_at)
+
+
+def _person_name(name: str) -> str:
+    """A reviewer's name as typed, as DICOM PN: the whole name in the family-name component
+    (radpath does not guess which word is the family name)."""
+    return name.replace("^", " ").replace("\\", " ").strip()[:60] + "^"

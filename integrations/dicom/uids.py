@@ -23,3 +23,10 @@ def result_uid(result_id: str, purpose: str) -> str:
     if not result_id or not purpose:
         raise ValueError("result_id and purpose are both required")
     return uid_from_name(f"{result_id}/{purpose}")
+
+
+def algorithm_device_uid(model_name: str, model_version: str, model_sha256: str) -> str:
+    """The Device UID (0018,1002) of an algorithm: IHE AI Results (Rev 1.1, 6.5.3.1) wants one
+    that changes with every model version; derived from name, version and the model file's
+    sha256, so the same model always has the same UID and any changed file a new one."""
+    return uid_from_name(f"algorithm/{model_name}/{model_version}/{model_sha256}")

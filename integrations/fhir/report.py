@@ -26,6 +26,7 @@ OBSERVATION_SYSTEM = "urn:radpath:observation"
 PLACER_ORDER_SYSTEM = "urn:radpath:placer-order-number"
 LOCAL_PATIENT_SYSTEM = "urn:radpath:local-patient-id"
 DICOM_UID_SYSTEM = "urn:dicom:uid"  # FHIR R4 ImagingStudy identifier convention
+OBSERVATION_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"  # identifier types (PLAC, MR)
 _FULLURL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:radpath:fhir-fullurl")
 _GENDER = {"F": "female", "M": "male", "U": "unknown"}
@@ -67,6 +68,44 @@ def _entry(full_url: str, resource: dict[str, Any], identifier: dict[str, str], 
     return {"fullUrl": full_url, "resource": model, "request": request}
 
 
+MODEL_SHA256_SYSTEM = "urn:radpath:model-sha256"  # the model file's sha256 (model card, spec)
+
+
+def _device_entry(ctx: ResultContext) -> dict[str, Any]:
+    """The algorithm as a FHIR Device (name, version, identifiers: the DICOM Device UID the SR
+    and SEG carry, and the model file's sha256), created once per model version."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = _identifier(DICOM_UID_SYSTEM, f"urn:oid:{algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)}")
+    identifiers = [uid] + ([_identifier(MODEL_SHA256_SYSTEM, ctx.model_sha256)] if ctx.model_sha256 else [])
+    resource = {
+        "resourceType": "Device",
+        "identifier": identifiers,
+        "manufacturer": "radpath",
+        "deviceName": [{"name": ctx.model_name, "type": "model-name"}],
+        "version": [{"value": ctx.model_version}],
+        "type": _concept(codes.ARTIFICIAL_INTELLIGENCE),
+    }
+    return _entry(_full_url(ctx, "device"), resource, uid)
+
+
+def _provenance_entry(ctx: ResultContext, targets: list[str], status: str, interpreter: dict[str, str] | None) -> dict[str, Any]:
+    """Provenance of the report and its observations: the algorithm (Device) is the author;
+    a reviewer, once one accepted, the verifier. One per result and status (PUT by a
+    deterministic id: Provenance has no business identifier to create it conditionally on)."""
+    participant = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+    agents = [{"type": {"coding": [{"system": participant, "code": "author"}]},
+               "who": {"reference": _full_url(ctx, "device")}}]
+    if interpreter:
+        agents.append({"type": {"coding": [{"system": participant, "code": "verifier"}]}, "who": interpreter})
+    resource_id = str(uuid.uuid5(_FULLURL_NAMESPACE, f"{ctx.result_id}/provenance/{status}"))
+    resource = {"resourceType": "Provenance", "id": resource_id, "target": [{"reference": t} for t in targets],
+                "recorded": _instant(ctx.observed_at), "agent": agents}
+    model = get_fhir_model_class("Provenance").model_validate(resource)
+    return {"fullUrl": _full_url(ctx, f"provenance/{status}"), "resource": model,
+            "request": {"method": "PUT", "url": f"Provenance/{resource_id}"}}
+
+
 def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
     p = ctx.patient
     identifiers = []
@@ -97,10 +136,14 @@ def _patient_entry(ctx: ResultContext) -> tuple[dict[str, Any], str]:
 class _ObservationFactory:
     """Builds the Observations of one result, all sharing subject, time and device."""
 
-    def __init__(self, ctx: ResultContext, subject: dict[str, str], status: str = "final"):
+    def __init__(self, ctx: ResultContext, subject: dict[str, str], status: str = "preliminary",
+                 update: bool = False, interpreter: dict[str, str] | None = None):
         self.ctx = ctx
         self.subject = subject
         self.status = status
+        self.update = update
+        self.interpreter = interpreter
+        self.device = _full_url(ctx, "device")
         self.entries: list[dict[str, Any]] = []
 
     def add(self, key: str, code: Code, value: dict[str, Any], *, site: Code | None = None,
@@ -117,7 +160,7 @@ class _ObservationFactory:
             "subject": self.subject,
             "effectiveDateTime": _instant(ctx.observed_at),
             "issued": _instant(ctx.observed_at),
-            "device": {"display": f"{ctx.model_name} {ctx.model_version} (radpath)"},
+            "device": {"reference": self.device, "display": f"{ctx.model_name} {ctx.model_version} (radpath)"},
             "derivedFrom": [{
                 "type": "ImagingStudy",
                 "identifier": _identifier(DICOM_UID_SYSTEM, f"urn:oid:{ctx.study_uid}"),
@@ -132,8 +175,10 @@ class _ObservationFactory:
             resource["hasMember"] = [{"reference": m} for m in members]
         if note:
             resource["note"] = [{"text": note}]
+        if self.interpreter:
+            resource["performer"] = [self.interpreter]
         url = _full_url(ctx, f"observation/{key}")
-        self.entries.append(_entry(url, resource, identifier, update=self.status != "final"))
+        self.entries.append(_entry(url, resource, identifier, update=self.update))
         return url
 
     def finding(self, f: Finding) -> str:
@@ -161,21 +206,29 @@ class _ObservationFactory:
                         members=members, note=f.summary)
 
 
-REPORT_STATUSES = ("final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
+REPORT_STATUSES = ("preliminary", "final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
 
 
 def build_report_bundle(
-    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "final"
+    content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "preliminary",
+    interpreter: str | None = None, update: bool | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready FHIR R4 transaction Bundle for the EHR.
 
     With `patient_reference` (e.g. "Patient/123", already known to the EHR) no Patient entry
     is sent; otherwise the Patient is created conditionally on its NHS number.
-    `status` other than "final" (amended, corrected, entered-in-error) re-sends the same
-    resources, same identifiers, as conditional updates: the EHR's report changes in place.
+    `status`: "preliminary" until a named reviewer accepts (`pathways.result_status`);
+    "final" and "amended" name the reviewer (`interpreter`) as DiagnosticReport.resultsInterpreter
+    and Observation.performer. `update` (default: any status but preliminary and final) re-sends
+    the same resources, same identifiers, as conditional updates: the EHR's report changes in place.
     """
     if status not in REPORT_STATUSES:
         raise ValueError(f"report status must be one of {', '.join(REPORT_STATUSES)}")
+    if status in ("final", "amended", "corrected") and not (interpreter and interpreter.strip()):
+        raise ValueError(f"a {status} report needs the reviewer (resultsInterpreter)")
+    if update is None:
+        update = status not in ("preliminary", "final")
+    named = {"display": interpreter.strip()} if interpreter and interpreter.strip() else None
     entries: list[dict[str, Any]] = []
     if patient_reference is None:
         patient_entry, subject_ref = _patient_entry(ctx)
@@ -184,11 +237,16 @@ def build_report_bundle(
         subject_ref = patient_reference
     subject = {"reference": subject_ref}
 
-    observations = _ObservationFactory(ctx, subject, status)
+    entries.append(_device_entry(ctx))
+    observations = _ObservationFactory(ctx, subject, status, update, named)
     results = [observations.finding(f) for f in content.findings]
-    results.append(observations.add(
-        "urgent", codes.URGENT_REVIEW, {"valueBoolean": content.urgent}
-    ))
+    # The urgent flag where an EHR acts on it: Observation.interpretation "AA" Critical abnormal
+    # (HL7 v3 ObservationInterpretation, the R4 binding of Observation.interpretation).
+    urgent_value: dict[str, Any] = {"valueBoolean": content.urgent}
+    if content.urgent:
+        urgent_value["interpretation"] = [{"coding": [{"system": OBSERVATION_INTERPRETATION, "code": "AA",
+                                                       "display": "Critical abnormal"}]}]
+    results.append(observations.add("urgent", codes.URGENT_REVIEW, urgent_value))
     entries += observations.entries
 
     identifier = _identifier(RESULT_SYSTEM, ctx.result_id)
@@ -205,7 +263,7 @@ def build_report_bundle(
         }],
         "status": status,
         "category": [_concept(codes.RADIOLOGY_SECTION)],
-        "code": _concept(content.report_code),
+        "code": _concept(codes.AI_IMAGING_RESULT),  # an algorithm's result, not the radiologist's report
         "subject": subject,
         "effectiveDateTime": _instant(ctx.observed_at),
         "issued": _instant(ctx.observed_at),
@@ -224,7 +282,11 @@ def build_report_bundle(
     }
     if content.conclusion_codes:
         report["conclusionCode"] = [_concept(c) for c in content.conclusion_codes]
-    entries.append(_entry(_full_url(ctx, "diagnostic-report"), report, identifier, update=status != "final"))
+    if named:
+        report["resultsInterpreter"] = [named]
+    report_url = _full_url(ctx, "diagnostic-report")
+    entries.append(_entry(report_url, report, identifier, update=update))
+    entries.append(_provenance_entry(ctx, [report_url] + [e["fullUrl"] for e in observations.entries], status, named))
 
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return bundle.model_dump(mode="json", exclude_none=True)

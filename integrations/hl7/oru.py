@@ -3,8 +3,9 @@
 Layout: MSH, PID, ORC (RE), OBR, then OBX per finding (finding type and site as CE,
 measurements as NM with UCUM units, qualitative items as CE; OBX-4 groups one finding's
 OBXs), the conclusion (CE), the urgent flag (CE, HL7 table 0136) and the narrative report
-as one TX OBX per line. A result that supersedes an earlier one goes out as a correction
-(status C in OBR-25 and OBX-11). MSH-10 is derived from the result and the destination, so a
+as one TX OBX per line. OBR-25 and every OBX-11 carry the result's life-cycle status
+(`pathways.result_status`: P until a named reviewer accepts, then F, or C where it replaces a
+final result; X withdraws it); the reviewer is OBR-32 (principal result interpreter). MSH-10 is derived from the result and the destination, so a
 retry carries the same control id and the receiver can drop the duplicate.
 """
 
@@ -20,16 +21,12 @@ from hl7apy.core import Group, Message
 
 from pathways import codes
 from pathways.report import Code, ReportContent, ResultContext
+from pathways.result_status import ResultStatus
 
 SUPPORTED_VERSIONS = ("2.4", "2.5.1")
 NHS_AUTHORITY = "NHS"  # PID-3.4 assigning authority for the NHS number; PID-3.5 type "NH"
 _YES_NO = {True: "Y^Yes^HL70136", False: "N^No^HL70136"}  # HL7 table 0136
-# OBR-25 (HL7 table 0123) and OBX-11 (HL7 table 0085), the same letters in v2.4 and v2.5.1:
-# F = final results (0085: "can only be changed with a corrected result");
-# C = 0123 "Correction to results" / 0085 "Record coming over is a correction and thus
-# replaces a final result". A superseding result replaces a final one, so it goes as C.
-_RESULT_STATUS_FINAL = "F"
-_RESULT_STATUS_CORRECTED = "C"
+URGENT_ABNORMAL_FLAG = "AA"  # HL7 table 0078 Abnormal Flags: very abnormal (panic)
 
 # hl7apy types OBX-5 and CE text as ST (199 characters); TX lines are wrapped to this width
 _ST_MAX = 199
@@ -53,9 +50,11 @@ def escape_within(text: str, limit: int = _ST_MAX) -> str:
     return escape(text.rstrip()) + "..."
 
 
-def default_control_id(result_id: str, destination: str) -> str:
-    """MSH-10 for a result sent to one destination: 20 characters (the v2.4 ST limit)."""
-    digest = hashlib.sha256(f"{result_id}|{destination}".encode()).hexdigest()
+def default_control_id(result_id: str, destination: str, status: str = "") -> str:
+    """MSH-10 for a result sent to one destination with one status: 20 characters (the v2.4
+    ST limit). The preliminary and the final of a result are two messages, two control ids."""
+    key = f"{result_id}|{destination}" + (f"|{status}" if status and status != ResultStatus.PRELIMINARY else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"RP{digest[:18].upper()}"
 
 
@@ -74,14 +73,15 @@ def _ce(code: Code) -> str:
 
 
 class _ObxWriter:
-    def __init__(self, order_observation: Group, observed_at: str, status: str):
+    def __init__(self, order_observation: Group, observed_at: str, status: str, equipment: str = ""):
         self.group = order_observation
         self.observed_at = observed_at
         self.status = status
+        self.equipment = equipment
         self.set_id = 0
 
     def add(self, value_type: str, concept: Code, value: str, *, sub_id: str = "",
-            units: Code | None = None, method: Code | None = None) -> None:
+            units: Code | None = None, method: Code | None = None, abnormal: str = "") -> None:
         self.set_id += 1
         observation = self.group.add_group("ORU_R01_OBSERVATION")
         obx = observation.add_segment("OBX")
@@ -94,10 +94,24 @@ class _ObxWriter:
             obx.obx_5 = value
         if units is not None:
             obx.obx_6 = _ce(units)
+        if abnormal:
+            obx.obx_8 = abnormal
         obx.obx_11 = self.status
         obx.obx_14 = self.observed_at
         if method is not None:
             obx.obx_17 = _ce(method)
+        if self.equipment:
+            obx.obx_18 = self.equipment
+
+
+def equipment_identifier(ctx: ResultContext) -> str:
+    """OBX-18 Equipment Instance Identifier (EI) of the algorithm that produced the
+    observation: "<model> <version>" and, as the universal id (ISO: an OID), the Device UID
+    the SR and SEG carry as Contributing Equipment (name + version + sha256)."""
+    from integrations.dicom.uids import algorithm_device_uid
+
+    uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
+    return f"{escape_within(f'{ctx.model_name} {ctx.model_version}', 100)}^RADPATH^{uid}^ISO"
 
 
 def placer_entity_identifier(ctx: ResultContext) -> str:
@@ -126,14 +140,20 @@ def build_oru_r01(
     receiving_application: str = "RIS",
     receiving_facility: str = "",
     control_id: str | None = None,
-    corrected: bool = False,
+    status: ResultStatus = ResultStatus.PRELIMINARY,
+    interpreter: str | None = None,
 ) -> str:
     """The ORU^R01 for a result, as ER7 text with carriage-return segment separators.
 
-    `corrected`: the result supersedes an earlier final one for the same order; OBR-25 and
-    every OBX-11 are then "C" (correction), and the placer/filler numbers stay the order's,
-    so the receiver files it against the same order and replaces the earlier result.
+    `status` (OBR-25, every OBX-11): preliminary unless a named reviewer accepted the result;
+    the placer/filler numbers stay the order's, so a final (F), correction (C) or cancellation
+    (X) is filed against the same order and replaces the earlier message.
+    `interpreter`: the reviewer, as OBR-32 principal result interpreter (NDL; the name in the
+    CNN family-name subcomponent); required for F and C.
     """
+    status = ResultStatus(status)
+    if status.reviewed and not (interpreter and interpreter.strip()):
+        raise ValueError("a final or corrected result needs the reviewer (OBR-32)")
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"HL7 version {version!r} not supported; use one of {SUPPORTED_VERSIONS}")
     observed_at = _ts(ctx.observed_at)
@@ -172,10 +192,11 @@ def build_oru_r01(
     obr.obr_18 = escape(ctx.accession_number)
     obr.obr_22 = observed_at
     obr.obr_24 = codes.RADIOLOGY_SECTION.code  # HL7 table 0074
-    status = _RESULT_STATUS_CORRECTED if corrected else _RESULT_STATUS_FINAL
-    obr.obr_25 = status
+    obr.obr_25 = status.hl7
+    if interpreter and interpreter.strip():
+        obr.obr_32 = "&" + escape(interpreter.strip())  # NDL.1 CNN: ID number & family name
 
-    obx = _ObxWriter(order, observed_at, status)
+    obx = _ObxWriter(order, observed_at, status.hl7, equipment_identifier(ctx))
     for number, finding in enumerate(content.findings, start=1):
         sub_id = str(number)
         obx.add("CE", codes.FINDING, _ce(finding.finding_type), sub_id=sub_id)
@@ -185,11 +206,15 @@ def build_oru_r01(
             obx.add("NM", m.concept, _number(m.value), sub_id=sub_id, units=m.unit, method=m.method)
         for q in finding.qualitative:
             obx.add("CE", q.concept, _ce(q.value), sub_id=sub_id)
+    # The urgent flag where a RIS acts on it: OBX-8 abnormal flag "AA" (HL7 table 0078, v2.4 and
+    # v2.5.1: "Very abnormal (applies to non-numeric units, analogous to panic limits for
+    # numeric units)") on the recommendation and urgent-flag OBXs; the flag itself stays a Y/N OBX.
+    urgent = URGENT_ABNORMAL_FLAG if content.urgent else ""
     for code in content.conclusion_codes:
-        obx.add("CE", codes.RECOMMENDATION, _ce(code))
-    obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent])
+        obx.add("CE", codes.RECOMMENDATION, _ce(code), abnormal=urgent)
+    obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent], abnormal=urgent)
     for line in _narrative_lines(content.text):
-        obx.add("TX", content.report_code, escape(line))
+        obx.add("TX", codes.AI_IMAGING_RESULT, escape(line))
     return msg.to_er7()
 
 
