@@ -30,7 +30,7 @@ from tests.hl7_fixtures import receive
 pytestmark = pytest.mark.slow
 
 PATHWAY = "heart-failure-cardiac-ct"
-HELD_BACK = 3  # slices that arrive after the first result
+HELD_BACK = 16  # the top slices (of 40), which arrive after the first result; some hold calcium
 
 
 def test_result_id_of_revision_zero_is_unchanged():
@@ -83,7 +83,9 @@ def _first_result(tmp_path: Path, registry: Registry, policy: str):  # noqa: ANN
     (study,) = generate("cardiac-ct", 1, 3, tmp_path / "synthetic")
     raw = Path(study.order_path).read_text()
     (run_id,) = receive(raw, registry).order.run_ids
-    files = sorted(Path(study.dicom_dir).rglob("*.dcm"))
+    # Files are named by instance number; hold back the top slices, not the last names in
+    # string order (10.dcm < 2.dcm), which would leave a gap that geometry checks refuse.
+    files = sorted(Path(study.dicom_dir).rglob("*.dcm"), key=lambda f: int(f.stem))
     last = _ingest(files[:-HELD_BACK])
     policy_registry = _registry_with(registry, policy)
     (ready,) = sweep_readiness(now=last + dt.timedelta(seconds=61), registry=policy_registry)
