@@ -5,6 +5,8 @@
 - a delivery dead-lettered (`radpath.delivery.dead_lettered`);
 - a clinical review overdue (`radpath.result.review_expired`, from the reconciler);
 - the image store sweep quarantined or failed files (`radpath.store.sweep_problem`);
+- a study not measurable (`radpath.run.not_measurable`: doubtful geometry, input outside the
+  model card's domain, or an implausible model answer; no conclusion was delivered);
 - per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
   `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
 
@@ -58,6 +60,9 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
         on_event("radpath: image store sweep found unreadable files", "radpath.store.sweep_problem", "store",
                  "{{ event.payload.quarantined }} file(s) quarantined and {{ event.payload.failed }} failed while "
                  "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit."),
+        on_event("radpath: study not measurable", "radpath.run.not_measurable", "run",
+                 "Study {{ event.payload.study_key }} was not measurable by {{ event.payload.pathway }}: "
+                 "{{ event.payload.reason }}. No AI result was delivered; the study is read as usual."),
     ]
     for spec in registry.specs.values():
         automations.append(

@@ -18,7 +18,8 @@ from pathways.registry import default_registry
 from pathways.routing import route
 from pathways.findings import SeriesRef
 from pathways.report import ReportContent
-from tasks.artifacts import publish_run_summary
+from pathways.model_card import ModelCard, input_problems
+from tasks.artifacts import publish_not_measurable_summary, publish_run_summary
 from tasks.delivery import deliver
 from tasks.events import emit, ops_tags
 from tasks.results import record_result
@@ -99,6 +100,25 @@ def not_eligible(run_id: str, what: str) -> State:
     """The study holds nothing the pathway can use: a named terminal state, visible to ops."""
     _finish(run_id, "not_eligible", reason=f"no {what} fits the spec")
     return Completed(name="NotEligible", message=f"the study holds no {what} the pathway can use")
+
+
+def not_measurable(run_id: str, pathway: str, study_key: str, timer: StepTimer, reasons: list[str]) -> State:
+    """Doubtful input or an implausible answer: no conclusion is made or delivered. A named
+    terminal state, audited with the reasons, summarised for ops, and an event ops are alerted on
+    (automation "radpath: study not measurable")."""
+    reason = "; ".join(reasons)
+    _finish(run_id, "not_measurable", reason=reason)
+    emit("run.not_measurable", "run", run_id, related={"pathway": pathway}, pathway=pathway, study_key=study_key,
+         reason=reason)
+    publish_not_measurable_summary(pathway, study_key, reasons, timer.seconds)
+    return Completed(name="NotMeasurable", message=f"not measurable: {reason}")
+
+
+def volume_problems(card: ModelCard, inputs) -> list[str]:  # noqa: ANN001 - tasks.imaging.PreparedInputs
+    """Why a prepared volume is outside the model card's input domain (empty: inside)."""
+    volume = inputs.volume
+    return input_problems(card, modality=inputs.series.modality, spacing_mm=volume.spacing_zyx_mm,
+                          matrix=volume.shape_zyx[1:], slices=volume.shape_zyx[0], age_years=inputs.patient.age_years)
 
 
 def deliver_all(delivery_ids: list[str]) -> tuple[list[str], list[str]]:

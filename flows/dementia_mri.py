@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import mark_run_failed, not_eligible, record_and_deliver, start_run
+from flows.common import mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
+from pathways.model_card import output_problems
 from pathways.dementia_mri import assess_brain_study
 from pathways.dementia_report import dementia_report_content
 from pathways.registry import default_registry
@@ -34,8 +35,13 @@ async def dementia_mri(run_id: str, study_key: str):  # noqa: ANN201 - returns a
         inputs = prepare_inputs(run_id)
     if inputs.series is None:
         return not_eligible(run_id, "3D T1 series")
+    card = registry.card(PATHWAY)
+    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs):
+        return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("inference"):
         volumetry = measure_brain_volumes(inputs.volume, spec.model)
+    if problems := output_problems(card, volumetry.volumes.model_dump()):
+        return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("rules"):
         assessment = assess_brain_study(volumetry.volumes, inputs.patient, registry.rules(PATHWAY))
         content = dementia_report_content(assessment)

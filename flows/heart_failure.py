@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import mark_run_failed, not_eligible, record_and_deliver, start_run
+from flows.common import mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run
+from pathways.model_card import input_problems, output_problems
 from pathways.heart_failure import assess_lv_function
 from pathways.heart_failure_report import calcium_report_content, echo_report_content
 from pathways.registry import default_registry
@@ -35,11 +36,18 @@ async def heart_failure_echo(run_id: str, study_key: str):  # noqa: ANN201 - ret
         inputs = prepare_echo_cine(run_id)
     if inputs.series is None:
         return not_eligible(run_id, "echo cine")
+    card, cine = registry.card(ECHO), inputs.cine
+    problems = input_problems(card, modality=inputs.series.modality, spacing_mm=(cine.cm_per_pixel * 10,),
+                              matrix=(cine.rows, cine.columns), frames=cine.n_frames, age_years=inputs.age_years)
+    if problems:
+        return not_measurable(run_id, ECHO, study_key, timer, problems)
     with timer.step("inference"):
         segmentation = segment_echo_lv(inputs.cine, spec.model, rules)
     with timer.step("rules"):
         assessment = assess_lv_function(segmentation.volumes, rules)
-        content = echo_report_content(assessment)
+    if problems := output_problems(card, assessment.model_dump(include={"edv_ml", "esv_ml", "ef_percent"})):
+        return not_measurable(run_id, ECHO, study_key, timer, problems)
+    content = echo_report_content(assessment)
     # No SEG: the cine has no frame of reference for a highdicom SEG; the SR carries the measurements.
     return record_and_deliver(ECHO, run_id, study_key, timer, content, assessment, inputs.series, None,
                                segmentation.model_name, segmentation.model_version)
@@ -56,6 +64,8 @@ async def heart_failure_cardiac_ct(run_id: str, study_key: str):  # noqa: ANN201
         inputs = prepare_inputs(run_id)
     if inputs.series is None:
         return not_eligible(run_id, "3 mm axial calcium-scoring series")
+    if inputs.not_measurable:  # rules only, no model card: the geometry still gates the score
+        return not_measurable(run_id, CARDIAC_CT, study_key, timer, [inputs.not_measurable])
     with timer.step("rules"):
         assessment, mask_path = score_coronary_calcium(inputs.volume, rules)
         content = calcium_report_content(assessment)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import mark_run_failed, not_eligible, record_and_deliver, start_run
+from flows.common import mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
+from pathways.model_card import output_problems
 from pathways.lung_cancer_ct import assess_lung_study
 from pathways.lung_cancer_report import lung_report_content
 from pathways.registry import default_registry
@@ -34,8 +35,14 @@ async def lung_cancer_ct(run_id: str, study_key: str):  # noqa: ANN201 - returns
         inputs = prepare_inputs(run_id)
     if inputs.series is None:
         return not_eligible(run_id, "thin-slice axial chest CT series")
+    card = registry.card(PATHWAY)
+    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs):
+        return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("inference"):
         detection = detect_lung_nodules(inputs.volume, spec.model)
+    measured = {"nodule_count": len(detection.nodules), "nodule_long_axis_mm": [n.long_axis_mm for n in detection.nodules]}
+    if problems := output_problems(card, measured):
+        return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("rules"):
         assessment = assess_lung_study(detection.nodules, inputs.patient, registry.rules(PATHWAY))
         content = lung_report_content(assessment)

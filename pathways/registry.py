@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from pathways.code_map import CODE_MAP, CodeMap, load_code_map
 from pathways.codes import LOINC, SNOMED, as_fhir_system
+from pathways.model_card import CARD_FILE, ModelCard, load_card
 from pathways.report import Code
 from pathways.spec import PathwaySpec
 
@@ -55,6 +56,11 @@ class Registry:
             return None
         return self.code_map.standard(system, code, sender)
 
+    def card(self, name: str) -> ModelCard | None:
+        """The model card beside the pathway's model (None: a rules-only pathway)."""
+        spec = self.specs[name]
+        return None if spec.model is None else load_card(card_path(spec))
+
     def rules(self, name: str) -> BaseModel:
         """The pathway's thresholds as its typed rules model."""
         spec = self.specs[name]
@@ -64,6 +70,11 @@ class Registry:
 def model_path(spec: PathwaySpec) -> Path:
     path = Path(spec.model.path)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def card_path(spec: PathwaySpec) -> Path:
+    """A model's card lives beside its file: models/<model>/card.yaml."""
+    return model_path(spec).with_name(CARD_FILE)
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,6 +124,8 @@ def check_spec(spec: PathwaySpec) -> list[str]:
         errors.append(f"model: file {spec.model.path} not found")
     elif path is not None and file_sha256(path) != spec.model.sha256:
         errors.append(f"model: sha256 of {spec.model.path} does not match the spec")
+    if path is not None:
+        errors.extend(_card_errors(spec))
     names = [d.name for d in spec.destinations]
     if len(names) != len(set(names)):
         errors.append("destinations: names repeat")
@@ -121,6 +134,22 @@ def check_spec(spec: PathwaySpec) -> list[str]:
     if spec.mode == "qa" and all(not d.clinical for d in spec.destinations):
         errors.append("mode: a qa pathway holds clinical destinations for review, and has none")
     return errors
+
+
+def _card_errors(spec: PathwaySpec) -> list[str]:
+    """Every model needs a readable card naming it: its input domain and output ranges gate results."""
+    path = card_path(spec)
+    try:
+        card = load_card(path)
+    except OSError:
+        return [f"model: no model card {path.name} beside {spec.model.path}"]
+    except yaml.YAMLError as exc:
+        return [f"model card: not valid YAML ({exc.__class__.__name__})"]
+    except ValidationError as exc:
+        return [f"model card: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    if card.model != spec.model.name:
+        return [f"model card: names model {card.model}, the spec names {spec.model.name}"]
+    return []
 
 
 def load_registry(paths: Iterable[Path] | None = None, code_map: Path | None = None) -> Registry:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests talk to: dcmtk (modality), dicom3tools (dciodvfy), Orthanc + DICOMweb (PACS),
 # headless Chromium + chromedriver (the Prefect UI browser test), PostgreSQL (the scale-out tests start
-# their own throwaway clusters; the packaged service is stopped).
+# their own throwaway clusters; the packaged service is stopped), mricron-data (Colin27, a real T1 brain
+# for the dementia model's real-data test).
 # Installs only when running as root with apt-get; otherwise says what is missing.
 set -euo pipefail
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium chromium-driver postgresql)
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium chromium-driver postgresql mricron-data)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -60,6 +60,33 @@ def publish_run_summary(
     return markdown
 
 
+def not_measurable_markdown(pathway: str, study_key: str, reasons: Sequence[str], timings_s: Mapping[str, float]) -> str:
+    """The ops summary of a run that ended not measurable (pure): the reasons, no conclusion."""
+    lines = [
+        f"# {pathway}: not measurable",
+        f"**Pathway** `{pathway}` · **Study** `{study_key}`",
+        "",
+        "The AI result was withheld: no clinical conclusion was made or delivered. The study is read as usual.",
+        "",
+        "## Reasons",
+        *[f"- {r}" for r in reasons],
+        "",
+        "## Step timings",
+        "| Step | Seconds |",
+        "|---|---|",
+        *[f"| {step} | {seconds:.2f} |" for step, seconds in timings_s.items()],
+    ]
+    return "\n".join(lines)
+
+
+@task(name="publish-not-measurable-summary", cache_policy=NO_CACHE)
+def publish_not_measurable_summary(pathway: str, study_key: str, reasons: list[str], timings_s: dict[str, float]) -> str:
+    markdown = not_measurable_markdown(pathway, study_key, reasons, timings_s)
+    create_markdown_artifact(markdown=markdown, key=f"{pathway}-{study_key}".lower(),
+                             description=f"{pathway}: study {study_key} not measurable")
+    return markdown
+
+
 @task(name="publish-ops-tables", cache_policy=NO_CACHE)
 def publish_ops_tables() -> None:
     """Keyed table artifacts for ops (each key keeps its history in the UI): turnaround per

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from integrations.db import ledger
-from integrations.dicom.volume import load_volume
+from integrations.dicom.volume import NotARegularVolume, load_volume
 from pathways.findings import PatientContext, SeriesRef, VolumeRef
 from pathways.heart_failure import CalciumAssessment, CalciumRules, CineRef
 from pathways.registry import default_registry
@@ -21,6 +21,7 @@ class PreparedInputs(BaseModel):
     volume: VolumeRef | None
     patient: PatientContext
     passed_over: dict[str, str] = {}  # series UID → reason, for the run summary
+    not_measurable: str | None = None  # the series chosen is not a regular volume: why (volume None)
 
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -56,7 +57,12 @@ def prepare_inputs(run_id: str) -> PreparedInputs:
         slice_thickness_mm=best.slice_thickness_mm,
         description=best.description,
     )
-    return PreparedInputs(series=series, volume=load_volume(best.series_uid), patient=patient, passed_over=reasons)
+    try:
+        volume = load_volume(best.series_uid)
+    except NotARegularVolume as exc:  # never measured wrong: the flow ends not measurable, named
+        return PreparedInputs(series=series, volume=None, patient=patient, passed_over=reasons,
+                              not_measurable=f"series geometry: {exc}")
+    return PreparedInputs(series=series, volume=volume, patient=patient, passed_over=reasons)
 
 
 # --- Heart failure: echo cine and cardiac CT calcium scoring ----------------------------------
@@ -66,6 +72,7 @@ class PreparedCine(BaseModel):
     series: SeriesRef | None  # None: the study holds no cine the pathway can use
     cine: CineRef | None = None
     passed_over: dict[str, str] = {}
+    age_years: int | None = None  # the patient's, for the model card's input domain
 
 
 @task(name="prepare-echo-cine", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -82,10 +89,10 @@ def prepare_echo_cine(run_id: str) -> PreparedCine:
     ]
     best, reasons = select_series(candidates, spec.series)
     if best is None:
-        return PreparedCine(series=None, passed_over=reasons)
+        return PreparedCine(series=None, passed_over=reasons, age_years=view.age_years)
     series = SeriesRef(study_uid=view.study_uid, series_uid=best.series_uid, modality=best.modality,
                        n_instances=best.n_instances, description=best.description)
-    return PreparedCine(series=series, cine=load_cine(best.series_uid), passed_over=reasons)
+    return PreparedCine(series=series, cine=load_cine(best.series_uid), passed_over=reasons, age_years=view.age_years)
 
 
 @task(name="score-coronary-calcium", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)

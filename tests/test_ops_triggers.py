@@ -77,6 +77,10 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
     sweep = _event("radpath.store.sweep_problem", {"prefect.resource.id": "radpath.store.images"},
                    payload={"quarantined": 1, "failed": 0})
     assert triggers["radpath: image store sweep found unreadable files"].covers(sweep)
+    unmeasurable = _event("radpath.run.not_measurable", {"prefect.resource.id": "radpath.run.r-1"},
+                          payload={"pathway": "dementia-mri", "study_key": "S-abc", "reason": "series geometry: missing-slice"})
+    assert triggers["radpath: study not measurable"].covers(unmeasurable)
+    assert not triggers["radpath: study not measurable"].covers(sweep)
 
     sla = triggers["radpath: SLA breach lung-cancer-ct"]
     order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
@@ -101,4 +105,4 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 4 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 5 + len(registry.specs)

@@ -128,7 +128,7 @@ def set_run_status(run_id: str, status: str, *, reason: str | None = None, flow_
             run.flow_run_id = flow_run_id
         if status == "running" and run.started_at is None:
             run.started_at = utcnow()
-        if status in {"completed", "failed", "not_eligible", "awaiting_review", "dead_lettered", "rejected"}:
+        if status in {"completed", "failed", "not_eligible", "not_measurable", "awaiting_review", "dead_lettered", "rejected"}:
             run.finished_at = utcnow()
         audit(session, "pathway", f"run.{status}", "pathway_run", run_id, reason=reason)
 

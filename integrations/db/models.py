@@ -205,6 +205,7 @@ class PathwayRun(SQLModel, table=True):
     pathway: str
     pathway_version: str
     # waiting | ready | running | awaiting_review | completed | rejected | dead_lettered | failed | not_eligible
+    # | not_measurable (doubtful input or an implausible model answer: no conclusion made)
     status: str = "waiting"
     status_reason: str | None = None
     flow_run_id: str | None = None

@@ -26,7 +26,7 @@ LateAction = Literal["none", "wait", "rerun", "ignore"]
 class RunSnapshot:
     run_id: str
     pathway: str
-    status: str  # waiting | ready | running | completed | failed | not_eligible
+    status: str  # waiting | ready | running | completed | failed | not_eligible | not_measurable
     order_patient_key: str
     started_at: dt.datetime | None = None
 
@@ -96,7 +96,7 @@ def decide_late(study: StudySnapshot, specs: Mapping[str, PathwaySpec], now: dt.
         return "none", ()
     started = [
         r for r in study.attached
-        if r.pathway in specs and (r.started_at is not None or r.status in {"running", "completed", "failed", "not_eligible"})
+        if r.pathway in specs and (r.started_at is not None or r.status in {"running", "completed", "failed", "not_eligible", "not_measurable"})
     ]
     if not started:
         return "none", ()  # no run has read the images yet: it will see the late ones too
