@@ -163,13 +163,16 @@ def record_and_deliver(
     if dead:
         _finish(run_id, "dead_lettered", reason=f"{len(dead)} delivery(ies) dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} of {len(receipts) + len(failures)} deliveries dead-lettered; {mode}")
-    if held:
+    # Review required with the preliminary sent: the decision still has to reach those destinations.
+    follow_up = list(routing.follow_up) if ops.review_status(recorded.result_id) in (None, *ops.REVIEW_OPEN) else []
+    if held or follow_up:
         ops.set_review(recorded.result_id, "pending")
-        _finish(run_id, "awaiting_review", reason=f"{len(held)} clinical delivery(ies) held for review")
+        waiting = f"{len(held)} clinical delivery(ies) held, {len(follow_up)} sent preliminary"
+        _finish(run_id, "awaiting_review", reason=f"{waiting}: awaiting review")
         emit("result.awaiting_review", "result", recorded.result_id, related={"pathway": pathway, "run": run_id},
-             study_key=study_key, held=len(held))
+             study_key=study_key, held=len(held), preliminary_sent=len(follow_up))
         request_review(recorded.result_id, study_key, pathway)
-        return Completed(name="AwaitingReview", message=f"{len(held)} clinical deliveries held for review; {mode}; {summary}")
+        return Completed(name="AwaitingReview", message=f"{waiting}, awaiting review; {mode}; {summary}")
     if ops.delivery_ids(recorded.result_id, "pending"):
         _finish(run_id, "completed", reason="deliveries pending retry")
         return Completed(name="DeliveryPending", message=f"{len(failures)} deliveries will be retried by the reconciler; {mode}")

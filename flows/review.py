@@ -6,7 +6,8 @@ accept, amend the conclusion, or reject; the reviewer's name and reason); Prefec
 the form on the suspended run's page ("Resume"). The served runner runs the flow again with
 the answer: accept re-renders the held report messages as final naming the reviewer and
 releases them, amend does the same with the reviewer's conclusion first, reject records the
-rejection. Nothing of the pathway is
+rejection. Destinations that already had the preliminary (clinical mode with review) get the
+final, or on reject a cancellation, as a new outbox row superseding it. Nothing of the pathway is
 recomputed: the result is in the ledger. An incomplete answer (a rejection without a reason)
 asks again. `radpath review` gives the same decisions from a terminal (no Prefect server).
 A review left longer than the spec's `review.timeout_minutes` is expired by the reconciler:
@@ -77,10 +78,17 @@ def _record_decision(result_id: str, decision: ReviewDecision) -> tuple[str, lis
         reviewed = render(result_id, decision.reviewer, decision.reason, conclusion)
         status = "amended" if decision.decision == "amend" else "accepted"
         ops.set_review(result_id, status, reviewer=decision.reviewer, reason=decision.reason,
-                       report=reviewed.report if conclusion is not None else None, payloads=reviewed.payloads)
+                       report=reviewed.report if conclusion is not None else None, payloads=reviewed.payloads,
+                       follow_ups=reviewed.follow_ups, issued=str(reviewed.status))
         return status, ops.delivery_ids(result_id, "pending")
-    ops.set_review(result_id, "rejected", reviewer=decision.reviewer, reason=decision.reason)
-    return "rejected", ops.delivery_ids(result_id, "pending")
+    from prefect.context import FlowRunContext
+
+    from tasks.results import cancel_sent_reports
+
+    cancel = cancel_sent_reports if FlowRunContext.get() else cancel_sent_reports.fn
+    ops.set_review(result_id, "rejected", reviewer=decision.reviewer, reason=decision.reason,
+                   follow_ups=cancel(result_id), issued="cancelled")
+    return "rejected", ops.delivery_ids(result_id, "pending")  # the cancellations of preliminaries sent
 
 
 def _form(study_key: str, conclusion: str, urgent: bool, problem: str | None = None) -> type[ReviewDecision]:
@@ -120,9 +128,10 @@ def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
         return Completed(name="AlreadyReviewed", message=f"decided elsewhere while suspended: {already}")
     status, pending = apply_review(result_id, decision)
     emit(f"result.{status}", "result", result_id, related={"pathway": pathway}, study_key=study_key)
-    if status == "rejected":
-        return Completed(name="Rejected", message=f"rejected at review: {decision.reason}")
     receipts, failures = deliver_all(pending)
+    if status == "rejected":
+        return Completed(name="Rejected", message=f"rejected at review: {decision.reason}; "
+                                                  f"{len(receipts)} cancellation(s) of a preliminary sent")
     dead = ops.delivery_ids(result_id, "dead_letter")
     if dead:
         ledger.set_run_status(ops.result_run_id(result_id), "dead_lettered", reason=f"review {status}; deliveries dead-lettered")

@@ -3,8 +3,10 @@
 - `shadow`: the pathway runs and records its result, but only evaluation destinations
   (`clinical: false`) receive it; clinical destinations get nothing, not even a held row.
 - `qa`: evaluation destinations receive it now; clinical ones are held for review.
-- `clinical`: every destination receives it now, unless the spec requires review, in
-  which case clinical destinations are held until a reviewer accepts.
+- `clinical`: every destination receives it now. Where the spec requires review, each
+  clinical destination that takes preliminary results gets the preliminary now and then
+  what the reviewer decides (`follow_up`): the final (accept, amend) or a cancellation
+  (reject), superseding the preliminary at that destination.
 - A destination whose `statuses` exclude "preliminary" is held for review in qa and
   clinical mode alike: it receives only the final a named reviewer accepted.
 
@@ -23,10 +25,11 @@ class Routing:
     send_now: tuple[str, ...]  # destinations delivered as soon as the result is recorded
     held: tuple[str, ...]  # destinations whose rows wait for a review decision
     withheld: tuple[str, ...]  # clinical destinations a shadow pathway never sends to
+    follow_up: tuple[str, ...] = ()  # sent the preliminary now, then the review's final or cancellation
 
     @property
     def needs_review(self) -> bool:
-        return bool(self.held)
+        return bool(self.held or self.follow_up)
 
     @property
     def planned(self) -> tuple[str, ...]:
@@ -39,7 +42,9 @@ def route(spec: PathwaySpec) -> Routing:
     clinical = tuple(d.name for d in spec.destinations if d.clinical)
     if spec.mode == "shadow":
         return Routing(send_now=evaluation, held=(), withheld=clinical)
-    if spec.mode == "qa" or spec.review.required:
+    if spec.mode == "qa":
         return Routing(send_now=evaluation, held=clinical, withheld=())
     final_only = tuple(d.name for d in spec.destinations if d.clinical and d.final_only)
-    return Routing(send_now=evaluation + tuple(d for d in clinical if d not in final_only), held=final_only, withheld=())
+    preliminary = tuple(d for d in clinical if d not in final_only)
+    follow_up = preliminary if spec.review.required else ()
+    return Routing(send_now=evaluation + preliminary, held=final_only, withheld=(), follow_up=follow_up)

@@ -198,6 +198,13 @@ class AmendedReport(BaseModel):
 
     report: dict
     payloads: dict[str, list[str]]  # held destination -> payload files to send instead
+    status: ResultStatus = ResultStatus.FINAL  # what the review issues (final, or corrected)
+    follow_ups: dict[str, list[str]] = {}  # destination that had the preliminary -> files superseding it
+
+
+def _follow_up_destinations(pathway: str) -> set[str]:
+    """The destinations sent the preliminary that the review's decision must reach too."""
+    return set(route(default_registry().get(pathway)).follow_up) if pathway else set()
 
 
 @task(name="finalise-held-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -224,8 +231,11 @@ def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion:
                                 model_version=held.model_version, source_series_uid=held.source_series_uid)
     result_dir = get_settings().data_dir / "results" / result_id
     out_dir = result_dir / ("final" if conclusion is None else "amended")
+    follow_up = _follow_up_destinations(held.pathway)
+    sent = {d: files for d, files in held.sent_payloads.items() if d in follow_up}
     verified_sr = None
-    if conclusion is None and any(_FORMAT_OF_FILE.get(Path(f).name) == "dicom-sr" for fs in held.held_payloads.values() for f in fs):
+    if conclusion is None and any(_FORMAT_OF_FILE.get(Path(f).name) == "dicom-sr"
+                                  for fs in [*held.held_payloads.values(), *sent.values()] for f in fs):
         verified_sr = _verified_sr(content, ctx, held.source_series_uid, result_dir, out_dir, reviewer)
     payloads = {}
     for destination, files in held.held_payloads.items():
@@ -235,4 +245,38 @@ def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion:
             else str(verified_sr) if fmt == "dicom-sr" and verified_sr is not None else f
             for f, fmt in ((f, _FORMAT_OF_FILE.get(Path(f).name)) for f in files)
         ]
-    return AmendedReport(report=content.model_dump(mode="json"), payloads=payloads)
+    follow_ups = {}
+    for destination, files in sent.items():  # what changed since the preliminary: reports, the verified SR
+        formats = [_FORMAT_OF_FILE.get(Path(f).name) for f in files]
+        changed = [str(_render_message(fmt, content, ctx, destination, out_dir, status, replaces_earlier=True, reviewer=reviewer))
+                   for fmt in formats if fmt in REPORT_MESSAGES]
+        changed += [str(verified_sr)] if verified_sr is not None and "dicom-sr" in formats else []
+        if changed:
+            follow_ups[destination] = changed
+    return AmendedReport(report=content.model_dump(mode="json"), payloads=payloads, status=status, follow_ups=follow_ups)
+
+
+@task(name="cancel-sent-reports", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def cancel_sent_reports(result_id: str) -> dict[str, list[str]]:
+    """A reviewer rejected a result whose preliminary already went out: per such destination,
+    the report messages that withdraw it (ORU^R01 OBR-25/OBX-11 X, FHIR entered-in-error on the
+    same resources), under <result>/cancelled/. SR and SEG already in PACS are not withdrawn
+    (that needs an IHE IOCM rejection note): the SR says UNVERIFIED and stays the algorithm's."""
+    held = ops.held_result(result_id)
+    sent = {d: files for d, files in held.sent_payloads.items() if d in _follow_up_destinations(held.pathway)}
+    if not sent:
+        return {}
+    if held.model_name is None or held.source_series_uid is None:
+        raise ValueError("this result was recorded without provenance (before 0005)")
+    content = ReportContent.model_validate(held.report)
+    ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
+                                model_version=held.model_version, source_series_uid=held.source_series_uid)
+    out_dir = get_settings().data_dir / "results" / result_id / "cancelled"
+    cancels = {}
+    for destination, files in sent.items():
+        formats = [_FORMAT_OF_FILE.get(Path(f).name) for f in files]
+        messages = [str(_render_message(fmt, content, ctx, destination, out_dir, ResultStatus.CANCELLED, replaces_earlier=True))
+                    for fmt in formats if fmt in REPORT_MESSAGES]
+        if messages:
+            cancels[destination] = messages
+    return cancels

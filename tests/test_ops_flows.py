@@ -121,7 +121,8 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     """Every mode, with and without review: before a review every message at every destination
     is preliminary (HL7 P, FHIR preliminary, SR UNVERIFIED) and names no reviewer; a named
     reviewer's accept sends the final (F / final / VERIFIED) naming the reviewer to each held
-    destination; what went out preliminary before the review stays preliminary."""
+    destination, and in clinical mode with review to each clinical destination that had the
+    preliminary; evaluation destinations keep the preliminary."""
     from flows.reconciler import reconciler
     from flows.review import ReviewDecision, apply_review
 
@@ -129,7 +130,7 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     state = _run(_ready_run(tmp_path, registry, seed=40))
     before = _sent_statuses(radpath_env.outbox_dir)
     assert before and all(status in UNREVIEWED and reviewer is None for got in before.values() for status, reviewer in got)
-    assert {d for d, got in before.items() if got} == ({"evaluation"} if mode != "clinical" or review
+    assert {d for d, got in before.items() if got} == ({"evaluation"} if mode != "clinical"
                                                         else {"evaluation", "pacs", "ris", "ehr"} - set(final_only))
     if state.name != "AwaitingReview":
         assert (mode, review, final_only) in (("shadow", False, ()), ("clinical", False, ())), state.name
@@ -139,18 +140,21 @@ def test_nothing_unreviewed_is_ever_sent_as_final(prefect_api, radpath_env, regi
     apply_review(result_id, ReviewDecision(decision="accept", reviewer="Dr Ada Reviewer", reason="agree"))
     assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"
     after = _sent_statuses(radpath_env.outbox_dir)
-    assert after["evaluation"] == before["evaluation"]  # sent before the review: preliminary, untouched
+    # What the review sent: held destinations had nothing before; with review in clinical mode
+    # each clinical destination had the preliminary, and now also gets the final superseding it.
+    sent = {d: after[d] - before.get(d, set()) for d in after}
+    assert after["evaluation"] == before["evaluation"]  # never reviewed: preliminary, untouched
     for destination in ("ris", "ehr") if not final_only else final_only:
-        assert after[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"  # OBR-32, resultsInterpreter
-                                          for status, reviewer in after[destination]), (destination, after[destination])
-    assert {s for s, _ in after["ehr"]} == {"final"}
+        assert sent[destination] and all(status in REVIEWED and reviewer == "Dr Ada Reviewer"  # OBR-32, resultsInterpreter
+                                         for status, reviewer in sent[destination]), (destination, sent[destination])
+    assert {s for s, _ in sent["ehr"]} == {"final"}
     if final_only:  # the others had the preliminary at once, as the spec allows, and keep it
         assert all(after[d] == before[d] for d in ("pacs", "ris"))
         return
-    assert {s for s, _ in after["ris"]} == {"F"}
-    if "pacs" in after:  # the pathway's PACS formats include an SR: a VERIFIED one, naming the reviewer
-        assert ("VERIFIED", "Dr Ada Reviewer^") in after["pacs"] and all(
-            status in REVIEWED for status, _ in after["pacs"]), after["pacs"]
+    assert {s for s, _ in sent["ris"]} == {"F"}
+    if "pacs" in sent:  # the pathway's PACS formats include an SR: a VERIFIED one, naming the reviewer
+        assert ("VERIFIED", "Dr Ada Reviewer^") in sent["pacs"] and all(
+            status in REVIEWED for status, _ in sent["pacs"]), sent["pacs"]
     for got in after.values():  # nothing final without the reviewer's name
         assert all(reviewer and reviewer.rstrip("^") == "Dr Ada Reviewer" for status, reviewer in got if status in REVIEWED)
 
@@ -191,9 +195,10 @@ def test_qa_mode_holds_clinical_deliveries_until_accepted(prefect_api, radpath_e
 
 
 def test_a_rejected_review_sends_nothing_clinical(prefect_api, radpath_env, registry, spec_mode, tmp_path):
+    """qa mode: the clinical destinations were held, so a rejection sends them nothing."""
     from flows.review import ReviewDecision, apply_review
 
-    spec_mode("clinical", review=True)
+    spec_mode("qa")
     assert _run(_ready_run(tmp_path, registry, seed=23)).name == "AwaitingReview"
     with session_scope() as s:
         result_id = s.exec(select(Result.id)).one()
@@ -202,6 +207,39 @@ def test_a_rejected_review_sends_nothing_clinical(prefect_api, radpath_env, regi
     assert apply_review(result_id, ReviewDecision(decision="reject", reviewer="Dr Test", reason="artefact")) == ("rejected", [])
     assert {d: r.status for d, r in _deliveries().items()} == {
         "evaluation": "delivered", "pacs": "rejected", "ris": "rejected", "ehr": "rejected"}
+
+
+def test_a_rejected_review_withdraws_the_preliminary_each_destination_had(prefect_api, radpath_env, registry, spec_mode,
+                                                                        tmp_path):
+    """Clinical mode with review: the RIS and EHR had the preliminary at once; a rejection sends
+    each a cancellation of the same report (ORU OBR-25/OBX-11 X for the same order; FHIR
+    entered-in-error on the same DiagnosticReport), as a new outbox row delivered once. PACS keeps
+    its UNVERIFIED SR (no IOCM rejection note yet); the evaluation destination is not reviewed."""
+    from flows.reconciler import reconciler
+    from flows.review import ReviewDecision, apply_review
+
+    spec_mode("clinical", review=True)
+    assert _run(_ready_run(tmp_path, registry, seed=24)).name == "AwaitingReview"
+    before = _sent_statuses(radpath_env.outbox_dir)
+    assert {s for s, _ in before["ris"]} == {"P"} and {s for s, _ in before["ehr"]} == {"preliminary"}
+    with session_scope() as s:
+        result_id = s.exec(select(Result.id)).one()
+    status, pending = apply_review(result_id, ReviewDecision(decision="reject", reviewer="Dr Test", reason="artefact"))
+    assert status == "rejected" and len(pending) == 2
+    assert asyncio.run(reconciler(grace_seconds=0, return_state=True)).name == "Reconciled"
+    asyncio.run(reconciler(grace_seconds=0, return_state=True))  # a second pass re-sends nothing
+    after = _sent_statuses(radpath_env.outbox_dir)
+    assert {s for s, _ in after["ris"] - before["ris"]} == {"X"}
+    assert {s for s, _ in after["ehr"] - before["ehr"]} == {"entered-in-error"}
+    assert after["pacs"] == before["pacs"] and after["evaluation"] == before["evaluation"]
+    with session_scope() as s:
+        rows = s.exec(select(Delivery).where(Delivery.result_id == result_id)).all()
+    assert sorted((r.destination, r.result_status, r.status) for r in rows) == [
+        ("ehr", "cancelled", "delivered"), ("ehr", "preliminary", "delivered"), ("evaluation", "preliminary", "delivered"),
+        ("pacs", "preliminary", "delivered"), ("ris", "cancelled", "delivered"), ("ris", "preliminary", "delivered")]
+    oru = [p for p in (radpath_env.outbox_dir / "ris").rglob("oru-r01.hl7")]
+    placers = {[f for f in p.read_bytes().decode().split("\r") if f.startswith("ORC|")][0].split("|")[2] for p in oru}
+    assert len(oru) == 2 and len(placers) == 1  # the cancellation files against the same order
 
 
 def test_an_amended_review_sends_the_reviewers_conclusion_to_the_ehr_and_ris(prefect_api, radpath_env, registry, spec_mode, tmp_path):
@@ -279,7 +317,7 @@ def test_an_overdue_review_expires_keeps_its_deliveries_held_and_can_still_be_de
 
     from flows.review import ReviewDecision, apply_review
 
-    spec_mode("clinical", review=True)
+    spec_mode("qa")  # clinical deliveries held
     assert _run(_ready_run(tmp_path, registry, seed=26)).name == "AwaitingReview"
     with session_scope() as s:
         result_id = s.exec(select(Result.id)).one()

@@ -28,10 +28,12 @@ def test_qa_holds_every_clinical_destination_for_review(registry):
     assert routing.needs_review and routing.withheld == ()
 
 
-def test_clinical_sends_everywhere_unless_the_spec_requires_review(registry):
-    assert set(route(_spec(registry, "clinical")).send_now) == {"pacs", "ris", "ehr", "evaluation"}
-    gated = route(_spec(registry, "clinical", review=True))
-    assert gated.send_now == ("evaluation",) and set(gated.held) == {"pacs", "ris", "ehr"}
+def test_clinical_sends_the_preliminary_everywhere_and_with_review_follows_it_with_the_decision(registry):
+    plain = route(_spec(registry, "clinical"))
+    assert set(plain.send_now) == {"pacs", "ris", "ehr", "evaluation"} and not plain.needs_review
+    reviewed = route(_spec(registry, "clinical", review=True))
+    assert set(reviewed.send_now) == {"pacs", "ris", "ehr", "evaluation"} and reviewed.held == ()
+    assert set(reviewed.follow_up) == {"pacs", "ris", "ehr"} and reviewed.needs_review  # never the evaluation one
 
 
 def test_a_destination_that_takes_only_final_results_is_held_for_review_in_every_clinical_mode(registry):

@@ -158,7 +158,8 @@ def test_prefect_ui_shows_the_run_and_its_summary(prefect_ui, browser, radpath_e
 
 
 def _review_specs(tmp_path: Path) -> Path:
-    """The shipped specs, with clinical review required on cardiac CT (RADPATH_PATHWAYS_DIR)."""
+    """The shipped specs, with cardiac CT in qa mode: every clinical delivery held for a
+    reviewer (RADPATH_PATHWAYS_DIR)."""
     import shutil
 
     import yaml
@@ -167,7 +168,7 @@ def _review_specs(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "pathways" / "specs", specs)
     path = specs / "heart_failure_cardiac_ct.yaml"
     spec = yaml.safe_load(path.read_text())
-    spec["review"] = {"required": True, "timeout_minutes": 60}
+    spec["mode"], spec["review"] = "qa", {"required": True, "timeout_minutes": 60}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return specs
 

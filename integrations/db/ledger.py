@@ -181,8 +181,10 @@ def superseded_result(study_uid: str, pathway: str, study_revision: int) -> str 
         return row
 
 
-def idempotency_key(result_id: str, destination: str) -> str:
-    return hashlib.sha256(f"{result_id}|{destination}".encode()).hexdigest()[:32]
+def idempotency_key(result_id: str, destination: str, result_status: str = "preliminary") -> str:
+    """The outbox key: the first row a destination gets for a result keeps the key it always had."""
+    suffix = "" if result_status == "preliminary" else f"|{result_status}"
+    return hashlib.sha256(f"{result_id}|{destination}{suffix}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -249,10 +249,13 @@ class Result(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """The outbox: one row per result per destination; delivered exactly once."""
+    """The outbox: one row per result, destination and result status; each delivered exactly once.
+
+    A destination gets a second row for the same result only along the life cycle: the
+    reviewer's final (or a cancellation) after the preliminary it already received."""
 
     __tablename__ = "delivery"
-    __table_args__ = (UniqueConstraint("result_id", "destination"),)
+    __table_args__ = (UniqueConstraint("result_id", "destination", "result_status", name="uq_delivery_result_destination_status"),)
 
     id: str = Field(default_factory=new_id, primary_key=True)
     result_id: str = Field(foreign_key="result.id", index=True)
@@ -261,6 +264,8 @@ class Delivery(SQLModel, table=True):
     idempotency_key: str = Field(unique=True)
     payloads: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="pending", index=True)  # held | pending | delivered | dead_letter | rejected
+    # What the payloads carry (pathways.result_status): preliminary | final | corrected | cancelled
+    result_status: str = Field(default="preliminary", sa_column_kwargs={"server_default": "preliminary"})
     attempts: int = 0
     claimed_by: str | None = None  # reconciler lease (0003_ops)
     claimed_until: dt.datetime | None = _ts(nullable=True)

@@ -8,7 +8,7 @@ a holder that dies loses its lease when `claimed_until` passes.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import or_, update
@@ -127,7 +127,8 @@ def result_deliveries(run_id: str) -> ResultDeliveries | None:
         if result is None:
             return None
         run = session.get(PathwayRun, run_id)
-        rows = session.exec(select(Delivery).where(Delivery.result_id == result.id)).all()
+        rows = session.exec(select(Delivery).where(Delivery.result_id == result.id).order_by(Delivery.created_at)).all()
+        # A destination's latest row stands (the reviewer's final after its preliminary).
         return ResultDeliveries(result.id, run.order_id, run.pathway, {d.destination: d.status for d in rows})
 
 
@@ -150,24 +151,42 @@ class HeldResult:
     source_series_uid: str | None
     replaces_final: bool  # it superseded a result already reported
     held_payloads: dict[str, list[str]]  # destination -> payload files
+    pathway: str = ""
+    sent_payloads: dict[str, list[str]] = field(default_factory=dict)  # destination -> preliminary files sent (or on their way)
 
 
 def held_result(result_id: str) -> HeldResult:
     with session_scope() as session:
         result = session.get(Result, result_id)
-        held = session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all()
+        rows = session.exec(select(Delivery).where(Delivery.result_id == result_id)).all()
+        held = {d.destination: list(d.payloads) for d in rows if d.status == "held"}
+        sent = {d.destination: list(d.payloads) for d in rows
+                if d.result_status == "preliminary" and d.status in ("pending", "delivered", "dead_letter")}
         predecessor = session.exec(select(Result.id).where(Result.superseded_by == result_id)).first()
         return HeldResult(result.run_id, result.report, result.model_name, result.model_version, result.source_series_uid,
-                          predecessor is not None, {d.destination: list(d.payloads) for d in held})
+                          predecessor is not None, held, result.pathway, sent)
 
 
 def set_review(result_id: str, status: str, *, reviewer: str | None = None, reason: str | None = None,
-               report: dict[str, Any] | None = None, payloads: dict[str, list[str]] | None = None) -> None:
+               report: dict[str, Any] | None = None, payloads: dict[str, list[str]] | None = None,
+               follow_ups: dict[str, list[str]] | None = None, issued: str | None = None) -> None:
     """Record a review decision (or that one is pending); accepted/amended release held rows.
 
     An amendment brings the amended report and, per held destination, the re-rendered
-    payload files: they replace the held rows' payloads in the same transaction."""
+    payload files: they replace the held rows' payloads in the same transaction.
+    `issued`: the result status the decision sends (final or corrected; cancelled on reject).
+    `follow_ups`: per destination that already got the preliminary, the files that supersede it:
+    a new outbox row each carrying `issued`, in the same transaction as the decision, so the
+    decision and what it sends are never apart."""
+    from integrations.db.ledger import idempotency_key
+
     with session_scope() as session:
+        for destination, files in (follow_ups or {}).items():
+            first = session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.destination == destination,
+                                                        Delivery.result_status == "preliminary")).one()
+            session.add(Delivery(result_id=result_id, destination=destination, kind=first.kind, payloads=list(files),
+                                 idempotency_key=idempotency_key(result_id, destination, issued),
+                                 result_status=issued, status="pending", next_attempt_at=utcnow()))
         result = session.get(Result, result_id)
         result.review_status = status
         if reviewer is not None:
@@ -179,6 +198,7 @@ def set_review(result_id: str, status: str, *, reviewer: str | None = None, reas
             for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all():
                 if payloads and row.destination in payloads:
                     row.payloads = list(payloads[row.destination])
+                    row.result_status = issued or row.result_status
                 row.status = release
                 row.next_attempt_at = utcnow() if release == "pending" else None
         audit(session, reviewer or "pathway", f"review.{status}", "result", result_id, reason=reason)
