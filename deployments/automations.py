@@ -53,7 +53,8 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
         ),
         on_event("radpath: delivery dead-lettered", "radpath.delivery.dead_lettered", "delivery",
                  "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
-                 "{{ event.payload.attempts }} attempt(s). `radpath status` lists dead letters."),
+                 "{{ event.payload.attempts }} attempt(s) ({{ event.payload.reason }}: a permanent refusal, or still "
+                 "failing at the end of its retry window). `radpath status` lists dead letters with the peer's words."),
         on_event("radpath: clinical review overdue", "radpath.result.review_expired", "result",
                  "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
                  "deliveries stay held. `radpath review list` shows the queue."),

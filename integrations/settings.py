@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     # --- Operations (issue 7): leases, reconciler, notifications
     run_lease_seconds: float = Field(default=1800, gt=0, description="A running flow's claim on its run; a dead one's lapses after this")
     delivery_lease_seconds: float = Field(default=300, gt=0, description="A sender's claim on one delivery")
-    delivery_max_attempts: int = Field(default=12, ge=1, description="Transient failures before a delivery is dead-lettered")
     reconcile_grace_seconds: float = Field(default=60, ge=0, description="Left to the event-driven path before the reconciler acts")
     notify_webhook_url: str | None = Field(default=None, description="Where automations post (radpath automations apply)")
     prefect_port: int = Field(default=4200, ge=0, le=65535,
@@ -138,8 +137,12 @@ class Settings(BaseSettings):
         return self.filedrop_dir or (self.data_dir / "outbox")
 
     def destination(self, name: str) -> DestinationConfig:
-        """The trust's configuration for a destination; unconfigured names are file drops."""
-        return self.destinations.get(name) or FileDropDestination()
+        """The trust's configuration for a destination; unconfigured names are file drops
+        (a file drop without a path writes to <outbox>/<name>)."""
+        config = self.destinations.get(name) or FileDropDestination()
+        if isinstance(config, FileDropDestination) and config.path is None:
+            config = config.model_copy(update={"path": self.outbox_dir / name})
+        return config
 
     def pseudonym_secret(self) -> bytes:
         """The HMAC key behind pseudonymous ids; created once per data directory."""

@@ -1,4 +1,10 @@
-"""Deliver one outbox row to its destination, exactly once, retrying only what is transient."""
+"""Deliver one outbox row to its destination, exactly once.
+
+The outbox is the only retry scheduler: the adapter tries once, and the ledger
+(`ledger.record_delivery_attempt`) records the attempt and sets when the next is due, from
+the destination's `retry` schedule; the reconciler's pass sends what is due. Prefect does not
+retry this task (a second scheduler would try again before the outbox's due time).
+"""
 
 from __future__ import annotations
 
@@ -6,48 +12,38 @@ import datetime as dt
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from integrations.db import ledger, ops
+from integrations.db.models import utcnow
 from integrations.delivery.send import send
-from integrations.errors import is_transient
 from integrations.errors import PermanentError
-from integrations.settings import get_settings
+from integrations.settings import Settings, get_settings
 from tasks.events import emit
-
-MAX_RETRIES = 4
 
 
 class DeadLettered(PermanentError):
     """The delivery will not be attempted again; ops must act (an automation alerts them)."""
 
 
-def _retry_transient(task, task_run, state) -> bool:  # noqa: ANN001
-    """Prefect retry condition: retry timeouts and refusals, never a permanent rejection."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - inspecting the failure, not handling it
-        return is_transient(exc)
-    return False
-
-
-@task(
-    name="deliver",
-    cache_policy=NO_CACHE,
-    retries=MAX_RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
-)
+@task(name="deliver", cache_policy=NO_CACHE, retries=0)
 def deliver(delivery_id: str) -> str:
     """Send one delivery; a delivery already delivered, or being sent by another holder of its
     lease (a pathway flow or a reconciler), is never sent again."""
-    settings = get_settings()
-    owner = f"task-run:{_task_run_id()}"
+    return attempt_delivery(delivery_id, owner=f"task-run:{_task_run_id()}")
+
+
+def attempt_delivery(delivery_id: str, *, owner: str = "local", settings: Settings | None = None,
+                     now: dt.datetime | None = None, rand: float | None = None) -> str:
+    """One attempt at one outbox row under its lease (no Prefect needed: tests drive the outbox
+    with a simulated clock `now` and jitter draw `rand`).
+
+    Returns a receipt line; raises the adapter's error when the attempt failed (the row is then
+    pending with its next due time) and DeadLettered when the row will not be tried again."""
+    settings = settings or get_settings()
     if not ops.claim_delivery(delivery_id, owner, settings.delivery_lease_seconds):
         return f"{ledger.get_delivery(delivery_id).destination}: being sent by another worker"
     try:
-        return _send_claimed(delivery_id, settings)
+        return _send_claimed(delivery_id, settings, now, rand)
     finally:
         ops.release_delivery(delivery_id, owner)
 
@@ -59,24 +55,24 @@ def _task_run_id() -> str:
     return str(context.task_run.id) if context else "local"
 
 
-def _send_claimed(delivery_id: str, settings) -> str:  # noqa: ANN001
+def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None, rand: float | None) -> str:
     row = ledger.get_delivery(delivery_id)
     if row.status != "pending":  # delivered, dead_letter, held for review, rejected
         return f"{row.destination}: {row.status} ({row.last_response or 'not sent'})"
+    config = settings.destination(row.destination)
     try:
-        receipt = send(row.destination, settings.destination(row.destination), row.idempotency_key, row.payloads)
+        receipt = send(row.destination, config, row.idempotency_key, row.payloads)
     except Exception as exc:
-        transient = is_transient(exc)
-        dead = not transient or row.attempts + 1 >= settings.delivery_max_attempts
-        retry_at = None if dead else dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
-        ledger.record_delivery_attempt(delivery_id, ok=False, response=f"{exc.__class__.__name__}: {exc}", dead=dead, retry_at=retry_at)
-        if dead:
+        outcome = ledger.record_delivery_attempt(delivery_id, ok=False, response=f"{exc.__class__.__name__}: {exc}",
+                                                 error=exc, schedule=config.retry, now=now or utcnow(), rand=rand)
+        if outcome.status == "dead_letter":
             result_id, order_id, pathway = ops.delivery_context(delivery_id)
             emit("delivery.dead_lettered", "delivery", delivery_id, related={"pathway": pathway, "order": order_id},
-                 destination=row.destination, attempts=row.attempts + 1)
-            raise DeadLettered(f"{row.destination}: dead-lettered after {row.attempts + 1} attempt(s)") from exc
+                 destination=row.destination, attempts=outcome.attempts, reason=outcome.dead_reason)
+            raise DeadLettered(f"{row.destination}: dead-lettered after {outcome.attempts} attempt(s) "
+                               f"({outcome.dead_reason}): {exc}") from exc
         raise
-    ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt)
+    ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt, now=now)
     result_id, order_id, pathway = ops.delivery_context(delivery_id)
     if ops.result_fully_delivered(result_id):
         emit("result.delivered", "order", order_id, related={"pathway": pathway, "result": result_id})

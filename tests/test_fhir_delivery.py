@@ -1,5 +1,6 @@
 """Results out to a real FHIR R4 server on loopback: once only, findable, corrections in place,
-valid against the official R4 JSON schema; the client's retry policy; SMART Backend Services."""
+valid against the official R4 JSON schema; what the client raises (one try, the server's words
+kept, the outbox schedules retries); SMART Backend Services."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from integrations.delivery.config import FhirDestination
 from integrations.delivery.fhir import deliver_bundles, report_references
 from integrations.delivery.send import send
 from integrations.errors import PermanentError, TransientError, is_transient
-from integrations.fhir.client import FhirClient, FhirRejected, RetryLater, RetryPolicy, retry_after_seconds
+from integrations.fhir.client import FhirClient, FhirRejected, RetryLater, retry_after_seconds
 from integrations.fhir.report import RESULT_SYSTEM, build_report_bundle
 from integrations.fhir.smart import SmartBackendAuth, jwk_thumbprint, public_jwk
 from tests.fhir_server import fhir_schema_validator, start_fhir_server
@@ -125,17 +126,20 @@ def test_server_rejection_is_permanent_and_keeps_the_outcome(server, tmp_path):
         deliver_bundles(FhirDestination(base_url=server.base_url), "k", [write_bundle(tmp_path, broken)])
     assert 400 <= err.value.status < 500 and err.value.outcome["resourceType"] == "OperationOutcome"
     assert not is_transient(err.value)
+    assert err.value.peer["http_status"] == err.value.status and err.value.peer["outcome"]  # the server's words
 
 
 def test_unreachable_server_is_transient(tmp_path, content, ctx):  # noqa: F811
     from integrations.fhir.local_server import free_port
 
-    config = FhirDestination(base_url=f"http://127.0.0.1:{free_port()}/fhir", max_attempts=2, connect_timeout_s=1)
+    config = FhirDestination(base_url=f"http://127.0.0.1:{free_port()}/fhir", connect_timeout_s=1)
     with pytest.raises(TransientError):
         deliver_bundles(config, "k", [write_bundle(tmp_path, build_report_bundle(content, ctx))])
 
 
-# --- retry policy (httpx MockTransport: failures a real server will not produce on demand) ----
+# --- one try, the answer classified (httpx MockTransport: failures a real server will not
+# produce on demand; the outbox's schedule is tested in tests/test_retry_schedule.py and
+# against a real server in tests/test_outbox_retry.py) -------------------------------------
 
 def scripted(*answers):
     calls = []
@@ -150,27 +154,30 @@ def scripted(*answers):
     return httpx.MockTransport(handler), calls
 
 
-def test_retries_connect_errors_429_and_5xx_then_succeeds():
-    transport, calls = scripted(
-        httpx.ConnectError("refused"),
-        httpx.Response(429, headers={"Retry-After": "7"}),
-        httpx.Response(503),
-        httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"}),
-    )
-    waits = []
-    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=waits.append,
-                        policy=RetryPolicy(max_attempts=4))
-    assert client.transaction({"resourceType": "Bundle"})["type"] == "transaction-response"
-    assert len(calls) == 4 and waits[1] == 7.0  # Retry-After honoured
+@pytest.mark.parametrize("answer,status,retry_after", [
+    (httpx.ConnectError("refused"), None, None),
+    (httpx.ReadTimeout("slow"), None, None),
+    (httpx.Response(429, headers={"Retry-After": "7"}), 429, 7.0),
+    (httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}), 503, "date"),
+    (httpx.Response(502), 502, None),
+])
+def test_transient_answers_are_tried_once_and_carry_status_and_retry_after(answer, status, retry_after):
+    transport, calls = scripted(answer)
+    client = FhirClient("https://ehr.example/fhir", transport=transport)
+    with pytest.raises(RetryLater) as err:
+        client.transaction({"resourceType": "Bundle"})
+    assert len(calls) == 1 and is_transient(err.value) and err.value.status == status
+    if retry_after == "date":
+        assert err.value.retry_after > 86400 and err.value.peer["retry_after_s"] == err.value.retry_after
+    else:
+        assert err.value.retry_after == retry_after
     assert calls[0].url == "https://ehr.example/fhir" and calls[0].headers["content-type"] == "application/fhir+json"
 
 
-def test_long_retry_after_is_handed_to_the_scheduler():
-    transport, calls = scripted(httpx.Response(429, headers={"Retry-After": "3600"}))
-    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=lambda s: None)
-    with pytest.raises(RetryLater) as err:
-        client.transaction({})
-    assert err.value.retry_after == 3600 and len(calls) == 1 and is_transient(err.value)
+def test_success_returns_the_transaction_response():
+    transport, calls = scripted(httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"}))
+    client = FhirClient("https://ehr.example/fhir", transport=transport)
+    assert client.transaction({"resourceType": "Bundle"})["type"] == "transaction-response" and len(calls) == 1
 
 
 def test_4xx_is_not_retried_and_identifiers_are_masked():
@@ -178,11 +185,12 @@ def test_4xx_is_not_retried_and_identifiers_are_masked():
         "severity": "error", "code": "invalid", "expression": ["Patient.identifier"],
         "diagnostics": "Patient 9434765919 already linked"}]}
     transport, calls = scripted(httpx.Response(422, json=outcome))
-    client = FhirClient("https://ehr.example/fhir", transport=transport, sleep=lambda s: None)
+    client = FhirClient("https://ehr.example/fhir", transport=transport)
     with pytest.raises(FhirRejected) as err:
         client.transaction({})
     assert len(calls) == 1 and isinstance(err.value, PermanentError)
     assert "9434765919" not in str(err.value) and "Patient.identifier" in str(err.value)
+    assert err.value.peer == {"http_status": 422, "outcome": ["error invalid Patient.identifier Patient # already linked"]}
 
 
 def test_retry_after_http_date():

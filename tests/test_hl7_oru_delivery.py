@@ -1,5 +1,6 @@
 """ORU^R01 delivery over MLLP against an independent receiver (python-hl7's asyncio MLLP server)
-that answers AA, AE, AR, late, or not at all — and against radpath's RIS simulator."""
+that answers AA, AE, AR, late, or not at all — and against radpath's RIS simulator. One try
+per send: the outbox schedules the next (tests/test_outbox_retry.py)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def payload(tmp_path):
 
 
 def destination(port, **kw) -> MllpDestination:
-    return MllpDestination(host="127.0.0.1", port=port, ack_timeout_s=kw.pop("ack_timeout_s", 0.5), backoff_s=0.01, **kw)
+    return MllpDestination(host="127.0.0.1", port=port, ack_timeout_s=kw.pop("ack_timeout_s", 0.5), **kw)
 
 
 def test_aa_delivers(payload):
@@ -86,29 +87,49 @@ def test_aa_delivers(payload):
 
 def test_ae_is_dead_lettered_by_default_and_retried_when_configured(payload):
     with IndependentReceiver(["AE"]) as ris:
-        with pytest.raises(PermanentError, match="answered AE"):
+        with pytest.raises(PermanentError, match="answered AE") as err:
             send("ris", destination(ris.port), "key", payload)
+    assert err.value.peer["ack_code"] == "AE" and err.value.peer["control_id"] == CONTROL_ID
     with IndependentReceiver(["AE", "AA"]) as ris:
+        with pytest.raises(TransientError, match="answered AE"):
+            send("ris", destination(ris.port, on_ae="retry"), "key", payload)
         assert "AA" in send("ris", destination(ris.port, on_ae="retry"), "key", payload)
 
 
-def test_ar_retries_with_the_same_control_id(payload):
+def test_ar_is_transient_and_each_try_sends_the_same_control_id(payload):
     with IndependentReceiver(["AR", "AR", "AA"]) as ris:
+        for _ in range(2):
+            with pytest.raises(TransientError, match="answered AR") as err:
+                send("ris", destination(ris.port), "key", payload)
+            assert err.value.peer["ack_code"] == "AR"
         assert "AA" in send("ris", destination(ris.port), "key", payload)
-    assert ris.received == [CONTROL_ID] * 3  # MSH-10 fixed across retries
-    with IndependentReceiver(["AR"] * 3) as ris:
-        with pytest.raises(TransientError, match="after 3 attempts"):
-            send("ris", destination(ris.port), "key", payload)
+    assert ris.received == [CONTROL_ID] * 3  # MSH-10 fixed across retries, one message per try
     with IndependentReceiver(["AR"]) as ris:
         with pytest.raises(PermanentError):
             send("ris", destination(ris.port, on_ar="dead-letter"), "key", payload)
 
 
+def test_the_ack_text_and_error_code_travel_with_the_error():
+    from integrations.delivery.mllp import ack_error
+    from integrations.hl7.client import parse_ack
+
+    v25 = "MSH|^~\\&|RIS|RXX01|RADPATH|RADPATH|20261206||ACK^R01|A1|P|2.5.1\rMSA|AE|RP1|Unknown order 12345678\r" \
+          "ERR|||207^Application internal error^HL70357|E||||Order not on worklist"
+    ack = parse_ack(v25)
+    assert (ack.code, ack.error_code, ack.text) == ("AE", "207", "Unknown order 12345678")
+    err = ack_error(destination(1), ack)
+    assert isinstance(err, PermanentError) and err.peer == {
+        "ack_code": "AE", "control_id": "RP1", "error_code": "207", "text": "Unknown order #"}
+    v24 = "MSH|^~\\&|RIS|RXX01|RADPATH|RADPATH|20261206||ACK^R01|A2|P|2.4\rMSA|AR|RP2\rERR|^^^204&Unknown key identifier"
+    ack = parse_ack(v24)
+    assert (ack.code, ack.error_code, ack.text) == ("AR", "204", "Unknown key identifier")
+    assert isinstance(ack_error(destination(1), ack), TransientError)
+
+
 def test_no_answer_times_out_and_is_transient(payload):
-    with IndependentReceiver(["none", "none", "none"]) as ris:
+    with IndependentReceiver(["none", "AA"]) as ris:
         with pytest.raises(TransientError, match="no ACK"):
             send("ris", destination(ris.port), "key", payload)
-    with IndependentReceiver(["none", "AA"]) as ris:
         assert "AA" in send("ris", destination(ris.port), "key", payload)
 
 
@@ -123,13 +144,15 @@ def test_refused_connection_is_transient(payload):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
-        with pytest.raises(TransientError, match="after 2 attempts"):
-            send("ris", destination(port, attempts=2), "key", payload)
+        with pytest.raises(TransientError, match="failed"):
+            send("ris", destination(port), "key", payload)
 
 
 def test_ris_simulator_answers_as_scripted(payload):
     with RisSimulator(script=["AR", "late:0.1"], default="AE") as ris:
-        assert "AA" in send("ris", destination(ris.port), "key", payload)  # AR, then AA after 0.1 s
+        with pytest.raises(TransientError, match="answered AR"):
+            send("ris", destination(ris.port), "key", payload)
+        assert "AA" in send("ris", destination(ris.port), "key", payload)  # AA after 0.1 s
         with pytest.raises(PermanentError):
             send("ris", destination(ris.port), "key", payload)
     assert [m.answer for m in ris.received] == ["AR", "late:0.1", "AE"]

@@ -83,7 +83,7 @@ def test_a_run_killed_mid_delivery_is_finished_exactly_once(prefect_api, radpath
     ris = SilentRis()
     env = dict(os.environ, PREFECT_API_URL=prefect_api, RADPATH_RUN_LEASE_SECONDS="3", RADPATH_DELIVERY_LEASE_SECONDS="3",
                RADPATH_DESTINATIONS=json.dumps({"ris": {"kind": "mllp", "host": "127.0.0.1", "port": ris.port,
-                                                        "ack_timeout_s": 120, "attempts": 1}}))
+                                                        "ack_timeout_s": 120}}))
     code = f"import asyncio; from flows.dispatch import run_pathway; asyncio.run(run_pathway({run_id!r}))"
     worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,6 +29,8 @@ from integrations.db.models import (
     utcnow,
 )
 from pathways.orders import age_on
+from integrations.delivery.config import RetrySchedule
+from integrations.errors import is_transient, masked, peer_of, retry_after_of
 from integrations.settings import get_settings
 from pathways.identifiers import pseudonymous_key
 
@@ -277,19 +279,61 @@ def get_delivery(delivery_id: str) -> Delivery:
         return row
 
 
-def record_delivery_attempt(delivery_id: str, *, ok: bool, response: str, dead: bool = False, retry_at: dt.datetime | None = None) -> None:
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What the outbox made of one attempt: the row's status after it and, while pending, when next."""
+
+    status: str  # delivered | pending | dead_letter
+    attempts: int
+    next_attempt_at: dt.datetime | None = None
+    dead_reason: str | None = None  # "permanent" (the peer refused) | "window" (retried for the whole window)
+
+
+def record_delivery_attempt(
+    delivery_id: str,
+    *,
+    ok: bool,
+    response: str,
+    error: BaseException | None = None,
+    schedule: RetrySchedule | None = None,
+    now: dt.datetime | None = None,
+    rand: float | None = None,
+) -> AttemptOutcome:
+    """Record one attempt and schedule the next: the outbox is the only retry scheduler.
+
+    A success delivers the row. A permanent failure (`error` not transient) dead-letters it at
+    once with the peer's words. A transient failure (or `ok=False` without an error) sets
+    `next_attempt_at` from the destination's `schedule` (backoff with jitter, capped, a longer
+    Retry-After honoured) unless the window since the first attempt has passed: then the row is
+    dead-lettered. Every attempt is audited with what the peer said. `now` and `rand` are the
+    clock and the jitter draw (tests inject them)."""
+    now = now or utcnow()
+    schedule = schedule or RetrySchedule()
+    transient = error is None or is_transient(error)
     with session_scope() as session:
         row = session.get(Delivery, delivery_id)
         row.attempts += 1
         row.last_response = response[:2000]
+        row.first_attempt_at = row.first_attempt_at or now
+        due, reason = None, None
         if ok:
-            row.status, row.delivered_at, row.next_attempt_at = "delivered", utcnow(), None
-        elif dead:
-            row.status, row.next_attempt_at = "dead_letter", None
+            row.status, row.delivered_at = "delivered", now
+        elif not transient:
+            row.status, reason = "dead_letter", "permanent"
         else:
-            row.next_attempt_at = retry_at
-        action = "delivery.delivered" if ok else ("delivery.dead_lettered" if dead else "delivery.failed")
-        audit(session, "delivery", action, "delivery", delivery_id, destination=row.destination, attempts=row.attempts)
+            due = schedule.next_attempt_at(failures=row.attempts, first_attempt_at=row.first_attempt_at, now=now,
+                                           retry_after_s=retry_after_of(error) if error else None, rand=rand)
+            if due is None:
+                row.status, reason = "dead_letter", "window"
+        row.next_attempt_at = due
+        detail: dict[str, Any] = {"destination": row.destination, "attempts": row.attempts}
+        if not ok:
+            detail |= {"error": error.__class__.__name__ if error else "failed", "said": masked(response),
+                       "peer": peer_of(error) if error else {}}
+            detail |= {"next_attempt_at": due.isoformat()} if due else {"dead_reason": reason}
+        action = "delivery.delivered" if ok else ("delivery.dead_lettered" if reason else "delivery.failed")
+        audit(session, "delivery", action, "delivery", delivery_id, **detail)
+        return AttemptOutcome(row.status, row.attempts, due, reason)
 
 
 def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str):  # noqa: ANN201

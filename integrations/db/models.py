@@ -269,7 +269,8 @@ class Delivery(SQLModel, table=True):
     attempts: int = 0
     claimed_by: str | None = None  # reconciler lease (0003_ops)
     claimed_until: dt.datetime | None = _ts(nullable=True)
-    next_attempt_at: dt.datetime | None = _ts(nullable=True)
+    next_attempt_at: dt.datetime | None = _ts(nullable=True)  # due time of the next try (the outbox's schedule)
+    first_attempt_at: dt.datetime | None = _ts(nullable=True)  # start of the dead-letter window (0008)
     last_response: str | None = None
     created_at: dt.datetime = _ts()
     delivered_at: dt.datetime | None = _ts(nullable=True)

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import and_, or_, update
 from sqlmodel import func, select
 
 from integrations.db.engine import session_scope
@@ -94,14 +94,19 @@ def note_redrive(run_id: str, owner: str, flow_run_id: str | None = None) -> Non
 
 
 def deliveries_due(*, grace_seconds: float = 60, now: dt.datetime | None = None) -> list[str]:
-    """Pending deliveries whose next attempt is due (and older than the grace the flow has to send)."""
+    """Pending deliveries whose next attempt is due, earliest first: the outbox's schedule.
+
+    A row never tried is left `grace_seconds` to the flow that recorded it; a retry is due at
+    the time the outbox scheduled (`next_attempt_at`, set by `ledger.record_delivery_attempt`)."""
     now = now or utcnow()
+    first_try_due = and_(Delivery.attempts == 0, Delivery.next_attempt_at <= now - dt.timedelta(seconds=grace_seconds))
+    retry_due = and_(Delivery.attempts > 0, Delivery.next_attempt_at <= now)
     with session_scope() as session:
         return list(
             session.exec(
                 select(Delivery.id)
                 .where(Delivery.status == "pending")
-                .where(Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now - dt.timedelta(seconds=grace_seconds))
+                .where(Delivery.next_attempt_at.is_not(None), or_(first_try_due, retry_due))
                 .where(or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
                 .order_by(Delivery.next_attempt_at)
             ).all()

@@ -7,8 +7,11 @@ file-drop folder under the outbox, so the embedded defaults deliver somewhere vi
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -17,7 +20,61 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FileDropDestination(_Config):
+class RetrySchedule(_Config):
+    """When the outbox tries a transiently failed delivery again, and when it gives up.
+
+    The wait after the n-th failure is drawn below a ceiling of `base_s * factor**(n-1)`,
+    capped at `cap_s`: "equal" jitter waits between half the ceiling and the ceiling, "full"
+    between 0 and the ceiling, "none" the ceiling itself. A longer Retry-After from the peer
+    wins. The row is dead-lettered when an attempt fails at or after `window_s` since its
+    first attempt (the last try is made at the window's end), not after a count of tries.
+    """
+
+    base_s: float = Field(default=10.0, gt=0, description="Ceiling of the first wait")
+    factor: float = Field(default=2.0, ge=1, description="Growth of the ceiling per failure")
+    cap_s: float = Field(default=900.0, gt=0, description="Longest wait between two tries")
+    jitter: Literal["equal", "full", "none"] = "equal"
+    window_s: float = Field(default=86400.0, gt=0, description="Dead-letter after this long since the first attempt")
+
+    def ceiling_s(self, failures: int) -> float:
+        return min(self.cap_s, self.base_s * self.factor ** min(max(failures, 1) - 1, 64))
+
+    def delay_s(self, failures: int, *, retry_after_s: float | None = None, rand: float | None = None) -> float:
+        """Seconds to wait after the `failures`-th failure (rand in [0, 1]: the jitter draw)."""
+        ceiling = self.ceiling_s(failures)
+        draw = random.random() if rand is None else rand
+        delay = {"equal": ceiling / 2 * (1 + draw), "full": ceiling * draw, "none": ceiling}[self.jitter]
+        return max(delay, retry_after_s) if retry_after_s is not None else delay
+
+    def next_attempt_at(self, *, failures: int, first_attempt_at: dt.datetime, now: dt.datetime,
+                        retry_after_s: float | None = None, rand: float | None = None) -> dt.datetime | None:
+        """When to try again after a transient failure at `now`; None: the window is over (dead letter)."""
+        deadline = first_attempt_at + dt.timedelta(seconds=self.window_s)
+        if now >= deadline:
+            return None
+        due = now + dt.timedelta(seconds=self.delay_s(failures, retry_after_s=retry_after_s, rand=rand))
+        return min(due, deadline)
+
+
+# Keys destinations took when adapters retried in-process (before the outbox scheduled retries).
+_RETIRED_KEYS = ("attempts", "backoff_s", "max_attempts", "max_retry_after_s")
+
+
+class _Destination(_Config):
+    retry: RetrySchedule = Field(default_factory=RetrySchedule, description="The outbox's schedule for this destination")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in _RETIRED_KEYS):
+            retired = sorted(k for k in _RETIRED_KEYS if k in data)
+            warnings.warn(f"destination keys {retired} are ignored: the outbox schedules retries "
+                          "(set `retry` instead)", DeprecationWarning, stacklevel=2)
+            data = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
+        return data
+
+
+class FileDropDestination(_Destination):
     kind: Literal["file-drop"] = "file-drop"
     path: Path | None = None  # default: <outbox>/<destination name>
     hl7_version: Literal["2.4", "2.5.1"] = "2.4"
@@ -25,7 +82,7 @@ class FileDropDestination(_Config):
     receiving_facility: str = ""
 
 
-class MllpDestination(_Config):
+class MllpDestination(_Destination):
     """A RIS reached by HL7 v2 over MLLP: ORU^R01 results, acknowledged per message."""
 
     kind: Literal["mllp"] = "mllp"
@@ -36,13 +93,15 @@ class MllpDestination(_Config):
     receiving_facility: str = ""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     ack_timeout_s: float = Field(default=30.0, gt=0)
-    attempts: int = Field(default=3, ge=1, le=10)  # tries within one delivery attempt
-    backoff_s: float = Field(default=1.0, ge=0)  # first wait between tries; doubles, with jitter
+    # What an ACK other than AA/CA means. HL7 v2 (chapter 2): AE/CE, an error in the message
+    # (a resend of the same message cannot fix it); AR/CR, rejected for reasons other than
+    # content (receiver unavailable, processing failure). A trust whose RIS answers otherwise
+    # says so here.
     on_ae: Literal["dead-letter", "retry"] = "dead-letter"
     on_ar: Literal["retry", "dead-letter"] = "retry"
 
 
-class DicomDestination(_Config):
+class DicomDestination(_Destination):
     """A PACS reached by C-STORE (SCU): SR and SEG objects."""
 
     kind: Literal["dicom"] = "dicom"
@@ -53,7 +112,7 @@ class DicomDestination(_Config):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-class StowDestination(_Config):
+class StowDestination(_Destination):
     """A PACS reached by STOW-RS (PS3.18 §10.5) at its DICOMweb root URL."""
 
     kind: Literal["stow-rs"] = "stow-rs"
@@ -63,7 +122,7 @@ class StowDestination(_Config):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-class FhirDestination(_Config):
+class FhirDestination(_Destination):
     """A FHIR R4 server (the EHR) that takes transaction Bundles.
 
     auth: "none"; "bearer" (a static token from `bearer_token` or the file `bearer_token_file`);
@@ -85,8 +144,6 @@ class FhirDestination(_Config):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     verify_tls: bool | Path = True  # True: system CAs; a path: that CA bundle; False only for tests
-    max_attempts: int = Field(default=3, ge=1, le=10)  # tries within one delivery attempt
-    max_retry_after_s: float = Field(default=60.0, ge=0)  # longest Retry-After waited in-process
 
     @model_validator(mode="after")
     def _auth_complete(self) -> "FhirDestination":

@@ -2,9 +2,11 @@
 
 The objects' SOP Instance UIDs are deterministic per result (integrations/dicom/uids.py), so a
 retry re-sends the same instances and the PACS still holds one of each. Outcomes map onto the
-error tree: warnings (0xBxxx) succeed and are logged; 0xA7xx, association rejects and aborts,
-refused connections, timeouts and HTTP 5xx/408/429 are TransientError (retry with backoff);
-0xA9xx/0xCxxx, other refusals and HTTP 4xx are PermanentError (dead-letter with an alert).
+error tree, one try per delivery attempt: warnings (0xBxxx) succeed and are logged; 0xA7xx,
+0x0110, association rejects and aborts, refused connections, timeouts and HTTP 5xx/408/429
+are TransientError (the outbox retries, honouring Retry-After); 0xA9xx/0xCxxx, other
+refusals and HTTP 4xx are PermanentError (dead-letter with an alert). Each error carries the
+DICOM statuses or the HTTP status the PACS gave.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import httpx
 
 from integrations.delivery.config import DicomDestination, StowDestination
 from integrations.dicom.scu import StoreResult, raise_for_results, store_files
-from integrations.errors import PermanentError, TransientError
+from integrations.errors import HttpRejected, HttpUnavailable, PermanentError, http_is_transient, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,18 @@ def stow(files: Sequence[Path], config: StowDestination, destination: str, trans
         with httpx.Client(timeout=config.timeout_seconds, transport=transport) as client:
             response = client.post(config.base_url.rstrip("/") + "/studies", content=body, headers=headers)
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise TransientError(f"{destination}: STOW-RS not reachable ({exc.__class__.__name__})") from None
+        raise HttpUnavailable(f"{destination}: STOW-RS not reachable ({exc.__class__.__name__})",
+                              peer={"connection": exc.__class__.__name__}) from None
     reasons = _failure_reasons(response.content)
     status = response.status_code
-    if status in (408, 429, 503, 507) or status >= 500:
-        raise TransientError(f"{destination}: STOW-RS answered HTTP {status}")
+    if http_is_transient(status) or status == 507:
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        raise HttpUnavailable(f"{destination}: STOW-RS answered HTTP {status}", status=status, retry_after=wait)
     if reasons:
         results = [StoreResult("", r if isinstance(r, int) else 0xC000) for r in reasons]
         raise_for_results(results, destination)  # raises: a failure reason is never success
     if status >= 400:
-        raise PermanentError(f"{destination}: STOW-RS answered HTTP {status}")
+        raise HttpRejected(f"{destination}: STOW-RS answered HTTP {status}", status=status)
     if status == 202:
         log.warning("%s: STOW-RS stored with warnings (HTTP 202)", destination)
     return f"{len(files)} instance(s) stored (HTTP {status})"

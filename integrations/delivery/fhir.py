@@ -18,7 +18,7 @@ import httpx
 
 from integrations.delivery.config import FhirDestination
 from integrations.errors import PermanentError
-from integrations.fhir.client import FhirClient, RetryPolicy
+from integrations.fhir.client import FhirClient
 from integrations.fhir.smart import BearerAuth, SmartBackendAuth
 
 _auth_cache: dict[tuple, httpx.Auth] = {}
@@ -56,7 +56,6 @@ def client_for(config: FhirDestination, transport: httpx.BaseTransport | None = 
         auth=auth_for(config),
         timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
         verify=_verify(config),
-        policy=RetryPolicy(max_attempts=config.max_attempts, max_retry_after_s=config.max_retry_after_s),
         transport=transport,
     )
 

@@ -1,4 +1,7 @@
-"""One entry point for every destination adapter: send an outbox row's payloads."""
+"""One entry point for every destination adapter: send an outbox row's payloads, once.
+
+Adapters get their configuration injected (a file drop's folder included) and read no global
+settings; each call is one try, and the outbox (integrations/db/ledger.py) schedules the next."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 
 from integrations.delivery.config import DestinationConfig, FhirDestination, DicomDestination, FileDropDestination, MllpDestination, StowDestination
 from integrations.delivery.filedrop import deliver_files
-from integrations.settings import get_settings
+from integrations.errors import PermanentError
 
 
 def send(destination: str, config: DestinationConfig, idempotency_key: str, payloads: Sequence[str]) -> str:
@@ -15,7 +18,9 @@ def send(destination: str, config: DestinationConfig, idempotency_key: str, payl
     Raises TransientError (retry) or PermanentError (dead-letter) from integrations.errors.
     """
     if isinstance(config, FileDropDestination):
-        target = config.path or get_settings().outbox_dir / destination
+        if config.path is None:
+            raise PermanentError(f"file drop {destination} has no folder (Settings.destination sets it)")
+        target = config.path
         target.mkdir(parents=True, exist_ok=True)
         return deliver_files(target, idempotency_key, payloads)
     elif isinstance(config, (DicomDestination, StowDestination)):

@@ -3,7 +3,9 @@
 Files go as encoded (never decoded and re-encoded), each in a presentation context for its own
 SOP class and transfer syntax. Status classes follow PS3.4 Annex B.2.3 and PS3.7 Annex C:
 0x0000 success; 0xB000/0xB006/0xB007 warnings (stored: success, logged); 0xA7xx out of
-resources (transient); 0xA9xx and 0xCxxx errors (permanent); anything else permanent.
+resources, 0x0110 processing failure and 0x0213 resource limitation (transient); 0xA9xx and
+0xCxxx errors (permanent); anything else permanent. One try per call: failures raise
+`StoreFailedNow` / `StoreRefused` carrying every failed status; the outbox schedules retries.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from integrations.dicom.scp import quiet_pynetdicom, set_nodelay
 from integrations.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
+TRANSIENT_STATUSES = frozenset({0x0110, 0x0213})  # processing failure, resource limitation (PS3.7 C)
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: at most 128 presentation contexts per association
+
+
+class StoreFailedNow(TransientError):
+    """The node could not store now (out of resources, processing failure, no response)."""
+
+
+class StoreRefused(PermanentError):
+    """The node refused instances (0xA9xx data set mismatch, 0xCxxx cannot understand, ...)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,7 @@ def status_category(status: int | None) -> str:
         return "success"
     if status in (0xB000, 0xB006, 0xB007) or 0xB000 <= status <= 0xBFFF:
         return "warning"
-    if 0xA700 <= status <= 0xA7FF:
+    if 0xA700 <= status <= 0xA7FF or status in TRANSIENT_STATUSES:
         return "transient"
     return "permanent"
 
@@ -126,12 +137,14 @@ def raise_for_results(results: Sequence[StoreResult], destination: str) -> str:
         log.warning("%s stored an instance with warning status 0x%04X", destination, r.status)
     transient = [r for r in results if r.category == "transient"]
     permanent = [r for r in results if r.category == "permanent"]
+    statuses = {"dicom_status": ["no response" if r.status is None else f"0x{r.status:04X}"
+                                 for r in permanent + transient]}
     if permanent:
         codes = ", ".join(f"0x{r.status:04X}" for r in permanent)
-        raise PermanentError(f"{destination} refused {len(permanent)} instance(s): {codes}")
+        raise StoreRefused(f"{destination} refused {len(permanent)} instance(s): {codes}", peer=statuses)
     if transient:
         codes = ", ".join("no response" if r.status is None else f"0x{r.status:04X}" for r in transient)
-        raise TransientError(f"{destination} could not store {len(transient)} instance(s) now: {codes}")
+        raise StoreFailedNow(f"{destination} could not store {len(transient)} instance(s) now: {codes}", peer=statuses)
     return f"{len(results)} instance(s) stored" + (f", {len(warnings)} with warnings" if warnings else "")
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from integrations.errors import PermanentError, TransientError
+from integrations.errors import PermanentError, TransientError, masked
 from integrations.hl7.er7 import CHARSETS, MessageError, read_header, split_segments
 from integrations.hl7.mllp import Frame, FrameDecoder, frame
 
@@ -26,6 +26,17 @@ class AckResult:
     control_id: str  # MSA-2
     error_code: str  # ERR code (table 0357) when present
     raw: str
+    text: str = ""  # MSA-3, else the ERR's user message / code text: what the receiver said
+
+    @property
+    def peer(self) -> dict[str, str]:
+        """The ACK as the audit trail keeps it (free text masked)."""
+        said = {"ack_code": self.code, "control_id": self.control_id}
+        if self.error_code:
+            said["error_code"] = self.error_code
+        if self.text:
+            said["text"] = masked(self.text)
+        return said
 
     @property
     def accepted(self) -> bool:
@@ -45,17 +56,22 @@ def parse_ack(text: str) -> AckResult | None:
     msa = next((s.split(sep) for s in segments if s.startswith("MSA")), None)
     if msa is None or len(msa) < 3:
         return None
-    error_code = ""
+    error_code, error_text = "", ""
+    sub = segments[0][7] if len(segments[0]) > 7 else "&"
     for seg in segments:
         if seg.startswith("ERR"):
             fields = seg.split(sep)
-            if len(fields) > 3 and fields[3]:  # v2.5+: ERR-3
-                error_code = fields[3].split(comp)[0]
-            elif len(fields) > 1:  # before v2.5: ERR-1 ELD, code in the 4th component's first subcomponent
+            if len(fields) > 3 and fields[3]:  # v2.5+: ERR-3 (CWE: code^text), ERR-8 user message
+                parts = fields[3].split(comp)
+                error_code = parts[0]
+                error_text = (fields[8] if len(fields) > 8 else "") or (parts[1] if len(parts) > 1 else "")
+            elif len(fields) > 1:  # before v2.5: ERR-1 ELD, the code (CE) in the 4th component
                 parts = fields[1].split(comp)
-                error_code = parts[3].split(segments[0][7] if len(segments[0]) > 7 else "&")[0] if len(parts) > 3 else ""
+                coded = parts[3].split(sub) if len(parts) > 3 else [""]
+                error_code, error_text = coded[0], coded[1] if len(coded) > 1 else ""
             break
-    return AckResult(msa[1].strip(), msa[2].strip(), error_code, text)
+    said = msa[3].strip() if len(msa) > 3 else ""
+    return AckResult(msa[1].strip(), msa[2].strip(), error_code, text, said or error_text.strip())
 
 
 def _codec(message: str) -> str:
