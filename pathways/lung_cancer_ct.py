@@ -110,20 +110,34 @@ class LungThresholds(BaseModel):
     subsolid_follow_up_from_mm: float = Field(
         default=5.0, gt=0, description="BTS 2015 Algorithm 2: subsolid < 5 mm -> no follow-up; >= 5 mm -> CT at 3 months"
     )
-    mass_from_mm: float = Field(
+    mass_above_mm: float = Field(
         default=30.0,
         gt=0,
-        description="BTS 2015 definition: a nodule is at most 3 cm; larger is a mass -> NICE NG12 1.1.1 urgent referral",
+        description=(
+            "BTS 2015 definition: a nodule is at most 3 cm, a mass is a lesion > 3 cm (strictly above;"
+            " exactly 30.0 mm is a nodule) -> NICE NG12 1.1.1 urgent referral"
+        ),
     )
 
     @model_validator(mode="after")
     def _ordered(self) -> LungThresholds:
         mm = (self.solid_no_follow_up_below_mm, self.solid_ct_12_months_below_mm, self.solid_brock_from_mm)
-        if not (mm[0] <= mm[1] <= mm[2] < self.mass_from_mm):
+        if not (mm[0] <= mm[1] <= mm[2] < self.mass_above_mm):
             raise ValueError("solid diameter thresholds must satisfy no-follow-up <= 12-month <= Brock < mass")
         if not self.solid_no_follow_up_below_mm3 < self.solid_brock_from_mm3:
             raise ValueError("solid volume thresholds must satisfy no-follow-up < Brock")
         return self
+
+
+def is_mass(long_axis_mm: float, thresholds: LungThresholds) -> bool:
+    """A lesion strictly above the mass threshold is a mass, not a nodule.
+
+    BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54, "Definitions"): a nodule is a focal
+    opacity up to 3 cm; a lesion > 3 cm is a mass. 30.0 mm is therefore still a nodule.
+    The comparison is made on the size as reported (0.1 mm), so a lesion the report calls
+    "30.0 mm" is never called a mass.
+    """
+    return round(long_axis_mm, 1) > thresholds.mass_above_mm
 
 
 def brock_probability(
@@ -206,7 +220,7 @@ def _category(nodule: Nodule, brock: float | None, patient: PatientContext, t: L
     size = nodule.long_axis_mm
     if patient.age_years is not None and patient.age_years < t.adult_age_years:
         return "clinical-review", f"{_BTS} covers adults aged {t.adult_age_years}+: clinical review required."
-    if size >= t.mass_from_mm:
+    if is_mass(size, t):
         return "mass", (
             f"{size:.1f} mm lesion is a mass, not a nodule ({_BTS} definition): refer on the suspected"
             " lung cancer pathway (NICE NG12 1.1.1)."
@@ -291,9 +305,9 @@ def assess_lung_study(
 def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:
     reasons = []
     i = a.nodule.index
-    if a.nodule.long_axis_mm >= t.mass_from_mm:
+    if is_mass(a.nodule.long_axis_mm, t):
         reasons.append(
-            f"nodule {i}: {a.nodule.long_axis_mm:.1f} mm >= {t.mass_from_mm:g} mm, a mass suggesting lung cancer"
+            f"nodule {i}: {a.nodule.long_axis_mm:.1f} mm > {t.mass_above_mm:g} mm, a mass suggesting lung cancer"
             " (NICE NG12 1.1.1 suspected cancer pathway)"
         )
     if a.brock_probability is not None and a.brock_probability >= t.pet_ct_brock_probability:

@@ -229,8 +229,27 @@ def test_known_malignancy_asks_for_mdt() -> None:
 
 
 def test_mass_is_its_own_category() -> None:
-    assert bts_category(nodule(30.0), None, patient=ADULT)[0] == "mass"
+    assert bts_category(nodule(30.1), None, patient=ADULT)[0] == "mass"
     assert bts_category(nodule(29.9), 0.2, patient=ADULT)[0] == "pet-ct"
+
+
+def test_mass_is_strictly_above_3_cm() -> None:
+    """BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54, definitions): a nodule is up to 3 cm,
+    a mass is a lesion > 3 cm. Worked values: 30.0 mm is a nodule (Brock, not urgent on size),
+    30.1 mm is a mass (urgent, NICE NG12 1.1.1)."""
+    patient = PatientContext(age_years=62, sex="M")
+    at_30 = assess_lung_study([nodule(30.0)], patient)
+    # 30.0 mm is a nodule: Algorithm 1 applies, not the mass rule. Brock for this patient (62 M, one
+    # solid lower-lobe nodule): -6.7892 - 5.3854*(3.0**-0.5 - 1.58113883) - 0.0824*(1-4) = -1.1362
+    # -> 24.3% -> PET-CT.
+    assert at_30.recommendation_code == "pet-ct"
+    assert round(at_30.nodules[0].brock_probability, 3) == 0.243
+    assert not any("mass" in r for r in at_30.urgent_reasons)
+    above = assess_lung_study([nodule(30.1)], patient)
+    assert above.recommendation_code == "mass" and above.urgent
+    assert any("30.1 mm > 30 mm" in r and "NG12" in r for r in above.urgent_reasons)
+    # The comparison is on the size as reported (0.1 mm): what the report calls 30.0 mm is no mass.
+    assert assess_lung_study([nodule(30.04)], patient).recommendation_code != "mass"
 
 
 # --- Whole study: aggregation and urgency ----------------------------------------------------------
@@ -309,7 +328,7 @@ def test_thresholds_defaults_are_bts_values() -> None:
     t = LungThresholds()
     assert (t.solid_no_follow_up_below_mm, t.solid_no_follow_up_below_mm3) == (5.0, 80.0)
     assert (t.solid_ct_12_months_below_mm, t.solid_brock_from_mm, t.solid_brock_from_mm3) == (6.0, 8.0, 300.0)
-    assert (t.pet_ct_brock_probability, t.subsolid_follow_up_from_mm, t.mass_from_mm) == (0.10, 5.0, 30.0)
+    assert (t.pet_ct_brock_probability, t.subsolid_follow_up_from_mm, t.mass_above_mm) == (0.10, 5.0, 30.0)
     assert all(f.description for f in LungThresholds.model_fields.values())
 
 
