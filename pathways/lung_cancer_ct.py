@@ -105,7 +105,13 @@ class LungThresholds(BaseModel):
         default=300.0, gt=0, description="BTS 2015 Algorithm 1: solid >= 300 mm3 -> Brock risk assessment"
     )
     pet_ct_brock_probability: float = Field(
-        default=0.10, gt=0, lt=1, description="BTS 2015 Algorithm 1: Brock >= 10% -> PET-CT; < 10% -> CT surveillance"
+        default=0.10,
+        gt=0,
+        lt=1,
+        description=(
+            "BTS 2015 Algorithm 1 (solid): Brock >= 10% -> PET-CT; < 10% -> CT surveillance."
+            " Algorithm 2 (subsolid, persistent at 3 months): >= 10% -> consider biopsy/resection"
+        ),
     )
     subsolid_follow_up_from_mm: float = Field(
         default=5.0, gt=0, description="BTS 2015 Algorithm 2: subsolid < 5 mm -> no follow-up; >= 5 mm -> CT at 3 months"
@@ -127,6 +133,15 @@ class LungThresholds(BaseModel):
         if not self.solid_no_follow_up_below_mm3 < self.solid_brock_from_mm3:
             raise ValueError("solid volume thresholds must satisfy no-follow-up < Brock")
         return self
+
+
+def bts_algorithm(nodule_type: NoduleType) -> str:
+    """The BTS 2015 algorithm that manages a nodule of this type.
+
+    Callister et al., Thorax 2015;70:ii1-ii54: Algorithm 1 is for solid nodules, Algorithm 2
+    for subsolid ones (pure ground-glass and part-solid).
+    """
+    return "Algorithm 1" if nodule_type == "solid" else "Algorithm 2"
 
 
 def is_mass(long_axis_mm: float, thresholds: LungThresholds) -> bool:
@@ -225,7 +240,7 @@ def _category(nodule: Nodule, brock: float | None, patient: PatientContext, t: L
             f"{size:.1f} mm lesion is a mass, not a nodule ({_BTS} definition): refer on the suspected"
             " lung cancer pathway (NICE NG12 1.1.1)."
         )
-    if nodule.nodule_type != "solid":  # Algorithm 2
+    if bts_algorithm(nodule.nodule_type) == "Algorithm 2":  # subsolid
         if size < t.subsolid_follow_up_from_mm:
             return "no-follow-up", f"Subsolid nodule < {t.subsolid_follow_up_from_mm:g} mm: no follow-up ({_BTS} Algorithm 2)."
         return "ct-3-months", (
@@ -311,9 +326,15 @@ def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:
             " (NICE NG12 1.1.1 suspected cancer pathway)"
         )
     if a.brock_probability is not None and a.brock_probability >= t.pet_ct_brock_probability:
+        if a.nodule.nodule_type == "solid":
+            action = f"{_BTS} {bts_algorithm(a.nodule.nodule_type)} PET-CT threshold"
+        else:
+            action = (
+                f"{_BTS} {bts_algorithm(a.nodule.nodule_type)}: if persistent on the 3-month CT,"
+                " consider biopsy or resection"
+            )
         reasons.append(
-            f"nodule {i}: Brock risk {a.brock_probability:.1%} >= {t.pet_ct_brock_probability:.0%}"
-            f" ({_BTS} Algorithm 1 PET-CT threshold)"
+            f"nodule {i}: Brock risk {a.brock_probability:.1%} >= {t.pet_ct_brock_probability:.0%} ({action})"
         )
     return reasons
 

@@ -290,6 +290,34 @@ def test_high_brock_nodule_is_urgent_and_drives_pet_ct() -> None:
     assert "Brock" in result.urgent_reasons[0]
 
 
+def test_urgent_reason_names_the_algorithm_of_the_nodule_type() -> None:
+    """BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54): Algorithm 1 manages solid nodules,
+    Algorithm 2 subsolid ones. Same patient and 12 mm upper-lobe spiculated nodule (the second
+    worked Brock value): part-solid 46.2% is on Algorithm 2's 3-month CT, solid 37.1%
+    (the same logit less the part-solid 0.377 term: -0.528810) meets Algorithm 1's PET-CT threshold."""
+    patient = PatientContext(age_years=65, sex="F", family_history_lung_cancer=True)
+
+    part_solid = assess_lung_study([nodule(12.0, nodule_type="part-solid", lobe="RUL", spiculated=True)], patient)
+    assert round(part_solid.nodules[0].brock_probability, 4) == 0.4621
+    assert part_solid.recommendation_code == "ct-3-months" and part_solid.urgent
+    (reason,) = part_solid.urgent_reasons
+    assert "Algorithm 2" in reason and "Algorithm 1" not in reason and "PET-CT" not in reason
+    assert "3-month CT" in reason
+
+    solid = assess_lung_study([nodule(12.0, lobe="RUL", spiculated=True)], patient)
+    assert round(solid.nodules[0].brock_probability, 4) == 0.3708
+    assert solid.recommendation_code == "pet-ct" and solid.urgent
+    (reason,) = solid.urgent_reasons
+    assert "Algorithm 1 PET-CT threshold" in reason and "Algorithm 2" not in reason
+
+
+def test_ground_glass_urgent_reason_is_algorithm_2() -> None:
+    patient = PatientContext(age_years=80, sex="F", family_history_lung_cancer=True, emphysema=True)
+    result = assess_lung_study([nodule(25.0, nodule_type="ground-glass", lobe="LUL", spiculated=True)], patient)
+    assert result.nodules[0].brock_probability >= 0.10
+    assert all("Algorithm 2" in r and "Algorithm 1" not in r for r in result.urgent_reasons) and result.urgent
+
+
 def test_brock_just_below_threshold_is_not_urgent() -> None:
     patient = PatientContext(age_years=70, sex="M", emphysema=True)
     result = assess_lung_study([nodule(10.0, lobe="LUL", index=1), nodule(4.0, index=2)], patient)
