@@ -73,8 +73,12 @@ BROCK_CONSTANT = -6.7892
 BROCK_AGE_RANGE = (18, 120)
 BROCK_DIAMETER_RANGE_MM = (1.0, 30.0)
 
-# Categories, least to most intensive (aggregation picks the highest).
-CATEGORY_ORDER = ("no-follow-up", "ct-12-months", "ct-3-months", "clinical-review", "pet-ct", "mass")
+# A study in which the detector found no nodule: never "no-follow-up" (an all-clear from a miss,
+# hazard H-11). The AI makes no follow-up recommendation of its own; "no follow-up" without a
+# nodule is only the radiologist's to give. Never aggregated with the nodule categories.
+NO_NODULE_DETECTED = "no-nodule-detected"
+# Categories, least to most intensive (aggregation over nodules picks the highest).
+CATEGORY_ORDER = (NO_NODULE_DETECTED, "no-follow-up", "ct-12-months", "ct-3-months", "clinical-review", "pet-ct", "mass")
 _RANK = {code: rank for rank, code in enumerate(CATEGORY_ORDER)}
 _BTS = "BTS 2015"
 
@@ -301,8 +305,11 @@ def assess_lung_study(
     if not assessed:
         return LungAssessment(
             nodules=(),
-            recommendation_code="no-follow-up",
-            recommendation=f"No pulmonary nodule detected: no nodule follow-up ({_BTS}).",
+            recommendation_code=NO_NODULE_DETECTED,
+            recommendation=(
+                "No pulmonary nodule detected by the AI. This is not an all-clear: the AI can miss"
+                " nodules. Whether follow-up is needed is for the radiologist reading the images to decide."
+            ),
             urgent=False,
         )
     # Most intensive category; ties go to the larger nodule, then the earlier one.

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from pathways.findings import Nodule, PatientContext
 from pathways.lung_cancer_ct import (
     CATEGORY_ORDER,
+    NO_NODULE_DETECTED,
     LungThresholds,
     assess_lung_study,
     brock_probability,
@@ -253,9 +254,31 @@ def test_mass_is_strictly_above_3_cm() -> None:
 
 
 # --- Whole study: aggregation and urgency ----------------------------------------------------------
-def test_no_nodules() -> None:
+def test_no_detection_is_no_all_clear() -> None:
+    """Hazard H-11: zero detections may be a miss. The category says so, and the AI recommends
+    no follow-up of its own: "no follow-up" is only the radiologist's to give."""
     result = assess_lung_study([], ADULT)
-    assert result.recommendation_code == "no-follow-up" and not result.urgent and result.nodules == ()
+    assert result.recommendation_code == NO_NODULE_DETECTED == "no-nodule-detected" and result.nodules == ()
+    assert not result.urgent
+    text = result.recommendation.lower()
+    assert "no pulmonary nodule detected by the ai" in text and "not an all-clear" in text
+    assert "no follow-up" not in text and "ct at" not in text and "bts" not in text
+    assert NO_NODULE_DETECTED not in CATEGORY_ORDER[1:]  # below every category a nodule can get
+
+
+def test_no_detection_report_content_and_code() -> None:
+    from pathways import codes
+    from pathways.lung_cancer_report import lung_report_content
+
+    content = lung_report_content(assess_lung_study([], ADULT))
+    assert content.conclusion_codes == (codes.NO_NODULE_DETECTED_BY_AI,)
+    assert content.conclusion_codes[0].system == codes.RADPATH and content.conclusion_codes[0].code == "ai-no-nodule-detected"
+    assert len(codes.NO_NODULE_DETECTED_BY_AI.display) <= 64  # a DICOM Code Meaning (LO)
+    assert not any(c.code.startswith("bts2015-") for c in content.conclusion_codes)
+    assert "No pulmonary nodule was detected by the AI" in content.text and "not an all-clear" in content.text
+    assert "Recommendation:" not in content.text and "no follow-up" not in content.text.lower()
+    assert "AI result: No pulmonary nodule detected by the AI." in content.text
+    assert not content.urgent and content.findings == ()
 
 
 def test_study_takes_most_intensive_category() -> None:
