@@ -266,6 +266,13 @@ def heart_failure_category_code(scheme: str, category: str, display: str) -> Cod
 
 # --- radpath local flags -----------------------------------------------------------------
 URGENT_REVIEW = Code(system=RADPATH, code="urgent-review", display="Urgent clinical review recommended")
+# The AI found nothing to report. Not SNOMED CT 17621005 |Normal| (DICOM CID 242) or any
+# normality finding: that is a reader's all-clear, and an AI miss must never read as one
+# (hazard H-11). No standard code says "an algorithm detected no nodule" without asserting
+# absence; the radiologist's read decides.
+NO_NODULE_DETECTED_BY_AI = Code(
+    system=RADPATH, code="ai-no-nodule-detected", display="No nodule detected by the AI (not an all-clear)"
+)
 
 
 def bts_category_code(category: str, display: str) -> Code:

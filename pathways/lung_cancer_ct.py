@@ -73,8 +73,12 @@ BROCK_CONSTANT = -6.7892
 BROCK_AGE_RANGE = (18, 120)
 BROCK_DIAMETER_RANGE_MM = (1.0, 30.0)
 
-# Categories, least to most intensive (aggregation picks the highest).
-CATEGORY_ORDER = ("no-follow-up", "ct-12-months", "ct-3-months", "clinical-review", "pet-ct", "mass")
+# A study in which the detector found no nodule: never "no-follow-up" (an all-clear from a miss,
+# hazard H-11). The AI makes no follow-up recommendation of its own; "no follow-up" without a
+# nodule is only the radiologist's to give. Never aggregated with the nodule categories.
+NO_NODULE_DETECTED = "no-nodule-detected"
+# Categories, least to most intensive (aggregation over nodules picks the highest).
+CATEGORY_ORDER = (NO_NODULE_DETECTED, "no-follow-up", "ct-12-months", "ct-3-months", "clinical-review", "pet-ct", "mass")
 _RANK = {code: rank for rank, code in enumerate(CATEGORY_ORDER)}
 _BTS = "BTS 2015"
 
@@ -105,25 +109,54 @@ class LungThresholds(BaseModel):
         default=300.0, gt=0, description="BTS 2015 Algorithm 1: solid >= 300 mm3 -> Brock risk assessment"
     )
     pet_ct_brock_probability: float = Field(
-        default=0.10, gt=0, lt=1, description="BTS 2015 Algorithm 1: Brock >= 10% -> PET-CT; < 10% -> CT surveillance"
+        default=0.10,
+        gt=0,
+        lt=1,
+        description=(
+            "BTS 2015 Algorithm 1 (solid): Brock >= 10% -> PET-CT; < 10% -> CT surveillance."
+            " Algorithm 2 (subsolid, persistent at 3 months): >= 10% -> consider biopsy/resection"
+        ),
     )
     subsolid_follow_up_from_mm: float = Field(
         default=5.0, gt=0, description="BTS 2015 Algorithm 2: subsolid < 5 mm -> no follow-up; >= 5 mm -> CT at 3 months"
     )
-    mass_from_mm: float = Field(
+    mass_above_mm: float = Field(
         default=30.0,
         gt=0,
-        description="BTS 2015 definition: a nodule is at most 3 cm; larger is a mass -> NICE NG12 1.1.1 urgent referral",
+        description=(
+            "BTS 2015 definition: a nodule is at most 3 cm, a mass is a lesion > 3 cm (strictly above;"
+            " exactly 30.0 mm is a nodule) -> NICE NG12 1.1.1 urgent referral"
+        ),
     )
 
     @model_validator(mode="after")
     def _ordered(self) -> LungThresholds:
         mm = (self.solid_no_follow_up_below_mm, self.solid_ct_12_months_below_mm, self.solid_brock_from_mm)
-        if not (mm[0] <= mm[1] <= mm[2] < self.mass_from_mm):
+        if not (mm[0] <= mm[1] <= mm[2] < self.mass_above_mm):
             raise ValueError("solid diameter thresholds must satisfy no-follow-up <= 12-month <= Brock < mass")
         if not self.solid_no_follow_up_below_mm3 < self.solid_brock_from_mm3:
             raise ValueError("solid volume thresholds must satisfy no-follow-up < Brock")
         return self
+
+
+def bts_algorithm(nodule_type: NoduleType) -> str:
+    """The BTS 2015 algorithm that manages a nodule of this type.
+
+    Callister et al., Thorax 2015;70:ii1-ii54: Algorithm 1 is for solid nodules, Algorithm 2
+    for subsolid ones (pure ground-glass and part-solid).
+    """
+    return "Algorithm 1" if nodule_type == "solid" else "Algorithm 2"
+
+
+def is_mass(long_axis_mm: float, thresholds: LungThresholds) -> bool:
+    """A lesion strictly above the mass threshold is a mass, not a nodule.
+
+    BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54, "Definitions"): a nodule is a focal
+    opacity up to 3 cm; a lesion > 3 cm is a mass. 30.0 mm is therefore still a nodule.
+    The comparison is made on the size as reported (0.1 mm), so a lesion the report calls
+    "30.0 mm" is never called a mass.
+    """
+    return round(long_axis_mm, 1) > thresholds.mass_above_mm
 
 
 def brock_probability(
@@ -206,12 +239,12 @@ def _category(nodule: Nodule, brock: float | None, patient: PatientContext, t: L
     size = nodule.long_axis_mm
     if patient.age_years is not None and patient.age_years < t.adult_age_years:
         return "clinical-review", f"{_BTS} covers adults aged {t.adult_age_years}+: clinical review required."
-    if size >= t.mass_from_mm:
+    if is_mass(size, t):
         return "mass", (
             f"{size:.1f} mm lesion is a mass, not a nodule ({_BTS} definition): refer on the suspected"
             " lung cancer pathway (NICE NG12 1.1.1)."
         )
-    if nodule.nodule_type != "solid":  # Algorithm 2
+    if bts_algorithm(nodule.nodule_type) == "Algorithm 2":  # subsolid
         if size < t.subsolid_follow_up_from_mm:
             return "no-follow-up", f"Subsolid nodule < {t.subsolid_follow_up_from_mm:g} mm: no follow-up ({_BTS} Algorithm 2)."
         return "ct-3-months", (
@@ -272,8 +305,11 @@ def assess_lung_study(
     if not assessed:
         return LungAssessment(
             nodules=(),
-            recommendation_code="no-follow-up",
-            recommendation=f"No pulmonary nodule detected: no nodule follow-up ({_BTS}).",
+            recommendation_code=NO_NODULE_DETECTED,
+            recommendation=(
+                "No pulmonary nodule detected by the AI. This is not an all-clear: the AI can miss"
+                " nodules. Whether follow-up is needed is for the radiologist reading the images to decide."
+            ),
             urgent=False,
         )
     # Most intensive category; ties go to the larger nodule, then the earlier one.
@@ -291,15 +327,21 @@ def assess_lung_study(
 def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:
     reasons = []
     i = a.nodule.index
-    if a.nodule.long_axis_mm >= t.mass_from_mm:
+    if is_mass(a.nodule.long_axis_mm, t):
         reasons.append(
-            f"nodule {i}: {a.nodule.long_axis_mm:.1f} mm >= {t.mass_from_mm:g} mm, a mass suggesting lung cancer"
+            f"nodule {i}: {a.nodule.long_axis_mm:.1f} mm > {t.mass_above_mm:g} mm, a mass suggesting lung cancer"
             " (NICE NG12 1.1.1 suspected cancer pathway)"
         )
     if a.brock_probability is not None and a.brock_probability >= t.pet_ct_brock_probability:
+        if a.nodule.nodule_type == "solid":
+            action = f"{_BTS} {bts_algorithm(a.nodule.nodule_type)} PET-CT threshold"
+        else:
+            action = (
+                f"{_BTS} {bts_algorithm(a.nodule.nodule_type)}: if persistent on the 3-month CT,"
+                " consider biopsy or resection"
+            )
         reasons.append(
-            f"nodule {i}: Brock risk {a.brock_probability:.1%} >= {t.pet_ct_brock_probability:.0%}"
-            f" ({_BTS} Algorithm 1 PET-CT threshold)"
+            f"nodule {i}: Brock risk {a.brock_probability:.1%} >= {t.pet_ct_brock_probability:.0%} ({action})"
         )
     return reasons
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathways import codes
 from pathways.findings import LungAssessment, NoduleAssessment
+from pathways.lung_cancer_ct import NO_NODULE_DETECTED
 from pathways.report import Code, Finding, Measurement, Qualitative, ReportContent
 
 PATHWAY = "lung_cancer_ct"
@@ -96,12 +97,7 @@ def lung_report_content(assessment: LungAssessment) -> ReportContent:
     """Report content for one chest CT: one finding per nodule, BTS 2015 conclusion."""
     findings = tuple(_nodule_finding(item) for item in assessment.nodules)
     conclusion = assessment.recommendation
-    conclusion_codes: tuple[Code, ...] = (
-        codes.bts_category_code(
-            assessment.recommendation_code,
-            _CATEGORY_DISPLAYS.get(assessment.recommendation_code, f"BTS 2015: {assessment.recommendation_code}"),
-        ),
-    )
+    conclusion_codes: tuple[Code, ...] = (_conclusion_code(assessment.recommendation_code),)
     return ReportContent(
         pathway=PATHWAY,
         report_code=codes.CT_CHEST_REPORT,
@@ -114,17 +110,28 @@ def lung_report_content(assessment: LungAssessment) -> ReportContent:
     )
 
 
+def _conclusion_code(category: str) -> Code:
+    """The coded conclusion: a BTS 2015 category, or "no nodule detected by the AI" (never a
+    BTS category: with no detection the AI recommends nothing, hazard H-11)."""
+    if category == NO_NODULE_DETECTED:
+        return codes.NO_NODULE_DETECTED_BY_AI
+    return codes.bts_category_code(category, _CATEGORY_DISPLAYS.get(category, f"BTS 2015: {category}"))
+
+
 def _narrative(assessment: LungAssessment) -> str:
     lines = ["CT CHEST - PULMONARY NODULE ASSESSMENT (AI)", "", "FINDINGS:"]
     if not assessment.nodules:
-        lines.append("No pulmonary nodule was detected by the model.")
+        lines.append("No pulmonary nodule was detected by the AI. The AI can miss nodules: this is not an all-clear.")
     for item in assessment.nodules:
         lines.append(_nodule_sentence(item))
     lines += ["", "CONCLUSION:"]
     if assessment.urgent:
         reasons = "; ".join(assessment.urgent_reasons) or "see findings"
         lines.append(f"URGENT: clinical review recommended ({reasons}).")
-    lines.append(f"Recommendation: {assessment.recommendation}")
+    if assessment.recommendation_code == NO_NODULE_DETECTED:
+        lines.append(f"AI result: {assessment.recommendation}")
+    else:
+        lines.append(f"Recommendation: {assessment.recommendation}")
     lines += [
         "",
         f"Guideline: {assessment.guideline}. Malignancy probability: Brock model "

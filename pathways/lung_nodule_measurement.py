@@ -43,6 +43,10 @@ GROUND_GLASS_RIM_RATIO = 0.3  # glass beyond that margin >= this x solid volume:
 # Type cut-offs on (solid-core equivalent diameter / nodule equivalent diameter); see MODEL_CARD.md
 SOLID_CORE_RATIO_SOLID = 0.8
 SOLID_CORE_MIN_MM = 1.5  # a smaller solid core is ignored (noise, a crossing vessel): ground glass
+# Vessels through ground glass (solid_component): a dense structure that also reaches the band
+# of VESSEL_BAND_MM outside the nodule is opened by a ball of VESSEL_MAX_RADIUS_MM (+ half a voxel)
+VESSEL_BAND_MM = 3.0
+VESSEL_MAX_RADIUS_MM = 1.5
 # Spiculation: spicule volume (thin protrusions ending near the nodule) / nodule volume, fitted on
 # training phantoms by models/lung_nodule/build_model.py and recorded in MODEL_CARD.md
 SPICULATION_CUTOFF = 0.05
@@ -131,8 +135,51 @@ def axial_diameters(mask: np.ndarray, spacing: tuple[float, float, float]) -> tu
     return best
 
 
+def solid_component(nodule: np.ndarray, crop_hu: np.ndarray, spacing,
+                    vessel_hu: float = 0.5 * (DEFAULT_LUNG_HU + SOLID_LEVEL_HU)) -> np.ndarray:
+    """The nodule's solid component: its voxels >= SOLID_COMPONENT_HU, less the vessels running through.
+
+    Ground-glass opacity does not obscure the vessels within it (Fleischner Society glossary,
+    Hansell et al., Radiology 2008;246:697-722), so a vessel crossing a ground-glass nodule is
+    solid-density tissue that is not a solid component. What tells them apart here:
+    - a vessel runs through: it continues outside the nodule, while the solid component of a
+      part-solid nodule lies within its ground glass. A structure "runs outside" when its voxels
+      >= ``vessel_hu`` (half-way from lung to soft tissue: a thin vessel in aerated lung is
+      blurred below SOLID_COMPONENT_HU, yet stays above that) reach the band of VESSEL_BAND_MM
+      just outside the nodule;
+    - a vessel is thin: such a structure is opened by a ball of VESSEL_MAX_RADIUS_MM plus half
+      a voxel, so a vessel up to about 3-4 mm across (subsegmental and smaller, widened by
+      partial volume inside ground glass) disappears, while a thicker solid component or a
+      solid nodule that a vessel touches survives.
+    A solid-density structure that stays inside the nodule is kept whole, however small. A
+    vessel thicker than that, or a solid component thinner than that which touches a vessel,
+    is not told apart: the first errs towards part-solid (Brock's higher-risk type), the
+    second towards ground glass. Elongation alone is not used: an eccentric or lobulated solid
+    component may be elongated too. The largest remaining component is returned.
+    """
+    core = nodule & (crop_hu >= SOLID_COMPONENT_HU)
+    if not core.any():
+        return core
+    near = ~nodule & (ndi.distance_transform_edt(~nodule, sampling=spacing) <= VESSEL_BAND_MM)
+    vessels = crop_hu >= vessel_hu
+    labels, _ = ndi.label(vessels)
+    through = np.unique(labels[near & vessels])
+    through = through[through > 0]
+    if through.size:
+        structure = np.isin(labels, through)
+        thick = opening_mm(structure, VESSEL_MAX_RADIUS_MM + 0.5 * min(spacing), spacing)
+        core &= ~structure | thick
+    if core.any():
+        labels, _ = ndi.label(core)
+        core = labels == np.bincount(labels[labels > 0]).argmax()
+    return core
+
+
 def classify_type(solid_core_diameter_mm: float, diameter_mm: float) -> str:
-    """solid / part-solid / ground-glass from the solid-core to nodule diameter ratio."""
+    """solid / part-solid / ground-glass from the solid-core to nodule diameter ratio.
+
+    The solid core is `solid_component`'s: vessels through ground glass are already discounted.
+    """
     if solid_core_diameter_mm < SOLID_CORE_MIN_MM or diameter_mm <= 0:
         return "ground-glass"
     if solid_core_diameter_mm / diameter_mm >= SOLID_CORE_RATIO_SOLID:
@@ -245,10 +292,7 @@ def measure_nodule(volume_hu: np.ndarray, spacing_zyx_mm: tuple[float, float, fl
     voxel_mm3 = float(np.prod(spacing))
     volume = float(mask.sum() * voxel_mm3)
     long_axis, short_axis, _ = axial_diameters(mask, spacing)
-    core = mask & (hu >= SOLID_COMPONENT_HU)
-    if core.any():
-        labels, _ = ndi.label(core)
-        core = labels == np.bincount(labels[labels > 0]).argmax()
+    core = solid_component(mask, hu, spacing, vessel_hu=0.5 * (background + SOLID_LEVEL_HU))
     core_d = sphere_diameter(float(core.sum() * voxel_mm3))
     nodule_type = classify_type(core_d, sphere_diameter(volume))
     score = spiculation_score(raw, mask, centre, max(inscribed, sphere_diameter(volume) / 2), spacing)

@@ -111,6 +111,46 @@ def test_ground_glass_and_part_solid_types_and_size():
     assert m.solid_core_diameter_mm == pytest.approx(7.0, abs=1.5)
 
 
+def _vessel_along_x(shape, offset_mm, radius_mm=1.0, spacing=SPACING):
+    """A tube (2 mm across by default: a subsegmental vessel) along x, crossing the whole crop."""
+    zz, yy, _ = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
+    return (zz - 30.0) ** 2 + (yy - 31.5 - offset_mm) ** 2 <= radius_mm**2
+
+
+@pytest.mark.parametrize("offset_mm", [0.0, 3.0])  # through the centre, and off-centre
+def test_a_vessel_through_ground_glass_does_not_make_it_part_solid(offset_mm):
+    """Fleischner Society glossary (Hansell et al., Radiology 2008;246:697-722): ground-glass
+    opacity does not obscure the vessels within it. A 14 mm ground-glass nodule (-550 HU) crossed
+    by a 2 mm vessel (40 HU) is ground glass; with a 7 mm solid component it is part-solid; a
+    10 mm solid nodule crossed by the vessel stays solid."""
+    shape, centre = (60, 70, 70), (30.0, 31.5, 31.5)
+    seed = tuple(int(round(c / s)) for c, s in zip(centre, SPACING))
+    glass, vessel = _ball(shape, SPACING, centre, 14.0), _vessel_along_x(shape, offset_mm)
+
+    m = measure_nodule(_scene([(glass, -550), (vessel, 40)]), SPACING, seed, 14.0)
+    assert m.nodule_type == "ground-glass" and m.solid_core_diameter_mm == 0.0
+    assert m.long_axis_mm == pytest.approx(14.0, abs=2.0)
+
+    core = _ball(shape, SPACING, centre, 7.0)
+    m = measure_nodule(_scene([(glass, -550), (core, 30), (vessel, 40)]), SPACING, seed, 14.0)
+    assert m.nodule_type == "part-solid"
+    assert m.solid_core_diameter_mm == pytest.approx(7.0, abs=1.5)
+
+    m = measure_nodule(_scene([(_ball(shape, SPACING, centre, 10.0), 30), (vessel, 40)]), SPACING, seed, 10.0)
+    assert m.nodule_type == "solid"
+    assert m.long_axis_mm == pytest.approx(10.0, abs=1.5)
+
+
+def test_a_solid_component_apart_from_vessels_is_kept_however_small():
+    """Only structures that run outside the nodule are opened: a 3 mm solid component inside
+    ground glass, touching no vessel, still makes the nodule part-solid."""
+    shape, centre = (60, 70, 70), (30.0, 31.5, 31.5)
+    seed = tuple(int(round(c / s)) for c, s in zip(centre, SPACING))
+    hu = _scene([(_ball(shape, SPACING, centre, 12.0), -550), (_ball(shape, SPACING, centre, 3.0), 30)])
+    m = measure_nodule(hu, SPACING, seed, 12.0)
+    assert m.nodule_type == "part-solid" and m.solid_core_diameter_mm == pytest.approx(3.0, abs=1.0)
+
+
 def test_classify_type_cut_offs():
     assert classify_type(0.0, 10.0) == "ground-glass"
     assert classify_type(5.0, 10.0) == "part-solid"

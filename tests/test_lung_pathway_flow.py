@@ -52,3 +52,48 @@ def test_flow_delivers_once_and_a_rerun_adds_nothing(prefect_api, radpath_env, r
         again = s.exec(select(Delivery)).all()
     assert [(d.id, d.attempts, d.status) for d in again] == [(d.id, d.attempts, d.status) for d in deliveries]
     assert len(list((outbox / "ris").iterdir())) == 1
+
+
+def test_a_study_with_no_detection_is_delivered_as_no_nodule_detected_never_an_all_clear(
+        prefect_api, radpath_env, registry, tmp_path):
+    """Hazard H-11: the detector finding nothing may be a miss. Generator seed 30 draws a chest CT
+    with no nodule (vessels only) and the detector finds none: every destination gets "no nodule
+    detected by the AI", never "no follow-up" or any follow-up recommendation of the AI's own."""
+    import pydicom
+
+    from flows.dispatch import run_pathway
+
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", 30)
+    assert json.loads(Path(study.truth_path).read_text())["truth"]["nodules"] == []
+    state = asyncio.run(run_pathway(run_id))
+    assert state.is_completed() and state.name == "Delivered", state.message
+
+    with session_scope() as s:
+        result = s.exec(select(Result)).one()
+        deliveries = s.exec(select(Delivery)).all()
+    assert result.assessment["nodules"] == [] and not result.assessment["urgent"]
+    assert result.assessment["recommendation_code"] == "no-nodule-detected"
+    assert {d.destination for d in deliveries} == {"pacs", "ris", "ehr"}
+    assert all(d.status == "delivered" for d in deliveries)
+
+    def delivered(destination: str) -> list[Path]:
+        return [p for p in (radpath_env.outbox_dir / destination).rglob("*") if p.is_file() and p.name != "manifest.json"]
+
+    oru = "".join(p.read_text() for p in delivered("ris"))
+    assert "ai-no-nodule-detected^No nodule detected by the AI (not an all-clear)^99RADPATH" in oru
+    assert "No pulmonary nodule detected by the AI. This is not an all-clear" in oru
+    fhir = "".join(p.read_text() for p in delivered("ehr"))
+    assert '"code": "ai-no-nodule-detected"' in fhir and '"system": "urn:radpath:codes"' in fhir
+    (sr,) = [pydicom.dcmread(p) for p in delivered("pacs")]  # the SR; no SEG without a segment
+    assert sr.Modality == "SR" and sr.PreliminaryFlag == "PRELIMINARY"
+
+    def concepts(items):  # (concept name, coded value) of every CODE content item, depth first
+        for item in items:
+            if "ConceptCodeSequence" in item:
+                value = item.ConceptCodeSequence[0]
+                yield item.ConceptNameCodeSequence[0].CodeMeaning, value.get("CodeValue") or value.LongCodeValue
+            yield from concepts(item.get("ContentSequence", []))
+
+    assert ("Recommendation", "ai-no-nodule-detected") in set(concepts(sr.ContentSequence))
+    for text in (oru, fhir, str(sr)):
+        assert "bts2015" not in text and "no follow-up" not in text.lower()

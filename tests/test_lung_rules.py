@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from pathways.findings import Nodule, PatientContext
 from pathways.lung_cancer_ct import (
     CATEGORY_ORDER,
+    NO_NODULE_DETECTED,
     LungThresholds,
     assess_lung_study,
     brock_probability,
@@ -229,14 +230,55 @@ def test_known_malignancy_asks_for_mdt() -> None:
 
 
 def test_mass_is_its_own_category() -> None:
-    assert bts_category(nodule(30.0), None, patient=ADULT)[0] == "mass"
+    assert bts_category(nodule(30.1), None, patient=ADULT)[0] == "mass"
     assert bts_category(nodule(29.9), 0.2, patient=ADULT)[0] == "pet-ct"
 
 
+def test_mass_is_strictly_above_3_cm() -> None:
+    """BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54, definitions): a nodule is up to 3 cm,
+    a mass is a lesion > 3 cm. Worked values: 30.0 mm is a nodule (Brock, not urgent on size),
+    30.1 mm is a mass (urgent, NICE NG12 1.1.1)."""
+    patient = PatientContext(age_years=62, sex="M")
+    at_30 = assess_lung_study([nodule(30.0)], patient)
+    # 30.0 mm is a nodule: Algorithm 1 applies, not the mass rule. Brock for this patient (62 M, one
+    # solid lower-lobe nodule): -6.7892 - 5.3854*(3.0**-0.5 - 1.58113883) - 0.0824*(1-4) = -1.1362
+    # -> 24.3% -> PET-CT.
+    assert at_30.recommendation_code == "pet-ct"
+    assert round(at_30.nodules[0].brock_probability, 3) == 0.243
+    assert not any("mass" in r for r in at_30.urgent_reasons)
+    above = assess_lung_study([nodule(30.1)], patient)
+    assert above.recommendation_code == "mass" and above.urgent
+    assert any("30.1 mm > 30 mm" in r and "NG12" in r for r in above.urgent_reasons)
+    # The comparison is on the size as reported (0.1 mm): what the report calls 30.0 mm is no mass.
+    assert assess_lung_study([nodule(30.04)], patient).recommendation_code != "mass"
+
+
 # --- Whole study: aggregation and urgency ----------------------------------------------------------
-def test_no_nodules() -> None:
+def test_no_detection_is_no_all_clear() -> None:
+    """Hazard H-11: zero detections may be a miss. The category says so, and the AI recommends
+    no follow-up of its own: "no follow-up" is only the radiologist's to give."""
     result = assess_lung_study([], ADULT)
-    assert result.recommendation_code == "no-follow-up" and not result.urgent and result.nodules == ()
+    assert result.recommendation_code == NO_NODULE_DETECTED == "no-nodule-detected" and result.nodules == ()
+    assert not result.urgent
+    text = result.recommendation.lower()
+    assert "no pulmonary nodule detected by the ai" in text and "not an all-clear" in text
+    assert "no follow-up" not in text and "ct at" not in text and "bts" not in text
+    assert NO_NODULE_DETECTED not in CATEGORY_ORDER[1:]  # below every category a nodule can get
+
+
+def test_no_detection_report_content_and_code() -> None:
+    from pathways import codes
+    from pathways.lung_cancer_report import lung_report_content
+
+    content = lung_report_content(assess_lung_study([], ADULT))
+    assert content.conclusion_codes == (codes.NO_NODULE_DETECTED_BY_AI,)
+    assert content.conclusion_codes[0].system == codes.RADPATH and content.conclusion_codes[0].code == "ai-no-nodule-detected"
+    assert len(codes.NO_NODULE_DETECTED_BY_AI.display) <= 64  # a DICOM Code Meaning (LO)
+    assert not any(c.code.startswith("bts2015-") for c in content.conclusion_codes)
+    assert "No pulmonary nodule was detected by the AI" in content.text and "not an all-clear" in content.text
+    assert "Recommendation:" not in content.text and "no follow-up" not in content.text.lower()
+    assert "AI result: No pulmonary nodule detected by the AI." in content.text
+    assert not content.urgent and content.findings == ()
 
 
 def test_study_takes_most_intensive_category() -> None:
@@ -269,6 +311,34 @@ def test_high_brock_nodule_is_urgent_and_drives_pet_ct() -> None:
     assert result.urgent
     assert len(result.urgent_reasons) == 1 and "nodule 1" in result.urgent_reasons[0]
     assert "Brock" in result.urgent_reasons[0]
+
+
+def test_urgent_reason_names_the_algorithm_of_the_nodule_type() -> None:
+    """BTS 2015 (Callister et al., Thorax 2015;70:ii1-ii54): Algorithm 1 manages solid nodules,
+    Algorithm 2 subsolid ones. Same patient and 12 mm upper-lobe spiculated nodule (the second
+    worked Brock value): part-solid 46.2% is on Algorithm 2's 3-month CT, solid 37.1%
+    (the same logit less the part-solid 0.377 term: -0.528810) meets Algorithm 1's PET-CT threshold."""
+    patient = PatientContext(age_years=65, sex="F", family_history_lung_cancer=True)
+
+    part_solid = assess_lung_study([nodule(12.0, nodule_type="part-solid", lobe="RUL", spiculated=True)], patient)
+    assert round(part_solid.nodules[0].brock_probability, 4) == 0.4621
+    assert part_solid.recommendation_code == "ct-3-months" and part_solid.urgent
+    (reason,) = part_solid.urgent_reasons
+    assert "Algorithm 2" in reason and "Algorithm 1" not in reason and "PET-CT" not in reason
+    assert "3-month CT" in reason
+
+    solid = assess_lung_study([nodule(12.0, lobe="RUL", spiculated=True)], patient)
+    assert round(solid.nodules[0].brock_probability, 4) == 0.3708
+    assert solid.recommendation_code == "pet-ct" and solid.urgent
+    (reason,) = solid.urgent_reasons
+    assert "Algorithm 1 PET-CT threshold" in reason and "Algorithm 2" not in reason
+
+
+def test_ground_glass_urgent_reason_is_algorithm_2() -> None:
+    patient = PatientContext(age_years=80, sex="F", family_history_lung_cancer=True, emphysema=True)
+    result = assess_lung_study([nodule(25.0, nodule_type="ground-glass", lobe="LUL", spiculated=True)], patient)
+    assert result.nodules[0].brock_probability >= 0.10
+    assert all("Algorithm 2" in r and "Algorithm 1" not in r for r in result.urgent_reasons) and result.urgent
 
 
 def test_brock_just_below_threshold_is_not_urgent() -> None:
@@ -309,7 +379,7 @@ def test_thresholds_defaults_are_bts_values() -> None:
     t = LungThresholds()
     assert (t.solid_no_follow_up_below_mm, t.solid_no_follow_up_below_mm3) == (5.0, 80.0)
     assert (t.solid_ct_12_months_below_mm, t.solid_brock_from_mm, t.solid_brock_from_mm3) == (6.0, 8.0, 300.0)
-    assert (t.pet_ct_brock_probability, t.subsolid_follow_up_from_mm, t.mass_from_mm) == (0.10, 5.0, 30.0)
+    assert (t.pet_ct_brock_probability, t.subsolid_follow_up_from_mm, t.mass_above_mm) == (0.10, 5.0, 30.0)
     assert all(f.description for f in LungThresholds.model_fields.values())
 
 

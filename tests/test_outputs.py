@@ -593,7 +593,7 @@ def test_oru_rejects_unknown_version(content, ctx):
 
 
 # --- with the real lung rules --------------------------------------------------------------
-def test_outputs_from_the_lung_rules_including_a_normal_study(assessment, ctx, source_datasets):
+def test_outputs_from_the_lung_rules_including_a_study_with_no_detection(assessment, ctx, source_datasets):
     from pathways.findings import PatientContext
     from pathways.lung_cancer_ct import assess_lung_study
 
@@ -609,7 +609,9 @@ def test_outputs_from_the_lung_rules_including_a_normal_study(assessment, ctx, s
             build_measurement_report_sr(content, ctx, source_datasets, None)
         )
         assert len(sr.content.get_volumetric_roi_measurement_groups()) == len(nodules)
-    assert "No pulmonary nodule" in content.text
+    # No detection is no "normal study": no all-clear from a possible miss (hazard H-11)
+    assert "No pulmonary nodule" in content.text and "not an all-clear" in content.text
+    assert content.conclusion_codes == (codes.NO_NODULE_DETECTED_BY_AI,)
 
 
 def test_single_nodule_seg_and_sr(assessment, ctx, source_datasets, label_mask, tmp_path):
