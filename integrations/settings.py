@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"RADPATH_DEMO": ("127.0.0.1",)},
         description="Calling AE titles allowed to associate, each with its allowed source addresses (empty: any)",
     )
+    dicom_require_called_ae: bool = Field(
+        default=True, description="Refuse an association addressed to another AE title (A-ASSOCIATE-RJ, called AE "
+        "title not recognised); False accepts any called AE title")
     dicom_max_associations: int = Field(default=8, ge=1)
     dicom_timeout_seconds: float = Field(default=30.0, gt=0, description="ACSE, DIMSE and network timeouts")
     dicom_min_free_mb: int = Field(default=1024, ge=0, description="Free-space watermark of the image store")

@@ -206,11 +206,19 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
 
     def on_requested(event: evt.Event) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title
+        called = event.assoc.requestor.primitive.called_ae_title.strip()
         address = event.assoc.requestor.address
+        # PS3.8 Table 9-21: result 1 rejected-permanent, source 1 DICOM UL service-user,
+        # reason 3 calling AE title not recognised / reason 7 called AE title not recognised.
         if not peer_allowed(peers, calling, address):
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
             _flush_reject(event.assoc)
             _audit_reject(calling, address, "calling AE title or source address not allowed")
+        elif settings.dicom_require_called_ae and called != settings.dicom_ae_title:
+            # A modality set up for another node must not have its images filed here unseen.
+            event.assoc.acse.send_reject(0x01, 0x01, 0x07)
+            _flush_reject(event.assoc)
+            _audit_reject(calling, address, f"called AE title {called!r} is not this node's ({settings.dicom_ae_title!r})")
 
     def on_store(event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title.strip()
