@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from integrations.delivery.config import DestinationConfig, FileDropDestination
 from integrations.dicom.config import PacsSource
+from integrations.errors import PermanentError
 from integrations.inference.config import InferenceService
 from pydantic_settings import (
     BaseSettings,
@@ -22,6 +23,23 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class ConfigurationError(PermanentError):
+    """A setting radpath cannot run with. The message names the setting and what to do; the CLI
+    prints it as one line and exits non-zero (a trust must never run on defaults it did not choose)."""
+
+
+def describe_invalid_settings(exc: Exception) -> str:
+    """One line naming each bad `RADPATH_*` setting, from pydantic's ValidationError or SettingsError."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"RADPATH_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}" for e in errors())
+    text = str(exc)  # SettingsError: 'error parsing value for field "dicom_peers" from source "EnvSettingsSource"'
+    if 'field "' in text:
+        field = text.split('field "', 1)[1].split('"', 1)[0]
+        return f"RADPATH_{field.upper()}: not valid JSON for this setting"
+    return text.splitlines()[0]
 
 
 class Settings(BaseSettings):
@@ -118,6 +136,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("RADPATH_CONFIG", "radpath.toml"))
+        if os.environ.get("RADPATH_CONFIG") and not toml_file.is_file():
+            raise ConfigurationError(f"RADPATH_CONFIG={toml_file}: no such file (unset it to use radpath.toml or "
+                                     "the defaults)")
         return (
             init_settings,
             env_settings,
