@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     )
     fhir_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest FHIR request body accepted (413 above)")
 
+    # --- TLS on every inbound door: MLLP, DICOM and HTTP (integrations/tls.py)
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) the listeners present; "
+                                       "with tls_key_file, every door speaks TLS 1.2+ only")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(default=None, description="PEM CA bundle: clients must present a "
+                                            "certificate it issued (mutual TLS)")
+
     # --- Operations (issue 7): leases, reconciler, notifications
     run_lease_seconds: float = Field(default=1800, gt=0, description="A running flow's claim on its run; a dead one's lapses after this")
     delivery_lease_seconds: float = Field(default=300, gt=0, description="A sender's claim on one delivery")

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,27 @@ def listen_socket(settings: Any, setting: str, port: int) -> socket.socket:
     return sock
 
 
+def http_config(app: Any, settings: Any) -> Any:
+    """uvicorn's configuration of the HTTP door (STOW-RS, FHIR), with TLS when configured."""
+    import uvicorn
+
+    from integrations.tls import server_tls
+
+    tls = server_tls(settings)
+    options: dict[str, Any] = {}
+    if tls:
+        options |= {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+        if tls.client_ca_file:
+            options |= {"ssl_ca_certs": str(tls.client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return uvicorn.Config(app, host=settings.bind_host, port=settings.http_port, log_level="warning", **options)
+
+
 def check_listeners(settings: Any) -> None:
-    """Fail before anything starts (a Prefect server takes seconds) if a front door's port is taken."""
+    """Fail before anything starts (a Prefect server takes seconds) if a front door's port is
+    taken or its TLS files cannot be used."""
+    from integrations.tls import server_context
+
+    server_context(settings)
     for setting, field in LISTENERS:
         port = getattr(settings, field)
         if port:
@@ -123,7 +143,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    http = uvicorn.Server(uvicorn.Config(app, host=settings.bind_host, port=settings.http_port, log_level="warning"))
+    http = uvicorn.Server(http_config(app, settings))
     http_socket = listen_socket(settings, "RADPATH_HTTP_PORT", settings.http_port)  # uvicorn would sys.exit(1)
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
 

@@ -37,6 +37,9 @@ CASES = {
     "specs folder missing": ({"RADPATH_PATHWAYS_DIR": "/nonexistent/specs"}, "RADPATH_PATHWAYS_DIR"),
     "code map missing": ({"RADPATH_CODE_MAP": "/nonexistent/code-map.yaml"}, "RADPATH_CODE_MAP"),
     "database URL nonsense": ({"RADPATH_DATABASE_URL": "nonsense://db"}, "RADPATH_DATABASE_URL"),
+    "TLS certificate without its key": ({"RADPATH_TLS_CERT_FILE": "/nonexistent/server.pem"}, "RADPATH_TLS_KEY_FILE"),
+    "TLS files missing": ({"RADPATH_TLS_CERT_FILE": "/nonexistent/server.pem", "RADPATH_TLS_KEY_FILE": "/nonexistent/k"},
+                          "RADPATH_TLS_CERT_FILE"),
 }
 
 

@@ -26,6 +26,7 @@ from integrations.db.ledger import audit
 from integrations.dicom.store import DatasetMismatch, StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
+from integrations.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,8 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
 
     handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo)]
     server = ae.make_server(
-        (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers
+        (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers,
+        ssl_context=server_context(settings),  # DICOM TLS (PS3.15 Annex B.1) when configured
     )
     # What AE.start_server(block=False) does, with our server class: serve in a daemon thread,
     # and register with the AE (AssociationServer.shutdown removes itself from ae._servers).
