@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     dicom_timeout_seconds: float = Field(default=30.0, gt=0, description="ACSE, DIMSE and network timeouts")
     dicom_min_free_mb: int = Field(default=1024, ge=0, description="Free-space watermark of the image store")
     dicom_max_pixel_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one instance's declared pixel size")
+    stow_inbound_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="STOW-RS clients allowed to store images: client name -> bearer token. Empty: no inbound "
+        "authentication (loopback and demo only)",
+    )
     dicom_max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one STOW-RS request body")
     dicom_quiet_period_seconds: dict[str, int] = Field(
         default_factory=dict, description="Per-modality quiet period overriding the pathway spec's"

@@ -18,7 +18,6 @@ large, 415 not FHIR JSON. Callbacks run after the answer is sent (commit, answer
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from integrations.fhir.servicerequest import (
     outcome_for,
     parse_service_request,
 )
+from integrations.http_auth import CHALLENGE, bearer_client
 from integrations.settings import get_settings
 from pathways.orders import OrderRequest
 from pathways.registry import Registry, default_registry
@@ -63,16 +63,11 @@ def _answer(status: int, outcome: dict[str, Any], headers: dict[str, str] | None
 
 def _client_name(request: Request) -> str:
     """The configured client whose bearer token this is; 'fhir' when authentication is off."""
-    tokens = get_settings().fhir_inbound_tokens
-    if not tokens:
-        return "fhir"
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential:
-        for name, token in tokens.items():
-            if hmac.compare_digest(credential.encode(), token.get_secret_value().encode()):
-                return name
-    raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"),
-                   {"WWW-Authenticate": 'Bearer realm="radpath"'})
+    client = bearer_client(request.headers.get("authorization", ""), get_settings().fhir_inbound_tokens,
+                           anonymous="fhir")
+    if client is None:
+        raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"), CHALLENGE)
+    return client
 
 
 async def _read_json(request: Request) -> Any:
