@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from integrations.delivery.config import DestinationConfig, FileDropDestination
 from integrations.dicom.config import PacsSource
+from integrations.errors import PermanentError
 from integrations.inference.config import InferenceService
 from pydantic_settings import (
     BaseSettings,
@@ -22,6 +23,23 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class ConfigurationError(PermanentError):
+    """A setting radpath cannot run with. The message names the setting and what to do; the CLI
+    prints it as one line and exits non-zero (a trust must never run on defaults it did not choose)."""
+
+
+def describe_invalid_settings(exc: Exception) -> str:
+    """One line naming each bad `RADPATH_*` setting, from pydantic's ValidationError or SettingsError."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"RADPATH_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}" for e in errors())
+    text = str(exc)  # SettingsError: 'error parsing value for field "dicom_peers" from source "EnvSettingsSource"'
+    if 'field "' in text:
+        field = text.split('field "', 1)[1].split('"', 1)[0]
+        return f"RADPATH_{field.upper()}: not valid JSON for this setting"
+    return text.splitlines()[0]
 
 
 class Settings(BaseSettings):
@@ -67,10 +85,18 @@ class Settings(BaseSettings):
         default_factory=lambda: {"RADPATH_DEMO": ("127.0.0.1",)},
         description="Calling AE titles allowed to associate, each with its allowed source addresses (empty: any)",
     )
+    dicom_require_called_ae: bool = Field(
+        default=True, description="Refuse an association addressed to another AE title (A-ASSOCIATE-RJ, called AE "
+        "title not recognised); False accepts any called AE title")
     dicom_max_associations: int = Field(default=8, ge=1)
     dicom_timeout_seconds: float = Field(default=30.0, gt=0, description="ACSE, DIMSE and network timeouts")
     dicom_min_free_mb: int = Field(default=1024, ge=0, description="Free-space watermark of the image store")
     dicom_max_pixel_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one instance's declared pixel size")
+    stow_inbound_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="STOW-RS clients allowed to store images: client name -> bearer token. Empty: no inbound "
+        "authentication (loopback and demo only)",
+    )
     dicom_max_stow_bytes: int = Field(default=2 * 1024**3, gt=0, description="Ceiling on one STOW-RS request body")
     dicom_quiet_period_seconds: dict[str, int] = Field(
         default_factory=dict, description="Per-modality quiet period overriding the pathway spec's"
@@ -88,6 +114,13 @@ class Settings(BaseSettings):
         "authentication (loopback and demo only)",
     )
     fhir_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest FHIR request body accepted (413 above)")
+
+    # --- TLS on every inbound door: MLLP, DICOM and HTTP (integrations/tls.py)
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) the listeners present; "
+                                       "with tls_key_file, every door speaks TLS 1.2+ only")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(default=None, description="PEM CA bundle: clients must present a "
+                                            "certificate it issued (mutual TLS)")
 
     # --- Operations (issue 7): leases, reconciler, notifications
     run_lease_seconds: float = Field(default=1800, gt=0, description="A running flow's claim on its run; a dead one's lapses after this")
@@ -114,6 +147,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("RADPATH_CONFIG", "radpath.toml"))
+        if os.environ.get("RADPATH_CONFIG") and not toml_file.is_file():
+            raise ConfigurationError(f"RADPATH_CONFIG={toml_file}: no such file (unset it to use radpath.toml or "
+                                     "the defaults)")
         return (
             init_settings,
             env_settings,

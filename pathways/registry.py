@@ -211,13 +211,23 @@ def _unclaimed_targets(registry: Registry) -> list[str]:
 
 def code_map_path() -> Path:
     """The trust's code map: RADPATH_CODE_MAP, else the shipped one (no mappings)."""
-    return Path(os.environ.get("RADPATH_CODE_MAP") or CODE_MAP)
+    chosen = os.environ.get("RADPATH_CODE_MAP")
+    if chosen and not Path(chosen).is_file():
+        raise RegistryError([f"RADPATH_CODE_MAP={chosen}: no such file"])
+    return Path(chosen or CODE_MAP)
 
 
 def specs_dir() -> Path:
     """Where the specs live: RADPATH_PATHWAYS_DIR (a trust's own folder of specs), else the
     specs shipped in pathways/specs."""
-    return Path(os.environ.get("RADPATH_PATHWAYS_DIR") or SPECS_DIR)
+    chosen = os.environ.get("RADPATH_PATHWAYS_DIR")
+    if not chosen:
+        return SPECS_DIR
+    if not Path(chosen).is_dir():  # never fall back to the shipped specs: the trust chose its own
+        raise RegistryError([f"RADPATH_PATHWAYS_DIR={chosen}: no such folder"])
+    if not any(Path(chosen).glob("*.yaml")):
+        raise RegistryError([f"RADPATH_PATHWAYS_DIR={chosen}: no pathway specs (*.yaml) in it"])
+    return Path(chosen)
 
 
 @functools.lru_cache(maxsize=1)

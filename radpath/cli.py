@@ -49,7 +49,11 @@ def serve(
     from integrations.settings import get_settings
     from radpath.runtime import configure_prefect, prepare_ledger
 
+    from radpath.serve import check_listeners
+
     settings = get_settings()
+    prepare_ledger()
+    check_listeners(settings)  # a taken port is named now, not after a Prefect server has started
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         from radpath.ui import api_url, server_answers, start_server
@@ -67,7 +71,6 @@ def serve(
         os.environ["PREFECT_API_URL"] = api_url("127.0.0.1", port)
         console.print(f"Prefect UI: http://127.0.0.1:{port}")
     configure_prefect()
-    prepare_ledger()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from radpath.serve import serve as run_service
 
@@ -316,5 +319,29 @@ def review_decide(
         console.print(state.message)
 
 
+def main() -> None:
+    """The `radpath` entry point: a configuration radpath cannot run with is one line naming the
+    setting and exit status 2, never a traceback (and never a silent run on defaults)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from integrations.settings import ConfigurationError, describe_invalid_settings
+    from pathways.registry import RegistryError
+
+    try:
+        app()
+    except (ValidationError, SettingsError) as exc:
+        problem = describe_invalid_settings(exc)
+    except ConfigurationError as exc:
+        problem = str(exc)
+    except RegistryError as exc:
+        problem = "; ".join(exc.errors)
+    else:
+        return
+    Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(
+        f"[red]radpath: configuration error: {problem}[/red]", highlight=False, soft_wrap=True)
+    raise SystemExit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

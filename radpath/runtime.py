@@ -27,6 +27,28 @@ def configure_prefect() -> None:
 
 
 def prepare_ledger() -> None:
-    from integrations.db.engine import migrate
+    """Create the data directory and bring the ledger schema up to date, or raise a
+    ConfigurationError naming the setting that stops it."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
-    migrate()
+    from integrations.db.engine import migrate
+    from integrations.settings import ConfigurationError
+
+    settings = get_settings()
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / ".write-check").touch()
+        (settings.data_dir / ".write-check").unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"RADPATH_DATA_DIR={settings.data_dir}: cannot write there ({exc.strerror})") from None
+    try:
+        migrate()
+    except (ArgumentError, OperationalError, ImportError, ValueError) as exc:
+        # Name the URL's scheme and host only: the URL may hold a password.
+        raise ConfigurationError(f"RADPATH_DATABASE_URL ({_url_shape(settings.resolved_database_url)}): the ledger "
+                                 f"database cannot be opened ({type(exc).__name__})") from None
+
+
+def _url_shape(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2].split('/')[0]}…" if rest else scheme

@@ -16,11 +16,58 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("radpath.serve")
+
+
+LISTENERS = (("RADPATH_MLLP_PORT", "mllp_port"), ("RADPATH_DICOM_PORT", "dicom_port"), ("RADPATH_HTTP_PORT", "http_port"))
+
+
+def listen_socket(settings: Any, setting: str, port: int) -> socket.socket:
+    """A TCP socket bound to bind_host:port, or a ConfigurationError naming the setting."""
+    from integrations.settings import ConfigurationError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.bind_host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"{setting}={port}: cannot listen on {settings.bind_host}:{port} ({exc.strerror}); "
+                                 "choose a free port or stop what holds it") from None
+    return sock
+
+
+def http_config(app: Any, settings: Any) -> Any:
+    """uvicorn's configuration of the HTTP door (STOW-RS, FHIR), with TLS when configured."""
+    import uvicorn
+
+    from integrations.tls import server_tls
+
+    tls = server_tls(settings)
+    options: dict[str, Any] = {}
+    if tls:
+        options |= {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+        if tls.client_ca_file:
+            options |= {"ssl_ca_certs": str(tls.client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return uvicorn.Config(app, host=settings.bind_host, port=settings.http_port, log_level="warning", **options)
+
+
+def check_listeners(settings: Any) -> None:
+    """Fail before anything starts (a Prefect server takes seconds) if a front door's port is
+    taken or its TLS files cannot be used."""
+    from integrations.tls import server_context
+
+    server_context(settings)
+    for setting, field in LISTENERS:
+        port = getattr(settings, field)
+        if port:
+            listen_socket(settings, setting, port).close()
 
 
 def _safely(fn: Callable[..., None]) -> Callable[..., None]:
@@ -82,6 +129,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     changed = audit_spec_modes({name: spec.mode for name, spec in registry.specs.items()})
     if changed:
         log.warning("pathway modes recorded: %s", ", ".join(f"{n}={registry.get(n).mode}" for n in changed))
+    check_listeners(settings)  # the same check the CLI makes, for callers that start here
     mllp = await serve_mllp(settings, on_order_committed=on_order, on_event=on_hl7_event)
     swept = await asyncio.to_thread(reconcile_store, settings)  # files a crash left without their ledger row
     if swept.indexed or swept.quarantined or swept.failed:
@@ -95,8 +143,9 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    http = uvicorn.Server(uvicorn.Config(app, host=settings.bind_host, port=settings.http_port, log_level="warning"))
-    http_task = asyncio.create_task(http.serve())
+    http = uvicorn.Server(http_config(app, settings))
+    http_socket = listen_socket(settings, "RADPATH_HTTP_PORT", settings.http_port)  # uvicorn would sys.exit(1)
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
 
     async def sweep_forever() -> None:
         while not stop.is_set():

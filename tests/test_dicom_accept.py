@@ -41,9 +41,9 @@ def _audits(action: str, expected: int) -> list[AuditEvent]:
     return rows
 
 
-def _echo(port: int, aet: str) -> subprocess.CompletedProcess:
+def _echo(port: int, aet: str, called: str = "RADPATH") -> subprocess.CompletedProcess:
     echoscu = require_tool("echoscu")
-    return subprocess.run([echoscu, "-aet", aet, "-aec", "RADPATH", "127.0.0.1", str(port)], capture_output=True, text=True, timeout=20)
+    return subprocess.run([echoscu, "-aet", aet, "-aec", called, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=20)
 
 
 def test_connection_from_an_address_no_peer_uses_is_closed_at_accept(radpath_env, monkeypatch):
@@ -71,6 +71,29 @@ def test_permitted_address_still_associates_and_ae_titles_are_still_checked(radp
         assert far.returncode != 0 and "Rejected" in far.stderr
         assert [r.entity_id for r in _audits("association.rejected", 1)] == ["FAR"]
         assert _audits("connection.refused", 0) == []
+    finally:
+        handle.shutdown()
+
+
+def test_an_association_addressed_to_another_node_is_rejected_and_audited(radpath_env, monkeypatch):
+    """A modality configured for another node's AE title must not have its images filed here."""
+    handle = _start(radpath_env, monkeypatch, '{"CT1": ["127.0.0.1"]}')
+    try:
+        wrong = _echo(handle.port, "CT1", called="OTHER_PACS")
+        assert wrong.returncode != 0 and "Rejected" in wrong.stderr
+        assert "Called AE Title Not Recognized" in wrong.stderr  # PS3.8 reason 7
+        (rejected,) = _audits("association.rejected", 1)
+        assert rejected.entity_id == "CT1" and "OTHER_PACS" in rejected.detail["reason"]
+        assert _echo(handle.port, "CT1").returncode == 0  # the node's own title still associates
+    finally:
+        handle.shutdown()
+
+
+def test_any_called_ae_title_is_accepted_only_when_configured(radpath_env, monkeypatch):
+    monkeypatch.setenv("RADPATH_DICOM_REQUIRE_CALLED_AE", "false")
+    handle = _start(radpath_env, monkeypatch, '{"CT1": ["127.0.0.1"]}')
+    try:
+        assert _echo(handle.port, "CT1", called="ANY-SCP").returncode == 0
     finally:
         handle.shutdown()
 

@@ -4,6 +4,7 @@ SEG and broken ones); each gets the right status and the node answers C-ECHO aft
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import time
 from io import BytesIO
@@ -265,6 +266,23 @@ def test_stow_rs_rejects_bad_requests(radpath_env, monkeypatch):
     wrong_study = client.post("/dicomweb/studies/1.2.3", content=body, headers={"Content-Type": content_type})
     assert wrong_study.status_code == 409
     assert wrong_study.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def test_stow_rs_inbound_authentication(radpath_env, monkeypatch):
+    monkeypatch.setenv("RADPATH_STOW_INBOUND_TOKENS", json.dumps({"gateway": "img-t0ken"}))
+    reset_settings()
+    client = _stow_client()
+    body, content_type = multipart_body([_file("CT_small.dcm")])
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic img-t0ken"}):
+        refused = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type, **headers})
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    with session_scope() as s:
+        assert s.exec(select(Instance)).first() is None  # nothing of a refused request is stored
+    ok = client.post("/dicomweb/studies", content=body,
+                     headers={"Content-Type": content_type, "Authorization": "Bearer img-t0ken"})
+    assert ok.status_code == 200, ok.text
+    with session_scope() as s:
+        assert s.exec(select(Instance)).first() is not None
 
 
 def test_multipart_round_trip(tmp_path):

@@ -282,6 +282,16 @@ def test_cancelling_an_unknown_order_warns(api):
         (json.dumps({"resourceType": "Patient"}).encode(), "application/fhir+json", 400, "structure"),
         (json.dumps(service_request(intent="plan")).encode(), "application/fhir+json", 422, "business-rule"),
         (b"<ServiceRequest/>", "application/fhir+xml", 415, "not-supported"),
+        # Found by fuzzing (issue 20): each of these was a 500.
+        (b'{"resourceType": "ServiceRequest", "note": ' + b"[" * 1000 + b"]" * 1000 + b"}", "application/fhir+json",
+         400, "structure"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/fhir+json", 400, "structure"),
+        (json.dumps(service_request(contained={"resourceType": "Patient", "id": "pat"})).encode(), "application/fhir+json",
+         400, "structure"),
+        (json.dumps(service_request(contained=[None])).encode(), "application/fhir+json", 400, "structure"),
+        (json.dumps(service_request(contained=["pat"])).encode(), "application/fhir+json", 400, "structure"),
+        (json.dumps(service_request(identifier={"value": "PL123"})).encode(), "application/fhir+json", 400, "structure"),
+        (json.dumps(service_request(subject="#pat")).encode(), "application/fhir+json", 400, "structure"),
     ],
 )
 def test_invalid_input_gets_an_operation_outcome(api, body, content_type, status, code):
@@ -352,6 +362,14 @@ def test_subscription_notification_creates_the_order(api):
     with session_scope() as session:
         order = session.exec(select(Order)).one()
     assert order.nhs_number == NHS and order.birth_date.isoformat() == "1958-03-12"
+
+
+@pytest.mark.parametrize("entry", [None, [None], {"resource": {}}, [{"resource": []}], ["x"]])
+def test_a_notification_of_the_wrong_shape_is_a_400_not_a_500(api, entry):
+    bundle = {"resourceType": "Bundle", "type": "history", "entry": entry}
+    answer = api.post("/fhir/notification", content=json.dumps(bundle), headers={"Content-Type": "application/fhir+json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["resourceType"] == "OperationOutcome"
 
 
 def test_id_only_notification_is_refused_with_a_reason(api):

@@ -26,6 +26,7 @@ from integrations.db.ledger import audit
 from integrations.dicom.store import DatasetMismatch, StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
+from integrations.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,19 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
 
     def on_requested(event: evt.Event) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title
+        called = event.assoc.requestor.primitive.called_ae_title.strip()
         address = event.assoc.requestor.address
+        # PS3.8 Table 9-21: result 1 rejected-permanent, source 1 DICOM UL service-user,
+        # reason 3 calling AE title not recognised / reason 7 called AE title not recognised.
         if not peer_allowed(peers, calling, address):
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, calling AE not recognised
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
             _flush_reject(event.assoc)
             _audit_reject(calling, address, "calling AE title or source address not allowed")
+        elif settings.dicom_require_called_ae and called != settings.dicom_ae_title:
+            # A modality set up for another node must not have its images filed here unseen.
+            event.assoc.acse.send_reject(0x01, 0x01, 0x07)
+            _flush_reject(event.assoc)
+            _audit_reject(calling, address, f"called AE title {called!r} is not this node's ({settings.dicom_ae_title!r})")
 
     def on_store(event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title.strip()
@@ -243,7 +252,8 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
 
     handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo)]
     server = ae.make_server(
-        (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers
+        (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers,
+        ssl_context=server_context(settings),  # DICOM TLS (PS3.15 Annex B.1) when configured
     )
     # What AE.start_server(block=False) does, with our server class: serve in a daemon thread,
     # and register with the AE (AssociationServer.shutdown removes itself from ae._servers).

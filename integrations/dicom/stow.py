@@ -19,10 +19,12 @@ import pydicom
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from integrations.dicom.scp import CANNOT_UNDERSTAND, DATASET_MISMATCH, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, STORAGE_SOP_CLASSES, status_for
 from integrations.dicom.store import StoredInstance, StoreFull, ingest_instances
 from integrations.errors import InvalidInput
+from integrations.http_auth import CHALLENGE, bearer_client
 from integrations.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -116,10 +118,14 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise BadRequest(413, "request body exceeds the configured ceiling")
     buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) > limit:
-            raise BadRequest(413, "request body exceeds the configured ceiling")
+    try:
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) > limit:
+                raise BadRequest(413, "request body exceeds the configured ceiling")
+    except ClientDisconnect:  # one line, not an ASGI traceback: no part of a cut body is stored
+        log.info("STOW-RS client closed the connection mid-body after %d bytes", len(buffer))
+        raise BadRequest(400, "the client closed the connection before the body ended") from None
     return bytes(buffer)
 
 
@@ -129,6 +135,10 @@ def build_router(on_instance_committed: Callable[[StoredInstance], None] | None 
 
     async def stow(request: Request, study_uid: str | None = None) -> JSONResponse:
         settings = get_settings()
+        client = bearer_client(request.headers.get("authorization", ""), settings.stow_inbound_tokens, anonymous="")
+        if client is None:
+            return JSONResponse({"error": "a valid bearer token is required"}, status_code=401, headers=CHALLENGE)
+        actor = f"stow-rs:{client}" if client else "stow-rs"
         try:
             body = await _read_bounded(request, settings.dicom_max_stow_bytes)
             parts = split_multipart(body, request.headers.get("content-type", ""))
@@ -138,7 +148,7 @@ def build_router(on_instance_committed: Callable[[StoredInstance], None] | None 
         base = str(request.base_url).rstrip("/") + request.url.path.rsplit("/studies", 1)[0]
         referenced, failed, reasons = [], [], []
         for kind, data in parts:
-            sop_class, sop_uid, reason, stored = await run_in_threadpool(store_part, kind, data, study_uid, "stow-rs")
+            sop_class, sop_uid, reason, stored = await run_in_threadpool(store_part, kind, data, study_uid, actor)
             if reason is not None:
                 failed.append(_item(sop_class, sop_uid, **{"00081197": {"vr": "US", "Value": [reason]}}))
                 reasons.append(reason)

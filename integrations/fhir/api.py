@@ -18,7 +18,6 @@ large, 415 not FHIR JSON. Callbacks run after the answer is sent (commit, answer
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from integrations.db import messages, orders
 from integrations.db.engine import session_scope
@@ -38,6 +38,7 @@ from integrations.fhir.servicerequest import (
     outcome_for,
     parse_service_request,
 )
+from integrations.http_auth import CHALLENGE, bearer_client
 from integrations.settings import get_settings
 from pathways.orders import OrderRequest
 from pathways.registry import Registry, default_registry
@@ -62,16 +63,11 @@ def _answer(status: int, outcome: dict[str, Any], headers: dict[str, str] | None
 
 def _client_name(request: Request) -> str:
     """The configured client whose bearer token this is; 'fhir' when authentication is off."""
-    tokens = get_settings().fhir_inbound_tokens
-    if not tokens:
-        return "fhir"
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential:
-        for name, token in tokens.items():
-            if hmac.compare_digest(credential.encode(), token.get_secret_value().encode()):
-                return name
-    raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"),
-                   {"WWW-Authenticate": 'Bearer realm="radpath"'})
+    client = bearer_client(request.headers.get("authorization", ""), get_settings().fhir_inbound_tokens,
+                           anonymous="fhir")
+    if client is None:
+        raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"), CHALLENGE)
+    return client
 
 
 async def _read_json(request: Request) -> Any:
@@ -84,21 +80,59 @@ async def _read_json(request: Request) -> Any:
     if media not in ACCEPTED_MEDIA:
         raise _Refused(415, operation_outcome("send FHIR JSON (application/fhir+json)", code="not-supported"))
     body, size = bytearray(), 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        body.extend(chunk)
     try:
-        return json.loads(body)
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            body.extend(chunk)
+    except ClientDisconnect:  # one line, not an ASGI traceback: nothing was read, nothing is kept
+        log.info("fhir client closed the connection mid-body after %d bytes", size)
+        raise _Refused(400, operation_outcome("the client closed the connection before the body ended",
+                                              code="structure")) from None
+    try:
+        document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Refused(400, operation_outcome(f"body is not JSON (line {getattr(exc, 'lineno', 1)})",
                                               code="structure")) from None
+    except RecursionError:
+        document = None
+    if document is None or _nesting_depth(document) > MAX_JSON_DEPTH:
+        raise _Refused(400, operation_outcome(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="structure"))
+    return document
+
+
+MAX_JSON_DEPTH = 64  # a FHIR resource (with contained resources and extensions) nests far less
+
+
+def _nesting_depth(document: Any) -> int:
+    """How deep arrays and objects nest, counted without recursion (a JSON bomb must not overflow the stack)."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bundle.entry, checked for shape before anything reads it (fuzzed bodies made these 500s)."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("resource") or {}, dict) for e in entries):
+        raise FhirInputError("Bundle.entry must be an array of entries, each with a resource object", status=400,
+                             code="structure", expression="Bundle.entry")
+    return entries
 
 
 def _bundle_resolver(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for entry in bundle.get("entry") or []:
+    for entry in _entries(bundle):
         resource = entry.get("resource") or {}
         if entry.get("fullUrl"):
             found[entry["fullUrl"]] = resource
@@ -112,15 +146,16 @@ def _notification_type(bundle: dict[str, Any]) -> str:
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "history":
         raise FhirInputError("a subscription notification is a Bundle of type 'history'", status=400,
                              code="structure", expression="Bundle.type")
-    entries = bundle.get("entry") or []
+    entries = _entries(bundle)
     status = (entries[0].get("resource") or {}) if entries else {}
     if status.get("resourceType") == "SubscriptionStatus":  # R4B / R5 shape
         return status.get("type", "")
     if status.get("resourceType") != "Parameters":
         raise FhirInputError("first entry must be the subscription status (Parameters)", status=400,
                              code="structure", expression="Bundle.entry[0].resource")
-    for parameter in status.get("parameter") or []:
-        if parameter.get("name") == "type":
+    parameters = status.get("parameter") or []
+    for parameter in parameters if isinstance(parameters, list) else []:
+        if isinstance(parameter, dict) and parameter.get("name") == "type":
             return parameter.get("valueCode", "")
     raise FhirInputError("subscription status has no 'type'", status=400, code="required",
                          expression="Bundle.entry[0].resource.parameter")
@@ -225,7 +260,7 @@ def fhir_router(
             if kind not in ("event-notification", "query-event"):
                 return _answer(200, operation_outcome(f"{kind or 'notification'} acknowledged",
                                                       severity="information", code="informational"))
-            requests = [e.get("resource") for e in bundle.get("entry", [])[1:]
+            requests = [e.get("resource") for e in _entries(bundle)[1:]
                         if (e.get("resource") or {}).get("resourceType") == "ServiceRequest"]
             if not requests:
                 raise FhirInputError("no ServiceRequest in the notification: radpath needs full-resource content",

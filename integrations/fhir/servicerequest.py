@@ -209,7 +209,9 @@ def _reason(resource: dict[str, Any]) -> str:
 
 def contained_resolver(resource: dict[str, Any], bundle_resources: dict[str, dict[str, Any]] | None = None) -> Resolver:
     """Resolve '#id' to contained resources and full URLs / 'Type/id' to Bundle entries."""
-    contained = {f"#{r.get('id')}": r for r in resource.get("contained") or [] if r.get("id")}
+    listed = resource.get("contained")
+    # Only well-formed entries resolve; check_model then refuses a malformed `contained` with a 400.
+    contained = {f"#{r['id']}": r for r in listed if isinstance(r, dict) and r.get("id")} if isinstance(listed, list) else {}
     others = bundle_resources or {}
 
     def resolve(reference: str) -> dict[str, Any] | None:

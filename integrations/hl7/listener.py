@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class ListenerConfig:
     idle_timeout_s: float = 300.0
     max_connections: int = 32
     intake: IntakeConfig = IntakeConfig()
+    ssl: ssl.SSLContext | None = None  # TLS (integrations/tls.py); None: plain TCP
 
 
 class MllpListener:
@@ -47,7 +49,7 @@ class MllpListener:
 
     async def start(self) -> asyncio.Server:
         self.server = await asyncio.start_server(self._connection, self.config.host, self.config.port,
-                                                 limit=READ_CHUNK)
+                                                 limit=READ_CHUNK, ssl=self.config.ssl)
         return self.server
 
     @property
@@ -128,7 +130,10 @@ class MllpListener:
 
 
 def listener_config(settings) -> ListenerConfig:  # noqa: ANN001 - integrations.settings.Settings
+    from integrations.tls import server_context
+
     return ListenerConfig(
+        ssl=server_context(settings),
         host=settings.bind_host,
         port=settings.mllp_port,
         max_frame_bytes=settings.mllp_max_frame_bytes,
