@@ -1,6 +1,7 @@
 """End to end against real peers: dcmtk's storescu as the modality, radpath's SCP, readiness,
 the lung pathway (Prefect test harness), and SR + SEG delivered to a real Orthanc exactly once
-even though Orthanc rejects radpath's first association (unknown calling AE, fixed via REST)."""
+even though Orthanc rejects radpath's first association (unknown calling AE, fixed via REST):
+the outbox schedules the retry and the reconciler's pass delivers it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -29,18 +29,9 @@ from tests.hl7_fixtures import receive
 pytestmark = pytest.mark.slow
 
 
-def _allow_after_first_failure(orthanc: Orthanc, stop: threading.Event) -> None:
-    while not stop.is_set():
-        with session_scope() as s:
-            row = s.exec(select(Delivery).where(Delivery.destination == "pacs")).first()
-        if row is not None and row.attempts >= 1:
-            orthanc.allow("radpath-out", "RADPATH_OUT")
-            return
-        time.sleep(0.1)
-
-
 def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(prefect_api, radpath_env, registry, tmp_path, monkeypatch):
     from flows.dispatch import run_pathway
+    from flows.reconciler import reconciler
     from radpath.synth import generate
 
     storescu = require_tool("storescu")
@@ -53,7 +44,8 @@ def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(p
         monkeypatch.setenv("RADPATH_DICOM_PEERS", '{"MODALITY": ["127.0.0.1"]}')
         monkeypatch.setenv("RADPATH_DICOM_MIN_FREE_MB", "0")
         monkeypatch.setenv("RADPATH_DICOM_QUIET_PERIOD_SECONDS", '{"CT": 1}')
-        destination = {"kind": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "called_ae_title": "ORTHANC", "calling_ae_title": "RADPATH_OUT"}
+        destination = {"kind": "dicom", "host": "127.0.0.1", "port": orthanc.dicom_port, "called_ae_title": "ORTHANC",
+                       "calling_ae_title": "RADPATH_OUT", "retry": {"base_s": 1, "jitter": "none"}}
         monkeypatch.setenv("RADPATH_DESTINATIONS", json.dumps({"pacs": destination}))
         reset_settings()
         scp = start_scp(get_settings())
@@ -72,15 +64,14 @@ def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(p
         (ready,) = sweep_readiness(registry=registry)
         assert ready.run_ids == (run_id,)
 
-        stop = threading.Event()
-        helper = threading.Thread(target=_allow_after_first_failure, args=(orthanc, stop), daemon=True)
-        helper.start()
-        try:
-            state = asyncio.run(run_pathway(run_id))
-        finally:
-            stop.set()
-            helper.join(5)
-        assert state.is_completed() and state.name == "Delivered", state.message
+        # PACS does not know radpath's calling AE yet: the flow's one attempt is rejected, and the
+        # outbox (not Prefect) schedules the next one.
+        state = asyncio.run(run_pathway(run_id))
+        assert state.name == "DeliveryPending", state.message
+        orthanc.allow("radpath-out", "RADPATH_OUT")
+        time.sleep(1.1)  # the retry the outbox scheduled (base 1 s) is due
+        swept = asyncio.run(reconciler(grace_seconds=0, return_state=True))
+        assert swept.is_completed(), swept.message
 
         with session_scope() as s:
             pacs = s.exec(select(Delivery).where(Delivery.destination == "pacs")).one()
