@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from integrations.db import instances as index
 from integrations.db.engine import INDEX_LOCK
 from integrations.db.ledger import patient_key, record_audit
-from integrations.durable import fsync_file, fsync_folder, temporary_name, write_durably
+from integrations.durable import fsync_file, fsync_folder, temporary_name
 from integrations.errors import InvalidInput, TransientError
 from integrations.settings import Settings, get_settings
 
