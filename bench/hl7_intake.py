@@ -62,7 +62,8 @@ def _senders(port: int, messages: list[str], connections: int, result) -> None: 
 
 def run(mode: str, messages: list[str], connections: int, processes: int) -> dict:
     from integrations.db.engine import get_engine, migrate
-    from integrations.hl7.intake import GroupCommitter, Intake, IntakeConfig
+    from integrations.db.batch import BatchCommitter
+    from integrations.hl7.intake import Intake, IntakeConfig
     from integrations.hl7.listener import ListenerConfig, MllpListener
     from integrations.settings import reset_settings
     from pathways.registry import default_registry
@@ -72,7 +73,7 @@ def run(mode: str, messages: list[str], connections: int, processes: int) -> dic
     reset_settings()
     get_engine.cache_clear()
     migrate()
-    committer = GroupCommitter()
+    committer = BatchCommitter()
     intake = Intake(default_registry(), IntakeConfig(commit=mode != "parse-only"), committer, parse_processes=processes)
     listener = MllpListener(intake, ListenerConfig(port=0, max_connections=connections + 1))
     loop = asyncio.new_event_loop()

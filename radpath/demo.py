@@ -14,11 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from sqlmodel import select
-
-from integrations.db import ledger
-from integrations.db.engine import session_scope
-from integrations.db.models import Delivery, Order, PathwayRun, Result, Study
+from integrations.db import ledger, ops
 from integrations.db.studies import sweep_readiness
 from integrations.delivery.fhir import delivered_reports
 from integrations.dicom.scp import start_scp
@@ -176,35 +172,22 @@ def _report(rows: list[DemoRow], console: Console) -> bool:
     for col in ("pathway", "study", "result vs truth", "conclusion", "urgent", "TAT s", "sent", "state"):
         table.add_column(col, overflow="fold")
     ok = True
-    with session_scope() as session:
-        for row in rows:
-            run = session.get(PathwayRun, row.run_id) if row.run_id else None
-            order = session.get(Order, run.order_id) if run else None
-            study = session.get(Study, run.study_id) if run and run.study_id else None
-            result = (
-                session.exec(select(Result).where(Result.study_uid == study.study_uid, Result.pathway == run.pathway)).first()
-                if study
-                else None
-            )
-            deliveries = session.exec(select(Delivery).where(Delivery.result_id == result.id)).all() if result else []
-            delivered = [d for d in deliveries if d.status == "delivered"]
-            all_delivered = bool(deliveries) and len(delivered) == len(deliveries)
-            ok &= all_delivered and row.state == "Delivered"
-            pathway = run.pathway if run else row.kind
-            if result is None:
-                table.add_row(pathway, row.study_key, "-", "-", "-", "-", "0/0", row.state)
-                continue
-            turnaround = (max(d.delivered_at for d in delivered) - order.received_at).total_seconds() if all_delivered else None
-            table.add_row(
-                pathway,
-                row.study_key,
-                TRUTH_COMPARISONS[pathway](result.assessment, row.truth),
-                _short(result.assessment.get("recommendation_code") or result.report.get("conclusion", "")),
-                "YES" if result.urgent else "no",
-                f"{turnaround:.0f}" if turnaround is not None else "-",
-                f"{len(delivered)}/{len(deliveries)}",
-                row.state,
-            )
+    for row in rows:
+        outcome = ops.run_outcome(row.run_id) if row.run_id else None
+        ok &= outcome is not None and outcome.delivered == outcome.deliveries > 0 and row.state == "Delivered"
+        if outcome is None:
+            table.add_row(row.kind, row.study_key, "-", "-", "-", "-", "0/0", row.state)
+            continue
+        table.add_row(
+            outcome.pathway,
+            row.study_key,
+            TRUTH_COMPARISONS[outcome.pathway](outcome.assessment, row.truth),
+            _short(outcome.assessment.get("recommendation_code") or outcome.conclusion),
+            "YES" if outcome.urgent else "no",
+            f"{outcome.turnaround_s:.0f}" if outcome.turnaround_s is not None else "-",
+            f"{outcome.delivered}/{outcome.deliveries}",
+            row.state,
+        )
     console.print(table)
     console.print(f"outbox: {get_settings().outbox_dir.resolve()}")
     if not ok:

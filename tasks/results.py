@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from integrations.db import ledger, ops
 from integrations.dicom.seg import build_segmentation
 from integrations.dicom.sr import build_measurement_report_sr, predecessor_srs
-from integrations.dicom.store import write_durably
+from integrations.durable import write_durably
 from integrations.dicom.volume import source_datasets
 from integrations.fhir.report import build_report_bundle
 from integrations.hl7.oru import build_oru_r01, default_control_id

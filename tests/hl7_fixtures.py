@@ -6,7 +6,8 @@ import asyncio
 import socket
 import threading
 
-from integrations.hl7.intake import GroupCommitter, Intake, IntakeConfig, Reply
+from integrations.db.batch import BatchCommitter
+from integrations.hl7.intake import Intake, IntakeConfig, Reply
 from integrations.hl7.listener import ListenerConfig, MllpListener
 from integrations.hl7.mllp import Frame, FrameDecoder, frame
 from pathways.registry import default_registry
@@ -81,7 +82,7 @@ class ThreadedListener:
         self.events: list = []
         self.orders: list = []
         config = config or ListenerConfig(port=0, idle_timeout_s=30)
-        self.intake = Intake(default_registry(), intake_config or config.intake, GroupCommitter())
+        self.intake = Intake(default_registry(), intake_config or config.intake, BatchCommitter())
         self.listener = MllpListener(self.intake, config, self.orders.append, self.events.append)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -117,9 +117,9 @@ CRASH = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 from integrations.dicom import store
-def crash(session, batch):  # the files are fsynced and renamed; the ledger commit never happens
+def crash(groups):  # the files are fsynced and renamed; the ledger commit never happens
     os._exit(9)
-store._index_batch = crash
+store.index.commit_groups = crash
 store.ingest_instances([open(p, "rb").read() for p in sys.argv[2:]])
 """
 

@@ -22,8 +22,8 @@ from integrations.dicom.store import (
     quarantine_dir,
     reconcile_store,
     relative_path,
-    write_durably,
 )
+from integrations.durable import write_durably
 
 
 def _instance(k: int) -> bytes:

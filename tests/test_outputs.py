@@ -18,7 +18,7 @@ from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 from integrations.dicom.seg import build_segmentation
 from integrations.dicom.sr import build_measurement_report_sr, predecessor_srs
-from integrations.dicom.uids import result_uid
+from integrations.uids import result_uid
 from integrations.fhir.report import build_report_bundle, validate_r4
 from integrations.hl7.oru import build_oru_r01, default_control_id, escape
 from pathways import codes
@@ -381,7 +381,7 @@ def test_superseding_sr_names_the_earlier_sr_as_predecessor(
 def test_the_algorithm_is_named_as_contributing_equipment_in_sr_and_seg(ctx, seg, sr, tmp_path):
     """IHE AI Results Rev 1.1 6.5.3.1: a Contributing Equipment item for the algorithm, with
     manufacturer, model name, software version and a Device UID that changes with the model."""
-    from integrations.dicom.uids import algorithm_device_uid
+    from integrations.uids import algorithm_device_uid
 
     uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
     for ds in (seg, sr):
@@ -531,7 +531,7 @@ def test_oru_parses_strictly(content, ctx, version):
     text = [s[5] for s in obx if s[2] == "TX"]
     assert any("BTS 2015" in line for line in text)
     assert {s[3] for s in obx if s[2] == "TX"} == {"126000^Imaging Measurement Report^DCM"}
-    from integrations.dicom.uids import algorithm_device_uid  # OBX-18: the algorithm, as in the SR/SEG
+    from integrations.uids import algorithm_device_uid  # OBX-18: the algorithm, as in the SR/SEG
 
     device_uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
     assert {s[18] for s in obx} == {f"{ctx.model_name} {ctx.model_version}^RADPATH^{device_uid}^ISO"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlmodel import Session, create_engine
 from integrations.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+INDEX_LOCK = threading.Lock()  # one image-index writer per process (store and readiness): SQLite serialises writers anyway
 
 
 @functools.lru_cache(maxsize=8)

@@ -41,6 +41,13 @@ def audit(session: Session, actor: str, action: str, entity_type: str, entity_id
     session.add(AuditEvent(**audit_values(actor, action, entity_type, entity_id, **detail)))
 
 
+def record_audit(actor: str, action: str, entity_type: str, entity_id: str, **detail: Any) -> None:
+    """One audit event in its own transaction (an event with no other ledger change: a refused
+    connection, a quarantined file). Never patient identifiers in `detail`."""
+    with session_scope() as session:
+        audit(session, actor, action, entity_type, entity_id, **detail)
+
+
 def audit_values(actor: str, action: str, entity_type: str, entity_id: str, **detail: Any) -> dict[str, Any]:
     """An audit row's columns (for a Core INSERT on hot paths; `audit` adds the same as an object)."""
     return column_values(AuditEvent, actor=actor, action=action, entity_type=entity_type, entity_id=entity_id,

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
+from integrations.db.engine import get_engine
 from integrations.db.ledger import audit
 from integrations.db.models import Hl7Quarantine, InboundMessage, column_values
 
@@ -22,6 +23,12 @@ def stored_ack(session: Session, application: str, facility: str, control_id: st
                                                 InboundMessage.sender_facility == facility,
                                                 InboundMessage.control_id == control_id)
     return session.connection().execute(query).scalar()
+
+
+def stored_ack_now(application: str, facility: str, control_id: str) -> str | None:
+    """`stored_ack` in its own read-only connection (asked before a message is queued to commit)."""
+    with Session(get_engine()) as session:
+        return stored_ack(session, application, facility, control_id)
 
 
 def received_message(session: Session, application: str, facility: str, control_id: str) -> InboundMessage | None:

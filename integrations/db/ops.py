@@ -340,6 +340,45 @@ def result_fully_delivered(result_id: str) -> bool:
         return bool(statuses) and all(s == "delivered" for s in statuses)
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one pathway run's result (for `radpath demo`'s table; no patient data)."""
+
+    pathway: str
+    assessment: dict[str, Any]
+    conclusion: str
+    urgent: bool
+    delivered: int
+    deliveries: int
+    turnaround_s: float | None  # order received -> last delivery, once every delivery is done
+
+
+def run_outcome(run_id: str) -> RunOutcome | None:
+    """The current result of a run and its deliveries, or None while it has none."""
+    with session_scope() as session:
+        run = session.get(PathwayRun, run_id)
+        if run is None or run.study_id is None:
+            return None
+        study = session.get(Study, run.study_id)
+        result = session.exec(select(Result).where(Result.study_uid == study.study_uid, Result.pathway == run.pathway)
+                              .order_by(Result.study_revision.desc())).first()
+        if result is None:
+            return None
+        order = session.get(Order, run.order_id)
+        rows = session.exec(select(Delivery).where(Delivery.result_id == result.id)).all()
+        delivered = [d for d in rows if d.status == "delivered"]
+        done = bool(rows) and len(delivered) == len(rows)
+        return RunOutcome(
+            pathway=run.pathway,
+            assessment=dict(result.assessment),
+            conclusion=result.report.get("conclusion", ""),
+            urgent=result.urgent,
+            delivered=len(delivered),
+            deliveries=len(rows),
+            turnaround_s=(max(d.delivered_at for d in delivered) - order.received_at).total_seconds() if done else None,
+        )
+
+
 def status_counts() -> dict[str, dict[str, int]]:
     """Queue depth: runs and deliveries by status (no patient data)."""
     with session_scope() as session:

@@ -30,6 +30,8 @@ from sqlalchemy import and_, insert, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
+from integrations.db import messages
+from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, audit_values, patient_key
 from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values, utcnow
 from pathways.orders import OrderRequest, PatientUpdate, age_on
@@ -369,3 +371,30 @@ def update_patient(session: Session, update: PatientUpdate, message_id: str, *, 
         ids.append(order.id)
     audit(session, actor, "patient.updated", "inbound_message", message_id, orders=ids)
     return ids
+
+
+def commit_order(order: OrderRequest, raw: str, registry: Registry, *, protocol: str, actor: str, reason: str
+                 ) -> OrderOutcome | OrderChange | Conflict | None:
+    """Record one order request (or its cancellation) and its message, in one transaction (the
+    FHIR door; HL7 runs the same `record`/`cancel` inside its batched commit).
+
+    A resend of the same content (same control id) writes nothing and is answered as before.
+    None: a cancellation of an order radpath does not hold (nothing is stored)."""
+    with session_scope() as session:
+        if messages.received_message(session, order.sending_application, order.sending_facility,
+                                     order.control_id) is not None:
+            return replay(session, order)
+        if order.order_control == "CA":
+            if identify(session, order, new=False) is None:
+                return None
+            message = messages.add_message(session, application=order.sending_application,
+                                           facility=order.sending_facility, control_id=order.control_id,
+                                           message_type=f"{order.message_type}:CA", raw=raw, protocol=protocol)
+            change = cancel(session, order, message.id, actor=actor, reason=reason)
+            if isinstance(change, Conflict):
+                message.status, message.error = "rejected", change.text
+            return change
+        values = messages.message_values(application=order.sending_application, facility=order.sending_facility,
+                                         control_id=order.control_id, message_type=order.message_type, raw=raw,
+                                         protocol=protocol)
+        return record(session, order, values, registry, actor=actor)

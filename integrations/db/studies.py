@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from integrations.db.engine import session_scope
+from integrations.db.engine import INDEX_LOCK, session_scope
 from integrations.db.ledger import audit
 from integrations.db.models import Order, PathwayRun, Series, Study, utcnow
-from integrations.dicom.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, series_infos
-from integrations.dicom.store import INDEX_LOCK
+from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, series_infos
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
 

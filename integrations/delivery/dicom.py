@@ -1,6 +1,6 @@
 """Deliver SR and SEG results to a PACS by C-STORE (SCU) or STOW-RS, per destination.
 
-The objects' SOP Instance UIDs are deterministic per result (integrations/dicom/uids.py), so a
+The objects' SOP Instance UIDs are deterministic per result (integrations/uids.py), so a
 retry re-sends the same instances and the PACS still holds one of each. Outcomes map onto the
 error tree, one try per delivery attempt: warnings (0xBxxx) succeed and are logged; 0xA7xx,
 0x0110, association rejects and aborts, refused connections, timeouts and HTTP 5xx/408/429

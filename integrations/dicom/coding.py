@@ -72,7 +72,7 @@ def algorithm_equipment(ctx) -> "hd.ContributingEquipment":  # noqa: ANN001
     from pydicom.sr.codedict import codes as dicom_codes
 
     from integrations.dicom.seg import MANUFACTURER
-    from integrations.dicom.uids import algorithm_device_uid
+    from integrations.uids import algorithm_device_uid
 
     item = hd.ContributingEquipment(
         manufacturer=MANUFACTURER,

@@ -21,8 +21,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import OperationalError
 
-from integrations.db.engine import session_scope
-from integrations.db.ledger import audit
+from integrations.db.ledger import record_audit
 from integrations.dicom.store import DatasetMismatch, StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
@@ -125,8 +124,7 @@ class GatedAssociationServer(ThreadedAssociationServer):
 
 def _audit_refused_connection(address: str) -> None:
     try:
-        with session_scope() as session:
-            audit(session, "dicom", "connection.refused", "peer_address", address, reason="no allow-listed peer connects from this address")
+        record_audit("dicom", "connection.refused", "peer_address", address, reason="no allow-listed peer connects from this address")
     except Exception:  # noqa: BLE001 - an audit failure must not stop the accept loop
         log.exception("could not audit a refused connection")
 
@@ -185,8 +183,7 @@ def set_nodelay(event: evt.Event) -> None:
 
 def _audit_reject(calling_ae: str, address: str, reason: str) -> None:
     try:
-        with session_scope() as session:
-            audit(session, "dicom", "association.rejected", "peer", calling_ae.strip() or "-", address=address, reason=reason)
+        record_audit("dicom", "association.rejected", "peer", calling_ae.strip() or "-", address=address, reason=reason)
     except Exception:  # noqa: BLE001 - an audit failure must not keep a rejected peer connected
         log.exception("could not audit a rejected association")
 

@@ -20,7 +20,7 @@ from integrations.dicom.coding import (
     dicom_date_time,
     pin_timestamps,
 )
-from integrations.dicom.uids import result_uid
+from integrations.uids import result_uid
 from pathways import codes
 from pathways.report import ReportContent, ResultContext
 

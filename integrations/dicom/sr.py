@@ -27,7 +27,7 @@ from integrations.dicom.coding import (
     pin_timestamps,
 )
 from integrations.dicom.seg import MANUFACTURER, tracking_uid
-from integrations.dicom.uids import result_uid, uid_from_name
+from integrations.uids import result_uid, uid_from_name
 from pathways import codes
 from pathways.report import Code, Finding, ReportContent, ResultContext
 

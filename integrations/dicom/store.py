@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import re
 import shutil
 import threading
@@ -24,21 +23,16 @@ import struct
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import insert, update
-from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import select
 
-from integrations.db.engine import concurrent_write_conflict, get_engine, session_scope
-from integrations.db.ledger import audit, patient_key
-from integrations.db.models import Instance, Series, Study, new_id, utcnow
+from integrations.db import instances as index
+from integrations.db.engine import INDEX_LOCK
+from integrations.db.ledger import patient_key, record_audit
+from integrations.durable import fsync_file, fsync_folder, temporary_name
 from integrations.errors import InvalidInput, TransientError
 from integrations.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-COMMIT_ATTEMPTS = 6  # a unit of work that lost to another process is run again this many times
-INDEX_LOCK = threading.Lock()  # one ledger writer per process: SQLite serialises writers anyway
 
 
 class StoreFull(TransientError):
@@ -90,30 +84,6 @@ def relative_path(study_uid: str, series_uid: str, sop_uid: str, digest: str = "
     study = _h(study_uid)
     stem = f"{_h(sop_uid)}.{digest[:16]}" if digest else _h(sop_uid)
     return Path(study[:2]) / study / _h(series_uid) / f"{stem}.dcm"
-
-
-def write_durably(path: Path, data: bytes, sync_folder: bool = True) -> None:
-    """Write to a temporary name, fsync, rename, fsync the folder: all or nothing on disk.
-    With sync_folder=False the caller fsyncs the folder itself (once for many files) before
-    anything that depends on the new name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync_folder:
-        fsync_folder(path.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make the names in `folder` (new files, renames) durable."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)
@@ -273,6 +243,29 @@ class PreparedInstance:
     digest: str
     size: int
 
+    def study_values(self) -> dict:
+        keys = patient_keys(self.ds)
+        return {"accession_number": str(self.ds.get("AccessionNumber", "")), "patient_key": keys[0] if keys else "",
+                "patient_keys": keys}
+
+    def series_values(self) -> dict:
+        ds = self.ds
+        thickness = ds.get("SliceThickness")
+        return {
+            "modality": str(ds.get("Modality", "")),
+            "series_number": int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+            "description": str(ds.get("SeriesDescription", "")),
+            "body_part": str(ds.get("BodyPartExamined", "")),
+            "slice_thickness_mm": float(thickness) if thickness not in (None, "") else None,
+            "orientation": "\\".join(str(float(v)) for v in ds.get("ImageOrientationPatient", []) or []),
+            "image_type": "\\".join(ds.get("ImageType", []) or []),
+        }
+
+    def instance_values(self) -> dict:
+        ds = self.ds
+        return {"instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
+                "position_z_mm": _position_along_normal(ds)}
+
 
 def prepare_instance(data: bytes) -> PreparedInstance:
     """Read and check one Part 10 instance (header read, pixel-size check, UIDs, digest)."""
@@ -288,7 +281,7 @@ def commit_prepared(items: list[tuple[PreparedInstance, bytes]], actor: str) -> 
     return once the ledger transaction holding them has committed. Resends already in the
     ledger with the same bytes are answered from it without writing anything."""
     settings = get_settings()
-    known = _known_digests([p.sop_instance_uid for p, _ in items])
+    known = index.known_digests([p.sop_instance_uid for p, _ in items])
     staged = []
     for prep, data in items:
         if known.get(prep.sop_instance_uid) == prep.digest:
@@ -302,17 +295,6 @@ def commit_prepared(items: list[tuple[PreparedInstance, bytes]], actor: str) -> 
     if all(s.rel is None for s in staged):
         return [StoredInstance(s.prep.study_uid, s.prep.series_uid, s.prep.sop_instance_uid, "duplicate") for s in staged]
     return GROUP_COMMITTER.commit(_Group(staged, actor))
-
-
-def _known_digests(sop_uids: list[str]) -> dict[str, str]:
-    """SHA-256 of instances already committed under these SOP Instance UIDs."""
-    out: dict[str, str] = {}
-    with get_engine().connect() as conn:
-        for i in range(0, len(sop_uids), 500):
-            chunk = sop_uids[i : i + 500]
-            rows = conn.execute(sa_select(Instance.sop_instance_uid, Instance.sha256).where(Instance.sop_instance_uid.in_(chunk)))
-            out.update({uid: sha for uid, sha in rows})
-    return out
 
 
 def _missing_dirs(folder: Path, root: Path) -> tuple[Path, ...]:
@@ -338,18 +320,10 @@ class _Staged:
 def _write_temporary(target: Path, data: bytes) -> Path:
     """Write next to `target` under a temporary name; the committer fsyncs and renames it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+    tmp = temporary_name(target)
     with open(tmp, "wb") as f:
         f.write(data)
     return tmp
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _settle_files(batch: list[_Group]) -> None:
@@ -358,9 +332,9 @@ def _settle_files(batch: list[_Group]) -> None:
     complete, durable bytes."""
     pending = [s for g in batch for s in g.staged if s.tmp is not None]
     if len(pending) == 1:
-        _fsync_file(pending[0].tmp)
+        fsync_file(pending[0].tmp)
     elif pending:
-        list(_FSYNC_POOL.map(_fsync_file, [s.tmp for s in pending]))
+        list(_FSYNC_POOL.map(fsync_file, [s.tmp for s in pending]))
     root = get_settings().store_dir
     for staged in pending:
         os.replace(staged.tmp, root / staged.rel)
@@ -422,17 +396,25 @@ class GroupCommitter:
 
 
 def _commit_with_retries(batch: list[_Group]) -> list[list[StoredInstance]]:
+    """Settle the files, commit the index, then act on what the index found: a conflicting
+    instance is kept aside, a surplus copy of indexed bytes removed."""
     _settle_files(batch)
     _sync_folders(batch)
-    for attempt in range(COMMIT_ATTEMPTS):  # another process may create the same study or series first
-        try:
-            with session_scope() as session:
-                return _index_batch(session, batch)
-        except (IntegrityError, OperationalError) as exc:  # PostgreSQL: also a deadlock with another process
-            if attempt == COMMIT_ATTEMPTS - 1 or not concurrent_write_conflict(exc):
-                raise
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # let the winner finish
-    raise AssertionError("unreachable")
+    outcomes = index.commit_groups([(g.actor, [(s.prep, None if s.rel is None else str(s.rel)) for s in g.staged])
+                                    for g in batch])
+    root, results = get_settings().store_dir, []
+    for group, group_outcomes in zip(batch, outcomes):
+        out = []
+        for staged, outcome in zip(group.staged, group_outcomes):
+            if outcome == "conflict":
+                _keep_aside(root / staged.rel)
+            elif outcome == "redundant":  # same bytes already indexed under an older name
+                (root / staged.rel).unlink(missing_ok=True)
+            prep = staged.prep
+            out.append(StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid,
+                                      "duplicate" if outcome == "redundant" else outcome))
+        results.append(out)
+    return results
 
 
 def _sync_folders(batch: list[_Group]) -> None:
@@ -474,151 +456,16 @@ def patient_keys(ds: pydicom.Dataset) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _index_batch(session, batch: list[_Group]) -> list[list[StoredInstance]]:  # noqa: ANN001
-    """Index every staged instance of the batch: a few set-wise lookups, one bulk insert, and one
-    counter UPDATE per touched study and series (plain SQL: no ORM load of existing rows)."""
-    now, root = utcnow(), get_settings().store_dir
-    staged_all = [s for g in batch for s in g.staged if s.rel is not None]
-    sop_uids = [s.prep.sop_instance_uid for s in staged_all]
-    existing = _existing(session, sop_uids)
-    studies = _ids_by_uid(session, Study.study_uid, Study.id, Study.status, {s.prep.study_uid for s in staged_all})
-    series_uids = {s.prep.series_uid for s in staged_all}
-    series_ids = {uid: sid for uid, (sid, _) in _ids_by_uid(session, Series.series_uid, Series.id, Series.id, series_uids).items()}
-    fresh = [s.prep for s in staged_all if s.prep.sop_instance_uid not in existing]
-    for prep in fresh:  # parents first, so that their rows can be locked before the final check
-        if prep.study_uid not in studies:
-            study = _new_study(session, prep.ds)
-            studies[prep.study_uid] = (study.id, study.status)
-        if prep.series_uid not in series_ids:
-            series_ids[prep.series_uid] = _new_series(session, studies[prep.study_uid][0], prep.ds).id
-    session.flush()
-    if fresh and session.get_bind().dialect.name == "postgresql":
-        # Another process may be indexing the same instances right now. Lock their series rows (one
-        # order for every process), then look again: what it committed meanwhile is now visible
-        # (READ COMMITTED), so the same instance is never inserted twice.
-        lock = sa_select(Series.id).where(Series.id.in_(sorted({series_ids[p.series_uid] for p in fresh})))
-        session.execute(lock.order_by(Series.id).with_for_update())
-        existing = _existing(session, sop_uids)
-    study_counts: dict[str, list[int]] = {}  # study id -> [instances, late instances]
-    series_counts: dict[str, int] = {}
-    rows, results = [], []
-    for group in batch:
-        out = []
-        for staged in group.staged:
-            prep = staged.prep
-            out.append(StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "duplicate"))
-            if staged.rel is None:
-                continue
-            if prep.sop_instance_uid in existing:
-                instance_id, digest, path = existing[prep.sop_instance_uid]
-                if digest != prep.digest:
-                    _keep_aside(root / staged.rel)
-                    audit(session, group.actor, "instance.conflict", "instance", instance_id, sha256=prep.digest[:16])
-                    out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "conflict")
-                elif path != str(staged.rel):  # same bytes already indexed under an older name
-                    (root / staged.rel).unlink(missing_ok=True)
-                continue
-            study_id, status = studies[prep.study_uid]
-            counts = study_counts.setdefault(study_id, [0, 0])
-            counts[0] += 1
-            if status == "ready":  # images after the study was handed to runs: readiness decides
-                counts[1] += 1
-            series_id = series_ids[prep.series_uid]
-            series_counts[series_id] = series_counts.get(series_id, 0) + 1
-            row = _instance_row(prep, series_id, staged.rel, now)
-            existing[prep.sop_instance_uid] = (row["id"], prep.digest, row["path"])
-            rows.append(row)
-            out[-1] = StoredInstance(prep.study_uid, prep.series_uid, prep.sop_instance_uid, "stored")
-        results.append(out)
-    for study_id, (_, late) in sorted(study_counts.items()):  # one lock order for every process
-        values = {"last_received_at": now}
-        if late:
-            values["late_instances"] = Study.late_instances + late
-        session.execute(update(Study).where(Study.id == study_id).values(**values))
-    for series_id, n in sorted(series_counts.items()):
-        session.execute(update(Series).where(Series.id == series_id).values(n_instances=Series.n_instances + n))
-    if rows:
-        session.execute(insert(Instance), rows)
-    return results
-
-
-def _existing(session, sop_uids: list[str]) -> dict[str, tuple[str, str, str]]:  # noqa: ANN001
-    out = {}
-    for i in range(0, len(sop_uids), 500):
-        query = sa_select(Instance.sop_instance_uid, Instance.id, Instance.sha256, Instance.path)
-        for uid, instance_id, digest, path in session.execute(query.where(Instance.sop_instance_uid.in_(sop_uids[i : i + 500]))):
-            out[uid] = (instance_id, digest, path)
-    return out
-
-
-def _ids_by_uid(session, uid_col, id_col, extra_col, uids: set[str]) -> dict[str, tuple]:  # noqa: ANN001
-    """{uid: (id, extra)} for the rows whose uid is in `uids` (one plain SELECT)."""
-    if not uids:
-        return {}
-    query = sa_select(uid_col, id_col, extra_col).where(uid_col.in_(sorted(uids)))
-    return {uid: (row_id, extra) for uid, row_id, extra in session.execute(query)}
-
-
 def _keep_aside(path: Path) -> None:
     """A different instance under an already indexed SOP Instance UID: renamed *.conflict."""
     path.rename(path.with_suffix(".conflict"))
     fsync_folder(path.parent)
 
 
-def _new_study(session, ds: pydicom.Dataset) -> Study:  # noqa: ANN001
-    keys = patient_keys(ds)
-    study = Study(
-        study_uid=str(ds.StudyInstanceUID),
-        accession_number=str(ds.get("AccessionNumber", "")),
-        patient_key=keys[0] if keys else "",
-        patient_keys=keys,
-    )
-    session.add(study)
-    session.flush()  # no ORM relationship orders study before series: insert it now
-    return study
-
-
-def _new_series(session, study_id: str, ds: pydicom.Dataset) -> Series:  # noqa: ANN001
-    thickness = ds.get("SliceThickness")
-    series = Series(
-        study_id=study_id,
-        series_uid=str(ds.SeriesInstanceUID),
-        modality=str(ds.get("Modality", "")),
-        series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
-        description=str(ds.get("SeriesDescription", "")),
-        body_part=str(ds.get("BodyPartExamined", "")),
-        slice_thickness_mm=float(thickness) if thickness not in (None, "") else None,
-        orientation="\\".join(str(float(v)) for v in ds.get("ImageOrientationPatient", []) or []),
-        image_type="\\".join(ds.get("ImageType", []) or []),
-    )
-    session.add(series)
-    return series
-
-
-def _instance_row(prep: PreparedInstance, series_id: str, rel: Path, now) -> dict:  # noqa: ANN001
-    ds = prep.ds
-    return {
-        "id": new_id(),
-        "series_id": series_id,
-        "sop_instance_uid": prep.sop_instance_uid,
-        "sop_class_uid": prep.sop_class_uid,
-        "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
-        "position_z_mm": _position_along_normal(ds),
-        "path": str(rel),
-        "sha256": prep.digest,
-        "size_bytes": prep.size,
-        "received_at": now,
-    }
-
-
 def series_files(series_uid: str) -> list[tuple[Path, str]]:
     """The files of a series with their SOP Instance UIDs, ordered along the slice normal."""
     root = get_settings().store_dir
-    with session_scope() as session:
-        series = session.exec(select(Series).where(Series.series_uid == series_uid)).one()
-        rows = session.exec(select(Instance).where(Instance.series_id == series.id)).all()
-    rows = sorted(rows, key=lambda r: (r.position_z_mm if r.position_z_mm is not None else 0.0, r.instance_number or 0))
-    return [(root / r.path, r.sop_instance_uid) for r in rows]
+    return [(root / rel, uid) for rel, uid in index.series_instances(series_uid)]
 
 
 # --- Sweep: files on disk without a ledger row (a crash between file fsync and commit) ---
@@ -662,7 +509,7 @@ def reconcile_store(
     if not root.is_dir():
         return sweep
     now = time.time()
-    known = _indexed_paths(None if modified_after is None else modified_after - 3600)
+    known = index.indexed_paths(None if modified_after is None else datetime.fromtimestamp(modified_after - 3600, timezone.utc))
     candidates: list[Path] = []
     for path in root.glob("*/*/*/*"):
         try:
@@ -690,14 +537,6 @@ def reconcile_store(
     return sweep
 
 
-def _indexed_paths(received_after: float | None) -> set[str]:
-    query = sa_select(Instance.path)
-    if received_after is not None:
-        query = query.where(Instance.received_at >= datetime.fromtimestamp(received_after, timezone.utc))
-    with get_engine().connect() as conn:
-        return {path for (path,) in conn.execute(query)}
-
-
 def _index_orphans(settings: Settings, paths: list[Path], sweep: StoreSweep) -> None:
     root, staged = settings.store_dir, []
     for path in paths:
@@ -715,7 +554,7 @@ def _index_orphans(settings: Settings, paths: list[Path], sweep: StoreSweep) -> 
             _quarantine(settings, path, "file name does not match its content")
             sweep.quarantined += 1
             continue
-        _fsync_file(path)  # fsynced before its rename already; cheap insurance after a crash
+        fsync_file(path)  # fsynced before its rename already; cheap insurance after a crash
         staged.append(_Staged(prep, rel, new_dirs=_folders_below(path.parent, root)))
     if not staged:
         return
@@ -750,5 +589,4 @@ def _quarantine(settings: Settings, path: Path, reason: str) -> None:
     os.replace(path, target)
     fsync_folder(target_dir)
     fsync_folder(path.parent)
-    with session_scope() as session:
-        audit(session, "store-sweep", "instance.quarantined", "store_file", str(rel), reason=reason, moved_to=target.name)
+    record_audit("store-sweep", "instance.quarantined", "store_file", str(rel), reason=reason, moved_to=target.name)

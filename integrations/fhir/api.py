@@ -28,9 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from integrations.db import messages, orders
-from integrations.db.engine import session_scope
-from integrations.db.orders import Conflict, OrderChange, OrderOutcome
+from integrations.db.orders import Conflict, OrderChange, OrderOutcome, commit_order
 from integrations.fhir.servicerequest import (
     FhirInputError,
     contained_resolver,
@@ -40,7 +38,6 @@ from integrations.fhir.servicerequest import (
 )
 from integrations.http_auth import CHALLENGE, bearer_client
 from integrations.settings import get_settings
-from pathways.orders import OrderRequest
 from pathways.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
@@ -161,32 +158,6 @@ def _notification_type(bundle: dict[str, Any]) -> str:
                          expression="Bundle.entry[0].resource.parameter")
 
 
-def commit_order(order: OrderRequest, raw: str, registry: Registry, *, actor: str, reason: str
-                 ) -> OrderOutcome | OrderChange | Conflict | None:
-    """Record one ServiceRequest's order (or its cancellation) and the message, in one transaction.
-
-    A resend of the same content (same control id) writes nothing and is answered as before.
-    None: a cancellation of an order radpath does not hold (nothing is stored)."""
-    with session_scope() as session:
-        if messages.received_message(session, order.sending_application, order.sending_facility,
-                                     order.control_id) is not None:
-            return orders.replay(session, order)
-        if order.order_control == "CA":
-            if orders.identify(session, order, new=False) is None:
-                return None
-            message = messages.add_message(session, application=order.sending_application,
-                                           facility=order.sending_facility, control_id=order.control_id,
-                                           message_type=f"{order.message_type}:CA", raw=raw, protocol="fhir")
-            change = orders.cancel(session, order, message.id, actor=actor, reason=reason)
-            if isinstance(change, Conflict):
-                message.status, message.error = "rejected", change.text
-            return change
-        values = messages.message_values(application=order.sending_application, facility=order.sending_facility,
-                                         control_id=order.control_id, message_type=order.message_type, raw=raw,
-                                         protocol="fhir")
-        return orders.record(session, order, values, registry, actor=actor)
-
-
 def fhir_router(
     registry: Registry | None = None,
     *,
@@ -200,7 +171,7 @@ def fhir_router(
     def intake(resource: dict[str, Any], client: str, resolve, tasks: BackgroundTasks) -> tuple[int, dict[str, Any], dict]:
         order = parse_service_request(resource, client=client, resolve=resolve)
         reason = f"ServiceRequest.status {resource.get('status')}"
-        outcome = commit_order(order, json.dumps(resource), registry_, actor=f"fhir:{client}", reason=reason)
+        outcome = commit_order(order, json.dumps(resource), registry_, protocol="fhir", actor=f"fhir:{client}", reason=reason)
         if isinstance(outcome, Conflict):
             log.info("fhir order refused: %s conflict", outcome.field)
             return 409, operation_outcome(outcome.text, code="conflict", expression="ServiceRequest.identifier"), {}

@@ -74,7 +74,7 @@ MODEL_SHA256_SYSTEM = "urn:radpath:model-sha256"  # the model file's sha256 (mod
 def _device_entry(ctx: ResultContext) -> dict[str, Any]:
     """The algorithm as a FHIR Device (name, version, identifiers: the DICOM Device UID the SR
     and SEG carry, and the model file's sha256), created once per model version."""
-    from integrations.dicom.uids import algorithm_device_uid
+    from integrations.uids import algorithm_device_uid
 
     uid = _identifier(DICOM_UID_SYSTEM, f"urn:oid:{algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)}")
     identifiers = [uid] + ([_identifier(MODEL_SHA256_SYSTEM, ctx.model_sha256)] if ctx.model_sha256 else [])

@@ -6,7 +6,7 @@ commit message + order + the ACK itself in one transaction → only then hand th
 listener → events after the ACK is sent. A message that fails any check is committed too
 (rejected, its bytes quarantined) and answered AE/AR with an ERR naming the field.
 
-Commits go through `GroupCommitter`: one writer thread that commits whatever messages
+Commits go through `integrations.db.batch.BatchCommitter`: one writer thread that commits whatever messages
 arrived together in one transaction (one fsync), so the ledger does not cap throughput.
 """
 
@@ -17,9 +17,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import queue
 import re
-import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -29,7 +27,7 @@ from typing import Any, Literal
 from sqlmodel import Session
 
 from integrations.db import messages, orders
-from integrations.db.engine import get_engine
+from integrations.db.batch import BatchCommitter
 from integrations.db.orders import Conflict, OrderOutcome
 from integrations.errors import InvalidInput
 from integrations.hl7.ack import (
@@ -65,7 +63,6 @@ VERSIONS = {
 }
 ORDER_CONTROLS = {"NW", "CA", "XO", "SC"}  # HL7 table 0119: new, cancel, change, status changed
 ACK_SEPARATOR = "\x1c"  # between stored ACKs (enhanced mode stores two); never inside ER7
-CRASH_ENV = "RADPATH_TEST_CRASH_AT"
 
 
 @dataclass(frozen=True)
@@ -97,110 +94,6 @@ class Reply:
 
 
 # ---------------------------------------------------------------- group commit
-
-class FaultInjector:
-    """Test hook: SIGKILL this process at a commit stage once N messages got there.
-
-    RADPATH_TEST_CRASH_AT="before-commit:N" (after receive, before commit) or
-    "after-commit:N" (after commit, before the ACK is sent).
-    """
-
-    def __init__(self, spec: str | None):
-        stage, _, count = (spec or "").partition(":")
-        self.stage, self.count, self.seen = stage or None, int(count or 1), 0
-
-    @classmethod
-    def from_env(cls) -> FaultInjector:
-        return cls(os.environ.get(CRASH_ENV))
-
-    def reached(self, stage: str, n: int) -> None:
-        if stage != self.stage:
-            return
-        self.seen += n
-        if self.seen >= self.count:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass
-class _Work:
-    fn: Callable[[Session], Any]
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-
-
-class GroupCommitter:
-    """One writer thread; messages that arrive together share one transaction and one fsync.
-
-    A future resolves only after the commit that holds its message (or fails with the
-    error): callers acknowledge after `await run(fn)` returns, never before.
-    """
-
-    def __init__(self, max_batch: int = 64, fault: FaultInjector | None = None):
-        self.max_batch = max_batch
-        self.fault = fault or FaultInjector(None)
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="ledger-committer", daemon=True)
-        self._thread.start()
-        self.batches = 0
-
-    async def run(self, fn: Callable[[Session], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put(_Work(fn, future, loop))
-        return await future
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Work]) -> None:
-        try:
-            with Session(get_engine(), expire_on_commit=False) as session:
-                results = [w.fn(session) for w in batch]
-                session.flush()
-                self.fault.reached("before-commit", len(batch))
-                session.commit()
-            self.batches += 1
-            self.fault.reached("after-commit", len(batch))
-        except Exception as exc:  # noqa: BLE001 - one bad unit must not sink its neighbours
-            if len(batch) > 1:
-                for work in batch:
-                    self._commit([work])
-                return
-            _resolve(batch[0], error=exc)
-            return
-        for work, result in zip(batch, results):
-            _resolve(work, result=result)
-
-
-def _resolve(work: _Work, *, result: Any = None, error: BaseException | None = None) -> None:
-    def settle() -> None:
-        if work.future.done():
-            return
-        if error is not None:
-            work.future.set_exception(error)
-        else:
-            work.future.set_result(result)
-
-    work.loop.call_soon_threadsafe(settle)
-
 
 # ---------------------------------------------------------------- parsing
 
@@ -321,12 +214,12 @@ class Intake:
     """Turns frames into ledger entries and ACKs. One instance per listener."""
 
     def __init__(self, registry: Registry, config: IntakeConfig | None = None,
-                 committer: GroupCommitter | None = None, parse_processes: int = 0):
+                 committer: BatchCommitter | None = None, parse_processes: int = 0):
         """parse_processes: 0 parses in a thread of this process; N > 0 in N worker processes
         (hl7apy is pure Python and CPU-bound: a process lets parsing and committing overlap)."""
         self.registry = registry
         self.config = config or IntakeConfig()
-        self.committer = committer or GroupCommitter()
+        self.committer = committer or BatchCommitter()
         if parse_processes > 0:
             context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
             self._parser = ProcessPoolExecutor(max_workers=parse_processes, mp_context=context,
@@ -399,10 +292,9 @@ class Intake:
 
     def _stored_ack(self, header: Header, session: Session | None = None) -> list[str] | None:
         """The ACKs already sent for this message (a resend), or None."""
-        if session is None:
-            with Session(get_engine()) as own:
-                return self._stored_ack(header, own)
-        ack = messages.stored_ack(session, header.sending_application, header.sending_facility, header.control_id)
+        ack = (messages.stored_ack(session, header.sending_application, header.sending_facility, header.control_id)
+               if session is not None else
+               messages.stored_ack_now(header.sending_application, header.sending_facility, header.control_id))
         return ack.split(ACK_SEPARATOR) if ack else None
 
     async def _commit(self, unit: Callable[[Session], Reply], header: Header) -> Reply:

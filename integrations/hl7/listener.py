@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from integrations.db.orders import OrderOutcome
-from integrations.hl7.intake import FaultInjector, GroupCommitter, Intake, IntakeConfig, IntakeEvent, Reply
+from integrations.db.batch import BatchCommitter, FaultInjector
+from integrations.hl7.intake import Intake, IntakeConfig, IntakeEvent, Reply
 from integrations.hl7.mllp import DEFAULT_MAX_FRAME, Frame, FrameDecoder, frame
 
 log = logging.getLogger("radpath.hl7")
@@ -154,7 +155,7 @@ async def serve_mllp(settings, on_order_committed: Callable[[OrderOutcome], None
     from pathways.registry import default_registry
 
     intake = Intake(registry or default_registry(), listener_config(settings).intake,
-                    GroupCommitter(fault=FaultInjector.from_env()), parse_processes=settings.mllp_parse_processes)
+                    BatchCommitter(fault=FaultInjector.from_env()), parse_processes=settings.mllp_parse_processes)
     listener = MllpListener(intake, listener_config(settings), on_order_committed, on_event)
     await listener.start()
     log.info("MLLP listener on %s:%d", settings.bind_host, listener.port)

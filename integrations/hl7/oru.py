@@ -108,7 +108,7 @@ def equipment_identifier(ctx: ResultContext) -> str:
     """OBX-18 Equipment Instance Identifier (EI) of the algorithm that produced the
     observation: "<model> <version>" and, as the universal id (ISO: an OID), the Device UID
     the SR and SEG carry as Contributing Equipment (name + version + sha256)."""
-    from integrations.dicom.uids import algorithm_device_uid
+    from integrations.uids import algorithm_device_uid
 
     uid = algorithm_device_uid(ctx.model_name, ctx.model_version, ctx.model_sha256)
     return f"{escape_within(f'{ctx.model_name} {ctx.model_version}', 100)}^RADPATH^{uid}^ISO"
