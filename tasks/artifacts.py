@@ -100,5 +100,7 @@ def publish_ops_tables() -> None:
                           description="Pathway runs and deliveries by status")
     # The peer's last answer stays in the ledger (`radpath status`): it may quote patient data.
     letters = [{k: v for k, v in vars(d).items() if k != "last_response"} for d in ops.dead_letters()]
-    create_table_artifact(key="radpath-dead-letters", table=letters or [{"delivery_id": "none"}],
-                          description="Deliveries that will not be retried; act on each (fix the peer, then re-queue)")
+    # An empty table says so in words, never a row that looks like a delivery.
+    create_table_artifact(key="radpath-dead-letters", table=letters or [{"dead letters": "no dead letters"}],
+                          description="Deliveries that will not be retried; act on each: fix the peer, then "
+                          "`radpath deliveries retry --destination NAME` (or the deliveries-admin deployment)")
