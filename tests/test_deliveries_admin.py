@@ -162,3 +162,17 @@ def test_an_empty_dead_letter_table_says_so(letters):
     from tasks import artifacts
 
     assert artifacts.dead_letter_rows(letters) == [{"dead letters": "no dead letters"}]
+
+
+def test_the_ui_flow_refuses_a_bare_retry_and_pauses_through_the_same_functions(radpath_env, prefect_api):
+    from flows.deliveries_admin import deliveries_admin
+    from integrations.db.deliveries import is_paused
+
+    state = deliveries_admin(action="retry", actor="ops-ui", return_state=True)
+    assert state.is_failed() and state.name == "Refused"
+    state = deliveries_admin(action="pause", actor="ops-ui", destination="ris", reason="RIS upgrade", return_state=True)
+    assert state.is_completed() and is_paused("ris")
+    state = deliveries_admin(action="list", actor="ops-ui", return_state=True)
+    assert state.message == "no dead letters"
+    assert deliveries_admin(action="resume", actor="ops-ui", destination="ris", return_state=True).is_completed()
+    assert not is_paused("ris") and [a.action for a in actions("ris")] == ["destination.paused", "destination.resumed"]
