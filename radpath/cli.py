@@ -330,7 +330,7 @@ def _operator() -> str:
     return getpass.getuser()
 
 
-def _selection(ids: list[str] | None, destination: str | None, study_key: str | None, accession: str | None):  # noqa: ANN202
+def _selection(ids: list[str] | None, destination: str | None, study_key: str | None, accession: str | None):
     from integrations.db.deliveries import Selection
 
     return Selection(tuple(ids or ()), destination, study_key, accession)

@@ -26,7 +26,7 @@ ACCESSION = "ACC00001"  # tests.test_ledger._ready_run's order
 UID = "1.2.826.0.1.3680043.8.498.1"
 
 
-def cli(*args: str):  # noqa: ANN201
+def cli(*args: str):
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.output
 

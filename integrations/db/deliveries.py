@@ -21,7 +21,14 @@ from sqlmodel import select
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, study_key
-from integrations.db.models import Delivery, DestinationPause, Order, PathwayRun, Result, utcnow
+from integrations.db.models import (
+    Delivery,
+    DestinationPause,
+    Order,
+    PathwayRun,
+    Result,
+    utcnow,
+)
 
 REQUEUEABLE = ("dead_letter",)
 DISCARDABLE = ("dead_letter",)
@@ -55,7 +62,7 @@ class Selection:
         return not (self.delivery_ids or self.destination or self.study_key or self.accession)
 
 
-def _selected(session, selection: Selection, statuses: tuple[str, ...] | None) -> list[tuple[Delivery, str, str]]:  # noqa: ANN001
+def _selected(session, selection: Selection, statuses: tuple[str, ...] | None) -> list[tuple[Delivery, str, str]]:
     """(row, pathway, study key) for the rows matching the selection (and statuses)."""
     query = (select(Delivery, Result.pathway, Result.study_uid)
              .join(Result, Result.id == Delivery.result_id))
@@ -163,6 +170,6 @@ def resume(destination: str, actor: str, reason: str = "", now: dt.datetime | No
         return len(rows)
 
 
-def not_paused():  # noqa: ANN201 - a SQL condition for outbox queries
+def not_paused():
     """`Delivery.destination` is not paused (for `ops.deliveries_due`)."""
     return Delivery.destination.not_in(select(DestinationPause.destination))

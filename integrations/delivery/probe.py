@@ -20,8 +20,14 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 
-from integrations.delivery.config import (DestinationConfig, DicomDestination, FhirDestination, FileDropDestination,
-                                          MllpDestination, StowDestination)
+from integrations.delivery.config import (
+    DestinationConfig,
+    DicomDestination,
+    FhirDestination,
+    FileDropDestination,
+    MllpDestination,
+    StowDestination,
+)
 from integrations.errors import masked
 
 
@@ -35,8 +41,8 @@ def nmq_message(config: MllpDestination, control_id: str, now: dt.datetime) -> s
     """A network-management query (NMQ^N01) carrying only radpath's own identity (pure)."""
     stamp = now.strftime("%Y%m%d%H%M%S")
     return "\r".join([
-        f"MSH|^~\\&|RADPATH||{config.receiving_application}|{config.receiving_facility}|{stamp}||NMQ^N01|{control_id}"
-        f"|P|{config.hl7_version}",
+        (f"MSH|^~\\&|RADPATH||{config.receiving_application}|{config.receiving_facility}|{stamp}||NMQ^N01"
+         f"|{control_id}|P|{config.hl7_version}"),
         f"QRD|{stamp}|R|I|{control_id}|||1^RD|radpath|link-test",
         "NCK|" + stamp,
     ]) + "\r"
