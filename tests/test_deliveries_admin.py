@@ -176,3 +176,21 @@ def test_the_ui_flow_refuses_a_bare_retry_and_pauses_through_the_same_functions(
     assert state.message == "no dead letters"
     assert deliveries_admin(action="resume", actor="ops-ui", destination="ris", return_state=True).is_completed()
     assert not is_paused("ris") and [a.action for a in actions("ris")] == ["destination.paused", "destination.resumed"]
+
+
+def test_connection_test_round_trips_nmq_with_a_live_ris(radpath_env, monkeypatch):
+    """radpath's RIS simulator (a real MLLP peer on loopback) answers the NMQ^N01."""
+    import json
+
+    from integrations.settings import reset_settings
+    from radpath.ris_simulator import RisSimulator
+
+    ris = RisSimulator()
+    port = ris.start()
+    try:
+        monkeypatch.setenv("RADPATH_DESTINATIONS", json.dumps({"ris": {"kind": "mllp", "host": "127.0.0.1", "port": port}}))
+        reset_settings()
+        code, out = cli("deliveries", "test", "ris")
+        assert code == 0 and "ok" in out and "NMQ^N01" in out
+    finally:
+        ris.stop()
