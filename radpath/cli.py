@@ -203,7 +203,7 @@ def status() -> None:
     waiting = waiting_runs()
     console.print(f"orders waiting for images: {len(waiting)}" + (f" (oldest since {waiting[0].since:%Y-%m-%d %H:%M} UTC)" if waiting else ""))
     letters = dead_letters()
-    console.print(f"dead-lettered deliveries: {len(letters)}")
+    console.print(f"dead-lettered deliveries: {len(letters)}" if letters else "no dead letters")
     for letter in letters[:10]:
         console.print(f"  {letter}")
 
@@ -317,6 +317,149 @@ def review_decide(
 
         state = asyncio.run(reconciler(grace_seconds=0, return_state=True))
         console.print(state.message)
+
+
+deliveries_app = typer.Typer(help="The outbox: list, re-send or discard dead letters; pause, resume and test a destination",
+                             no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
+
+
+def _operator() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _selection(ids: list[str] | None, destination: str | None, study_key: str | None, accession: str | None):
+    from integrations.db.deliveries import Selection
+
+    return Selection(tuple(ids or ()), destination, study_key, accession)
+
+
+_IDS = typer.Argument(None, help="Delivery ids (from `radpath deliveries list`)")
+_DEST = typer.Option(None, "--destination", help="A destination name (ris, pacs, ehr, ...)")
+_KEY = typer.Option(None, "--study-key", help="The pseudonymous study key")
+_ACC = typer.Option(None, "--accession", help="An accession number, looked up in the ledger (never printed)")
+_ACTOR = typer.Option(None, "--actor", help="Your name for the audit trail (default: the OS user)")
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    status: str = typer.Option("dead_letter", help="dead_letter | pending | delivered | held | rejected | discarded | all"),
+    destination: str = _DEST, study_key: str = _KEY, accession: str = _ACC,
+) -> None:
+    """Outbox rows by status (default the dead letters): pseudonymous keys and what the peer said."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.deliveries import list_deliveries, paused_destinations
+
+    statuses = None if status == "all" else (status.replace("-", "_"),)
+    rows = list_deliveries(_selection(None, destination, study_key, accession), statuses)
+    paused = paused_destinations()
+    for name, pause in paused.items():
+        console.print(f"[yellow]{name} paused since {pause.paused_at:%Y-%m-%d %H:%M} UTC by {pause.paused_by}[/yellow]")
+    if not rows:
+        console.print("no dead letters" if statuses == ("dead_letter",) else f"no deliveries with status {status}")
+        return
+    table = Table("delivery", "destination", "pathway", "study", "status", "attempts", "last error")
+    for r in rows:
+        table.add_row(r.delivery_id, r.destination, r.pathway, r.study_key, r.status, str(r.attempts),
+                      r.last_response if r.status != "delivered" else "")
+    console.print(table)
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    ids: list[str] = _IDS, destination: str = _DEST, study_key: str = _KEY, accession: str = _ACC,
+    actor: str = _ACTOR, reason: str = typer.Option("", help="Why (kept in the audit trail)"),
+    now: bool = typer.Option(False, "--now", help="Send now (else the reconciler's next pass sends them)"),
+) -> None:
+    """Re-queue selected dead letters: the outbox sends each once more, with a fresh retry window."""
+    selection = _selection(ids, destination, study_key, accession)
+    if selection.empty:
+        console.print("[red]refusing to re-queue every dead letter: name delivery ids, --destination, "
+                      "--study-key or --accession[/red]")
+        raise typer.Exit(2)
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.deliveries import requeue
+
+    done = requeue(selection, actor or _operator(), reason)
+    console.print(f"[green]✓[/green] {len(done)} deliveries re-queued" if done else "no dead letters matched")
+    if done and now:
+        from integrations.errors import RadpathError
+        from tasks.delivery import attempt_delivery
+
+        for delivery_id in done:
+            try:
+                console.print(f"  {delivery_id}: {attempt_delivery(delivery_id, owner=f'cli:{_operator()}')}")
+            except RadpathError as exc:
+                console.print(f"  [red]{delivery_id}: {exc.__class__.__name__} (the outbox retries it)[/red]")
+
+
+@deliveries_app.command("discard")
+def deliveries_discard(
+    ids: list[str] = _IDS, destination: str = _DEST, study_key: str = _KEY, accession: str = _ACC,
+    actor: str = _ACTOR, reason: str = typer.Option(..., help="Why they will not be sent (audited)"),
+) -> None:
+    """Mark selected dead letters discarded (terminal; they stop needing action), audited with the reason."""
+    selection = _selection(ids, destination, study_key, accession)
+    if selection.empty:
+        console.print("[red]name delivery ids, --destination, --study-key or --accession to discard[/red]")
+        raise typer.Exit(2)
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.deliveries import discard
+
+    try:
+        done = discard(selection, actor or _operator(), reason)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]✓[/green] {len(done)} deliveries discarded" if done else "no dead letters matched")
+
+
+@deliveries_app.command("pause")
+def deliveries_pause(destination: str = typer.Argument(..., help="A destination name"), actor: str = _ACTOR,
+                     reason: str = typer.Option("", help="Why (audited)")) -> None:
+    """Stop sending to a destination: its deliveries wait (never dead-lettered while paused)."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.deliveries import pause
+
+    changed = pause(destination, actor or _operator(), reason)
+    console.print(f"[green]✓[/green] {destination} paused" if changed else f"{destination} was already paused")
+
+
+@deliveries_app.command("resume")
+def deliveries_resume(destination: str = typer.Argument(..., help="A destination name"), actor: str = _ACTOR,
+                      reason: str = typer.Option("", help="Why (audited)")) -> None:
+    """Send to a paused destination again; the reconciler's next pass sends what waited."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.deliveries import resume
+
+    waiting = resume(destination, actor or _operator(), reason)
+    console.print(f"{destination} was not paused" if waiting is None
+                  else f"[green]✓[/green] {destination} resumed: {waiting} deliveries waiting to be sent")
+
+
+@deliveries_app.command("test")
+def deliveries_test(destination: str = typer.Argument(..., help="A destination name")) -> None:
+    """Test the connection with the destination's configuration: C-ECHO (PACS), an MLLP NMQ round trip
+    (RIS), FHIR `GET metadata` (EHR). Exit status 1 when it fails."""
+    from integrations.delivery.probe import check_destination
+    from integrations.settings import get_settings
+
+    probe = check_destination(get_settings().destination(destination))
+    console.print(f"[green]ok[/green] {destination}: {probe.detail}" if probe.ok
+                  else f"[red]failed[/red] {destination}: {probe.detail}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if probe.ok else 1)
 
 
 def main() -> None:

@@ -98,7 +98,14 @@ def publish_ops_tables() -> None:
     depth = [{"queue": f"{kind}: {status}", "count": n} for kind, counts in ops.status_counts().items() for status, n in sorted(counts.items())]
     create_table_artifact(key="radpath-queue-depth", table=depth or [{"queue": "empty", "count": 0}],
                           description="Pathway runs and deliveries by status")
-    # The peer's last answer stays in the ledger (`radpath status`): it may quote patient data.
-    letters = [{k: v for k, v in vars(d).items() if k != "last_response"} for d in ops.dead_letters()]
-    create_table_artifact(key="radpath-dead-letters", table=letters or [{"delivery_id": "none"}],
-                          description="Deliveries that will not be retried; act on each (fix the peer, then re-queue)")
+    create_table_artifact(key="radpath-dead-letters", table=dead_letter_rows(ops.dead_letters()),
+                          description="Deliveries that will not be retried; act on each: fix the peer, then "
+                          "`radpath deliveries retry --destination NAME` (or the deliveries-admin deployment)")
+
+
+def dead_letter_rows(letters) -> list[dict]:  # noqa: ANN001 - ops.DeadLetter rows
+    """The dead-letter table (pure). The peer's last answer stays in the ledger (`radpath
+    deliveries list`): it may quote patient data. Empty says so in words, never a row that
+    looks like a delivery."""
+    rows = [{k: v for k, v in vars(d).items() if k != "last_response"} for d in letters]
+    return rows or [{"dead letters": "no dead letters"}]

@@ -13,7 +13,7 @@ import datetime as dt
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.db import ledger, ops
+from integrations.db import deliveries, ledger, ops
 from integrations.db.models import utcnow
 from integrations.delivery.send import send
 from integrations.errors import PermanentError
@@ -57,8 +57,10 @@ def _task_run_id() -> str:
 
 def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None, rand: float | None) -> str:
     row = ledger.get_delivery(delivery_id)
-    if row.status != "pending":  # delivered, dead_letter, held for review, rejected
+    if row.status != "pending":  # delivered, dead_letter, held for review, rejected, discarded
         return f"{row.destination}: {row.status} ({row.last_response or 'not sent'})"
+    if deliveries.is_paused(row.destination):  # ops paused it: not attempted, left pending for resume
+        return f"{row.destination}: paused, waiting"
     config = settings.destination(row.destination)
     try:
         receipt = send(row.destination, config, row.idempotency_key, row.payloads)

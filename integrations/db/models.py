@@ -263,7 +263,7 @@ class Delivery(SQLModel, table=True):
     kind: str  # file-drop | mllp | fhir | dicom ...
     idempotency_key: str = Field(unique=True)
     payloads: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", index=True)  # held | pending | delivered | dead_letter | rejected
+    status: str = Field(default="pending", index=True)  # held | pending | delivered | dead_letter | rejected | discarded
     # What the payloads carry (pathways.result_status): preliminary | final | corrected | cancelled
     result_status: str = Field(default="preliminary", sa_column_kwargs={"server_default": "preliminary"})
     attempts: int = 0
@@ -274,6 +274,17 @@ class Delivery(SQLModel, table=True):
     last_response: str | None = None
     created_at: dt.datetime = _ts()
     delivered_at: dt.datetime | None = _ts(nullable=True)
+
+
+class DestinationPause(SQLModel, table=True):
+    """A destination ops paused (0009_destination_pause): the outbox does not attempt it."""
+
+    __tablename__ = "destination_pause"
+
+    destination: str = Field(primary_key=True)
+    paused_at: dt.datetime = _ts()
+    paused_by: str
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
 class AuditEvent(SQLModel, table=True):

@@ -101,11 +101,13 @@ def deliveries_due(*, grace_seconds: float = 60, now: dt.datetime | None = None)
     now = now or utcnow()
     first_try_due = and_(Delivery.attempts == 0, Delivery.next_attempt_at <= now - dt.timedelta(seconds=grace_seconds))
     retry_due = and_(Delivery.attempts > 0, Delivery.next_attempt_at <= now)
+    from integrations.db.deliveries import not_paused  # a paused destination waits (`radpath deliveries pause`)
+
     with session_scope() as session:
         return list(
             session.exec(
                 select(Delivery.id)
-                .where(Delivery.status == "pending")
+                .where(Delivery.status == "pending", not_paused())
                 .where(Delivery.next_attempt_at.is_not(None), or_(first_try_due, retry_due))
                 .where(or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
                 .order_by(Delivery.next_attempt_at)
