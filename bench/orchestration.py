@@ -36,7 +36,10 @@ def use_data_dir(path: Path) -> None:
 def ingest(study) -> str:  # noqa: ANN001 - radpath.synth.GeneratedStudy
     import asyncio
 
-    from integrations.db import ledger
+    import datetime as dt
+
+    from integrations.db.models import utcnow
+    from integrations.db.studies import sweep_readiness
     from integrations.dicom.store import ingest_instances
     from integrations.hl7.intake import Intake
     from pathways.registry import default_registry
@@ -49,13 +52,15 @@ def ingest(study) -> str:  # noqa: ANN001 - radpath.synth.GeneratedStudy
     files = sorted(Path(study.dicom_dir).rglob("*.dcm"))
     for start in range(0, len(files), 64):
         ingest_instances(f.read_bytes() for f in files[start : start + 64])
-    (run_id,) = ledger.attach_study(study.study_uid)
+    (ready,) = sweep_readiness(now=utcnow() + dt.timedelta(days=1))  # every quiet period has passed
+    (run_id,) = ready.run_ids
     return run_id
 
 
 def bare_lung_pathway(run_id: str) -> None:
     """The lung flow's steps without Prefect: the baseline."""
-    from integrations.db import ledger
+    from integrations.db import runs
+    from integrations.db.runs import RunStatus
     from pathways.lung_cancer_ct import assess_lung_study
     from pathways.lung_cancer_report import lung_report_content
     from pathways.registry import default_registry
@@ -73,7 +78,8 @@ def bare_lung_pathway(run_id: str) -> None:
     recorded = record_result.fn(run_id, content, assessment, inputs.series, detection.mask_path, detection.model_name, detection.model_version)
     for delivery_id in recorded.delivery_ids:
         deliver.fn(delivery_id)
-    ledger.set_run_status(run_id, "completed")
+    runs.set_status(run_id, RunStatus.RUNNING)
+    runs.set_status(run_id, RunStatus.COMPLETED)
 
 
 async def main(studies: int, seed: int) -> None:

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
-from integrations.db import ledger, ops
+from integrations.db import ops, runs
+from integrations.db.runs import RunStatus
 from integrations.settings import get_settings
 from pathways.registry import default_registry
 from pathways.routing import route
@@ -50,8 +51,8 @@ def mark_run_failed(flow, flow_run, state) -> None:  # noqa: ANN001
     A run that ended `DeadLettered` already recorded that; it is not re-driven."""
     run_id = flow_run.parameters.get("run_id")
     if run_id and state.name != "DeadLettered":
-        ledger.set_run_status(run_id, "failed", reason=f"flow run {state.name}")
-    if run_id:
+        runs.fail_if_held(run_id, _owner(str(flow_run.id)), reason=f"flow run {state.name}")
+    elif run_id:
         ops.release_run(run_id, _owner(str(flow_run.id)))
 
 
@@ -59,20 +60,27 @@ def _owner(flow_run_id: str) -> str:
     return f"flow-run:{flow_run_id}"
 
 
-def start_run(run_id: str) -> StepTimer:
+def start_run(run_id: str) -> StepTimer | None:
     """Claim the ledger run for this flow run (a lease the reconciler respects) and mark it running.
 
+    None: the run is already finished (a repeated trigger): the flow returns `already_finished`.
     Raises RunClaimed when another live flow run holds the run."""
     flow_run_id = str(get_run_context().flow_run.id)
-    owner, lease = _owner(flow_run_id), get_settings().run_lease_seconds
     handed = HANDOFF.get()  # a reconciler that claimed the run passes it on to this flow run
-    if handed and not ops.hand_over_run(run_id, handed, owner, lease):
-        raise RunClaimed("the reconciler's claim on this pathway run lapsed")
-    if not handed and not ops.claim_run(run_id, owner, lease):
-        raise RunClaimed("another flow run holds this pathway run")
-    ledger.set_run_status(run_id, "running", flow_run_id=flow_run_id)
+    started = runs.start(run_id, _owner(flow_run_id), get_settings().run_lease_seconds, flow_run_id=flow_run_id,
+                         handed_from=handed)
+    if started == runs.Start.FINISHED:
+        return None
+    if started == runs.Start.HELD_ELSEWHERE:
+        raise RunClaimed("the reconciler's claim on this pathway run lapsed" if handed
+                         else "another flow run holds this pathway run")
     _tag_for_ops(run_id)
     return StepTimer()
+
+
+def already_finished(run_id: str) -> State:
+    """A trigger repeated for a run that has ended: nothing is computed or sent again."""
+    return Completed(name="AlreadyFinished", message=f"the pathway run is already {ops.run_status(run_id)}")
 
 
 def _tag_for_ops(run_id: str) -> None:
@@ -91,14 +99,14 @@ class RunClaimed(RuntimeError):
     """Another live flow run is working on the same pathway run."""
 
 
-def _finish(run_id: str, status: str, reason: str | None = None) -> None:
-    ledger.set_run_status(run_id, status, reason=reason)
+def _finish(run_id: str, status: RunStatus, reason: str | None = None) -> None:
+    runs.set_status(run_id, status, reason=reason)
     ops.release_run(run_id, _owner(str(get_run_context().flow_run.id)))
 
 
 def not_eligible(run_id: str, what: str) -> State:
     """The study holds nothing the pathway can use: a named terminal state, visible to ops."""
-    _finish(run_id, "not_eligible", reason=f"no {what} fits the spec")
+    _finish(run_id, RunStatus.NOT_ELIGIBLE, reason=f"no {what} fits the spec")
     return Completed(name="NotEligible", message=f"the study holds no {what} the pathway can use")
 
 
@@ -107,7 +115,7 @@ def not_measurable(run_id: str, pathway: str, study_key: str, timer: StepTimer, 
     terminal state, audited with the reasons, summarised for ops, and an event ops are alerted on
     (automation "radpath: study not measurable")."""
     reason = "; ".join(reasons)
-    _finish(run_id, "not_measurable", reason=reason)
+    _finish(run_id, RunStatus.NOT_MEASURABLE, reason=reason)
     emit("run.not_measurable", "run", run_id, related={"pathway": pathway}, pathway=pathway, study_key=study_key,
          reason=reason)
     publish_not_measurable_summary(pathway, study_key, reasons, timer.seconds)
@@ -161,22 +169,22 @@ def record_and_deliver(
     mode = f"mode={spec.mode}"
     dead = ops.delivery_ids(recorded.result_id, "dead_letter")
     if dead:
-        _finish(run_id, "dead_lettered", reason=f"{len(dead)} delivery(ies) dead-lettered")
+        _finish(run_id, RunStatus.DEAD_LETTERED, reason=f"{len(dead)} delivery(ies) dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} of {len(receipts) + len(failures)} deliveries dead-lettered; {mode}")
     # Review required with the preliminary sent: the decision still has to reach those destinations.
     follow_up = list(routing.follow_up) if ops.review_status(recorded.result_id) in (None, *ops.REVIEW_OPEN) else []
     if held or follow_up:
         ops.set_review(recorded.result_id, "pending")
         waiting = f"{len(held)} clinical delivery(ies) held, {len(follow_up)} sent preliminary"
-        _finish(run_id, "awaiting_review", reason=f"{waiting}: awaiting review")
+        _finish(run_id, RunStatus.AWAITING_REVIEW, reason=f"{waiting}: awaiting review")
         emit("result.awaiting_review", "result", recorded.result_id, related={"pathway": pathway, "run": run_id},
              study_key=study_key, held=len(held), preliminary_sent=len(follow_up))
         request_review(recorded.result_id, study_key, pathway)
         return Completed(name="AwaitingReview", message=f"{waiting}, awaiting review; {mode}; {summary}")
     if ops.delivery_ids(recorded.result_id, "pending"):
-        _finish(run_id, "completed", reason="deliveries pending retry")
+        _finish(run_id, RunStatus.COMPLETED, reason="deliveries pending retry")
         return Completed(name="DeliveryPending", message=f"{len(failures)} deliveries will be retried by the reconciler; {mode}")
-    _finish(run_id, "completed")
+    _finish(run_id, RunStatus.COMPLETED)
     return Completed(name="Delivered", message=f"{len(receipts)} deliveries; urgent={content.urgent}; {mode}; {summary}")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
+from flows.common import already_finished, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
 from pathways.model_card import output_problems
 from pathways.dementia_mri import assess_brain_study
 from pathways.dementia_report import dementia_report_content
@@ -30,7 +30,8 @@ async def dementia_mri(run_id: str, study_key: str):  # noqa: ANN201 - returns a
     """Run the dementia MRI pathway for one ledger pathway run (opaque ids only)."""
     registry = default_registry()
     spec = registry.get(PATHWAY)
-    timer = start_run(run_id)
+    if (timer := start_run(run_id)) is None:
+        return already_finished(run_id)
     with timer.step("prepare"):
         inputs = prepare_inputs(run_id)
     if inputs.series is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run
+from flows.common import already_finished, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run
 from pathways.model_card import input_problems, output_problems
 from pathways.heart_failure import assess_lv_function
 from pathways.heart_failure_report import calcium_report_content, echo_report_content
@@ -31,7 +31,8 @@ async def heart_failure_echo(run_id: str, study_key: str):  # noqa: ANN201 - ret
     """A4C cine → LV masks per frame → EDV, ESV, LVEF → ESC 2021 category → SR, FHIR, ORU."""
     registry = default_registry()
     spec, rules = registry.get(ECHO), registry.rules(ECHO)
-    timer = start_run(run_id)
+    if (timer := start_run(run_id)) is None:
+        return already_finished(run_id)
     with timer.step("prepare"):
         inputs = prepare_echo_cine(run_id)
     if inputs.series is None:
@@ -59,7 +60,8 @@ async def heart_failure_cardiac_ct(run_id: str, study_key: str):  # noqa: ANN201
     """Calcium-scoring CT → Agatston per lesion (rules, no model) → CAC-DRS → SR + SEG, FHIR, ORU."""
     registry = default_registry()
     spec, rules = registry.get(CARDIAC_CT), registry.rules(CARDIAC_CT)
-    timer = start_run(run_id)
+    if (timer := start_run(run_id)) is None:
+        return already_finished(run_id)
     with timer.step("prepare"):
         inputs = prepare_inputs(run_id)
     if inputs.series is None:

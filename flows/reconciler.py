@@ -18,13 +18,13 @@ from prefect.states import Completed, State
 
 from flows.common import HANDOFF, deliver_all
 from integrations.db import ops
+from integrations.db.runs import REDRIVABLE
 from integrations.dicom.store import reconcile_store
 from integrations.settings import get_settings
 from pathways.registry import default_registry
 from tasks.artifacts import publish_ops_tables
 from tasks.events import emit
 
-REDRIVABLE = {"ready", "running", "failed"}
 # Each pass sweeps the image store for files modified this recently that lack a ledger row (a
 # crash between fsync and commit); `radpath serve` sweeps the whole store when it starts.
 STORE_SWEEP_WINDOW_SECONDS = 3600

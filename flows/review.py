@@ -55,13 +55,14 @@ class ReviewDecision(RunInput):
 def apply_review(result_id: str, decision: ReviewDecision) -> tuple[str, list[str]]:
     """Record the decision (amend: re-render the held report messages first) and the pathway
     run's outcome; returns (review status, delivery ids now pending)."""
-    from integrations.db import ledger
+    from integrations.db import runs
+    from integrations.db.runs import RunStatus
 
     if problem := decision.problem():
         raise ValueError(problem)
     status, pending = _record_decision(result_id, decision)
-    outcome = "rejected" if status == "rejected" else "completed"
-    ledger.set_run_status(ops.result_run_id(result_id), outcome, reason=f"review {status} by the reviewer")
+    outcome = RunStatus.REJECTED if status == "rejected" else RunStatus.COMPLETED
+    runs.set_status(ops.result_run_id(result_id), outcome, reason=f"review {status} by the reviewer")
     return status, pending
 
 
@@ -106,7 +107,8 @@ def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
     """Suspend until a reviewer decides, then act. Resumed runs start again from the top;
     each ask has its own key, so answers already given come back without waiting."""
     from flows.common import deliver_all
-    from integrations.db import ledger
+    from integrations.db import runs
+    from integrations.db.runs import RunStatus
     from tasks.events import emit
 
     logger = get_run_logger()
@@ -134,7 +136,7 @@ def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
                                                   f"{len(receipts)} cancellation(s) of a preliminary sent")
     dead = ops.delivery_ids(result_id, "dead_letter")
     if dead:
-        ledger.set_run_status(ops.result_run_id(result_id), "dead_lettered", reason=f"review {status}; deliveries dead-lettered")
+        runs.set_status(ops.result_run_id(result_id), RunStatus.DEAD_LETTERED, reason=f"review {status}; deliveries dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} deliveries dead-lettered after review")
     return Completed(name="Delivered", message=f"review {status}; {len(receipts)} deliveries, {len(failures)} to retry")
 

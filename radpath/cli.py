@@ -179,13 +179,12 @@ def db_upgrade() -> None:
 @app.command()
 def status() -> None:
     """A summary of the ledger: orders, runs, deliveries."""
-    from integrations.db.ops import dead_letters, turnaround_table
+    from integrations.db.ops import dead_letters, status_counts, turnaround_table
     from integrations.db.studies import waiting_runs
     from radpath.runtime import prepare_ledger
-    from radpath.status import ledger_summary
 
     prepare_ledger()
-    for title, rows in ledger_summary().items():
+    for title, rows in status_counts().items():
         table = Table(title=title)
         table.add_column("status")
         table.add_column("count", justify="right")

@@ -97,7 +97,7 @@ def publish_ops_tables() -> None:
                           description="Turnaround per pathway, minutes (order received → study ready → inference done → delivered)")
     depth = [{"queue": f"{kind}: {status}", "count": n} for kind, counts in ops.status_counts().items() for status, n in sorted(counts.items())]
     create_table_artifact(key="radpath-queue-depth", table=depth or [{"queue": "empty", "count": 0}],
-                          description="Pathway runs and deliveries by status")
+                          description="Orders, studies, pathway runs and deliveries by status")
     create_table_artifact(key="radpath-dead-letters", table=dead_letter_rows(ops.dead_letters()),
                           description="Deliveries that will not be retried; act on each: fix the peer, then "
                           "`radpath deliveries retry --destination NAME` (or the deliveries-admin deployment)")

@@ -93,7 +93,6 @@ def ingest_synthetic_study(tmp_path, registry, kind: str, seed: int):  # noqa: A
     Returns (GeneratedStudy, pathway run id)."""
     from pathlib import Path
 
-    from integrations.db import ledger
     from integrations.dicom.store import ingest_instances
     from radpath.synth import generate
     from tests.hl7_fixtures import receive
@@ -102,5 +101,18 @@ def ingest_synthetic_study(tmp_path, registry, kind: str, seed: int):  # noqa: A
     raw = Path(study.order_path).read_bytes().decode()
     receive(raw, registry)  # through the HL7 intake, as the MLLP listener does
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    (run_id,) = make_ready(study.study_uid, registry)
     return study, run_id
+
+
+def make_ready(study_uid: str, registry=None) -> list[str]:  # noqa: ANN001
+    """The readiness sweep `radpath serve` runs, a day after the images came (every quiet period
+    and force-ready wait has passed): the pathway runs it handed this study to."""
+    import datetime as dt
+
+    from integrations.db import ledger
+    from integrations.db.models import utcnow
+    from integrations.db.studies import sweep_readiness
+
+    ready = sweep_readiness(now=utcnow() + dt.timedelta(days=1), registry=registry)
+    return [run_id for study in ready for run_id in study.run_ids if ledger.run_view(run_id).study_uid == study_uid]

@@ -10,13 +10,14 @@ import pydicom
 import pytest
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, PathwayRun, Study
 from integrations.db.studies import sweep_readiness, waiting_runs
 from integrations.dicom.store import ingest_instances
 from pathways.registry import Registry
 from tests.hl7_fixtures import receive
+from integrations.db import runs
+from integrations.db.runs import RunStatus
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +121,8 @@ def test_late_images_policy(radpath_env, registry, chest, policy):
     run_id = _order(study, registry)
     last = _ingest(thick[:-5] + thin)
     (first,) = sweep_readiness(now=last + dt.timedelta(seconds=61), registry=registry)
-    ledger.set_run_status(run_id, "running")
-    ledger.set_run_status(run_id, "completed")
+    runs.set_status(run_id, RunStatus.RUNNING)
+    runs.set_status(run_id, RunStatus.COMPLETED)
     late = _ingest(thick[-5:])
     assert sweep_readiness(now=late + dt.timedelta(seconds=10), registry=registry) == []  # not quiet yet
     again = sweep_readiness(now=late + dt.timedelta(seconds=61), registry=registry)

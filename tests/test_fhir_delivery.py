@@ -22,6 +22,7 @@ from integrations.fhir.report import RESULT_SYSTEM, build_report_bundle
 from integrations.fhir.smart import SmartBackendAuth, jwk_thumbprint, public_jwk
 from tests.fhir_server import fhir_schema_validator, start_fhir_server
 from tests.test_outputs import assessment, content, ctx  # noqa: F401 - shared fixtures
+from tests.conftest import make_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -321,7 +322,7 @@ def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registr
     uid = "1.2.826.0.1.3680043.8.498.77"
     with session_scope() as s:
         s.add(Study(study_uid=uid, accession_number="ACC00001", patient_key="P-x"))
-    (run_id,) = ledger.attach_study(uid)
+    (run_id,) = make_ready(uid, registry)
     result_id = ledger.result_id_for(uid, "lung_cancer_ct", "0.1.0")
     result_ctx = ledger.result_context(run_id, result_id=result_id, model_name="m", model_version="0.1.0",
                                        source_series_uid=uid + ".1")

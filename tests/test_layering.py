@@ -35,3 +35,107 @@ def test_layer_imports_point_down(layer):
         if _imports(path) & FORBIDDEN[layer]
     }
     assert offenders == {}
+
+
+# Inside integrations/: base modules (pure declarations and shared helpers) import only each other;
+# the ledger (db) imports only base modules and pathways; each protocol adapter imports base, db
+# and itself, never another adapter nor the outbound delivery package, which sits above them all.
+BASE = {"errors", "settings", "tls", "http_auth", "durable", "uids", "delivery.config", "dicom.config",
+        "inference.config"}
+ADAPTERS = {"dicom", "fhir", "hl7", "inference"}
+
+
+def _integrations_imports(path: Path) -> set[str]:
+    """The integrations modules a file imports, relative to the package (`db.ledger`, `errors`)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        out |= {n.removeprefix("integrations.") for n in names if n.startswith("integrations.")}
+    return out
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT / "integrations").with_suffix("").parts)
+
+
+def _allowed(module: str, target: str) -> bool:
+    top = target.split(".")[0]
+    if target in BASE or (module in BASE and target in BASE):
+        return True
+    if module in BASE:
+        return False
+    own = module.split(".")[0]
+    if own == "db":
+        return top == "db"
+    if own in ADAPTERS:
+        return top in {own, "db"}
+    if own == "delivery":
+        return top in ADAPTERS | {"delivery", "db"}
+    return False
+
+
+def test_no_import_runs_back_up_inside_integrations():
+    offenders = {}
+    for path in (ROOT / "integrations").rglob("*.py"):
+        if "migrations" in path.parts or path.name == "__init__.py":
+            continue
+        module = _module(path)
+        bad = sorted(t for t in _integrations_imports(path) if t and not _allowed(module, t))
+        if bad:
+            offenders[module] = bad
+    assert offenders == {}
+
+
+# Outside integrations/db/ nothing writes (or reads) a ledger table: no session, no engine, no table
+# class, no SQL. The ledger's modules are the one write path per record.
+LEDGER_MACHINERY = {"integrations.db.engine": {"session_scope", "get_engine"}}
+SQL_PACKAGES = ("sqlalchemy", "sqlmodel")
+
+
+def _ledger_tables() -> set[str]:
+    tree = ast.parse((ROOT / "integrations/db/models.py").read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)
+            and any(k.arg == "table" for k in node.keywords)}
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.ImportFrom | ast.Import]:
+    """Imports outside `if TYPE_CHECKING:` blocks (annotations may name a Session)."""
+    found = []
+
+    def visit(nodes) -> None:  # noqa: ANN001
+        for node in nodes:
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found.append(node)
+            for child in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, child, []))
+
+    visit(tree.body)
+    return found
+
+
+def test_only_the_ledger_modules_touch_ledger_tables():
+    tables = _ledger_tables()
+    assert {"Order", "PathwayRun", "Result", "Delivery", "AuditEvent"} <= tables
+    offenders = {}
+    for layer in ("integrations", "flows", "tasks", "radpath", "pathways", "deployments"):
+        for path in (ROOT / layer).rglob("*.py"):
+            if path.is_relative_to(ROOT / "integrations/db"):
+                continue
+            bad = []
+            for node in _runtime_imports(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    bad += [a.name for a in node.names if a.name.split(".")[0] in SQL_PACKAGES]
+                    continue
+                module, names = node.module or "", {a.name for a in node.names}
+                if module.split(".")[0] in SQL_PACKAGES and module != "sqlalchemy.exc":
+                    bad.append(module)
+                elif module == "integrations.db.models" and names & tables:
+                    bad += sorted(names & tables)
+                elif names & LEDGER_MACHINERY.get(module, set()):
+                    bad += sorted(names & LEDGER_MACHINERY[module])
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}

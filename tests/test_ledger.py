@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from integrations.db import ledger, orders
+from integrations.db import ledger, ops, orders, runs
 from integrations.db.engine import get_engine, migrate, session_scope
 from integrations.db.models import AuditEvent, Delivery, InboundMessage, Order, PathwayRun, Result, Study
 from integrations.db.orders import OrderStatus
+from integrations.db.runs import RunStatus
 from tests.hl7_fixtures import receive
+from tests.conftest import make_ready
 
 ORDER = "\r".join(
     [
@@ -81,8 +83,52 @@ def _ready_run(registry) -> str:
     with session_scope() as s:
         study = Study(study_uid="1.2.826.0.1.3680043.8.498.1", accession_number="ACC00001", patient_key="P-x")
         s.add(study)
-    assert ledger.attach_study("1.2.826.0.1.3680043.8.498.1") == list(outcome.run_ids)
+    assert make_ready("1.2.826.0.1.3680043.8.498.1", registry) == list(outcome.run_ids)
     return outcome.run_ids[0]
+
+
+def test_a_run_moves_only_along_its_life_cycle_and_every_move_is_audited(radpath_env, registry):
+    """The order follows its one run: in progress when it starts, completed when it is done."""
+    run_id = _ready_run(registry)  # waiting -> ready by the readiness sweep
+
+    def order_status() -> str:
+        with session_scope() as s:
+            return s.get(Order, s.get(PathwayRun, run_id).order_id).status
+
+    assert order_status() == OrderStatus.RECEIVED
+    runs.set_status(run_id, RunStatus.RUNNING, flow_run_id="f-1")
+    assert order_status() == OrderStatus.IN_PROGRESS
+    runs.set_status(run_id, RunStatus.COMPLETED)
+    assert order_status() == OrderStatus.COMPLETED
+    with pytest.raises(runs.IllegalRunTransition):
+        runs.set_status(run_id, RunStatus.RUNNING)  # a completed run is never started again (only re-run on new images)
+    with pytest.raises(runs.IllegalRunTransition):
+        runs.set_status(run_id, RunStatus.CANCELLED)  # an order cancelled now cannot unsend a result
+    with session_scope() as s:
+        row = s.get(PathwayRun, run_id)
+        assert row.status == "completed" and row.started_at and row.finished_at
+        moves = [(a.action, a.detail["status_from"]) for a in
+                 s.exec(select(AuditEvent).where(AuditEvent.entity_id == run_id).order_by(AuditEvent.id)).all()]
+    assert moves == [("study.ready", "waiting"), ("run.running", "ready"), ("run.completed", "running")]
+
+
+def test_one_flow_run_holds_a_run_and_a_refused_one_never_marks_it_failed(radpath_env, registry):
+    """The failure hook of a flow run that lost the claim (RunClaimed) leaves the live run alone;
+    a trigger repeated after the run finished starts nothing."""
+    run_id = _ready_run(registry)
+    assert runs.start(run_id, "flow-run:holder", 60, flow_run_id="f-1") == runs.Start.STARTED
+    assert runs.start(run_id, "flow-run:second", 60, flow_run_id="f-2") == runs.Start.HELD_ELSEWHERE
+    assert runs.fail_if_held(run_id, "flow-run:second", reason="flow run Failed") is False
+    assert ops.run_status(run_id) == RunStatus.RUNNING
+    assert runs.fail_if_held(run_id, "flow-run:holder", reason="flow run Crashed") is True
+    with session_scope() as s:
+        row = s.get(PathwayRun, run_id)
+        assert (row.status, row.status_reason, row.claimed_by, row.flow_run_id) == ("failed", "flow run Crashed", None, "f-1")
+    assert runs.start(run_id, "flow-run:redrive", 60, flow_run_id="f-3") == runs.Start.STARTED  # failed: re-driven
+    runs.set_status(run_id, RunStatus.COMPLETED)
+    ops.release_run(run_id, "flow-run:redrive")
+    assert runs.start(run_id, "flow-run:repeat", 60, flow_run_id="f-4") == runs.Start.FINISHED
+    assert ops.run_status(run_id) == RunStatus.COMPLETED
 
 
 def test_second_result_for_same_study_pathway_model_is_not_created(radpath_env, registry):

@@ -18,13 +18,13 @@ from sqlmodel import select
 
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Delivery, PathwayRun, Result, Study
+from tests.conftest import make_ready
 
 pytestmark = pytest.mark.slow
 
 
 def _study_with(tmp_path: Path, registry, kind: str, seed: int, alter):  # noqa: ANN001, ANN202
     """A synthetic study whose DICOM files pass through `alter(files) -> [bytes]` before ingest."""
-    from integrations.db import ledger
     from integrations.dicom.store import ingest_instances
     from radpath.synth import generate
     from tests.hl7_fixtures import receive
@@ -33,7 +33,7 @@ def _study_with(tmp_path: Path, registry, kind: str, seed: int, alter):  # noqa:
     receive(Path(study.order_path).read_bytes().decode(), registry)
     files = sorted(Path(study.dicom_dir).rglob("*.dcm"), key=lambda f: int(f.stem))
     ingest_instances(alter(files))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    (run_id,) = make_ready(study.study_uid)
     return run_id
 
 

@@ -19,6 +19,7 @@ from integrations.hl7.orders import parse_order
 from integrations.errors import PermanentError
 from pathways.spec import Destination, Review
 from tests.hl7_fixtures import receive
+from tests.conftest import make_ready
 
 pytestmark = pytest.mark.slow
 PATHWAY = "heart-failure-cardiac-ct"
@@ -51,7 +52,7 @@ def _ready_run(tmp_path: Path, registry, seed: int) -> str:
     order = parse_order(raw)
     receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    (run_id,) = make_ready(study.study_uid, registry)
     IDENTITIES.extend(_identity_forms(order))
     STUDY_KEYS.append(ledger.run_view(run_id).study_key)
     return run_id

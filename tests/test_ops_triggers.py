@@ -39,7 +39,7 @@ def _run_ready(pathway: str, priority: str):
                   {"run_id": "r-1", "study_key": "S-abc"})
 
 
-def test_each_ready_run_starts_exactly_one_deployment_with_its_ids(registry):
+def test_each_ready_run_starts_exactly_one_deployment_of_its_specs_flow(registry):
     from prefect.server.utilities.user_templates import render_user_template_sync
 
     deployments = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]
@@ -53,6 +53,14 @@ def test_each_ready_run_starts_exactly_one_deployment_with_its_ids(registry):
             assert hits == [f"{pathway}-{priority}"] and queues[hits[0]] == priority
             params = {k: render_user_template_sync(v, {"event": event}) for k, v in triggered[hits[0]]["parameters"].items()}
             assert params == {"run_id": "r-1", "study_key": "S-abc"}
+    # Each pathway's two deployments run the flow its spec names, tagged as its runs are.
+    by_name = {d["name"]: d for d in deployments}
+    for name, spec in registry.specs.items():
+        module, function = spec.flow.split(":")
+        for priority in ("urgent", "routine"):
+            deployment = by_name[f"{name}-{priority}"]
+            assert deployment["entrypoint"] == f"{module.replace('.', '/')}.py:{function}"
+            assert set(deployment["tags"]) == {f"pathway:{name}", f"priority:{priority}"}
     other = _event("radpath.study.ready", {"prefect.resource.id": "radpath.study.s-1"})
     assert not any(_server_trigger(t).covers(other) for t in triggered.values())
 

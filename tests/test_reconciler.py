@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from integrations.db import ledger, ops
+from integrations.db import ops
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Delivery, PathwayRun
 from integrations.dicom.store import ingest_instances
 from integrations.settings import reset_settings
 from tests.hl7_fixtures import receive
+from tests.conftest import make_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def _ready_run(tmp_path: Path, registry, seed: int) -> str:
     raw = Path(study.order_path).read_text()
     receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
-    (run_id,) = ledger.attach_study(study.study_uid)
+    (run_id,) = make_ready(study.study_uid)
     return run_id
 
 

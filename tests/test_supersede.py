@@ -26,6 +26,8 @@ from integrations.settings import Settings
 from pathways.registry import Registry
 from tests.conftest import dciodvfy_errors
 from tests.hl7_fixtures import receive
+from integrations.db import runs
+from integrations.db.runs import RunStatus
 
 pytestmark = pytest.mark.slow
 
@@ -178,7 +180,7 @@ def test_late_images_supersede_the_first_result(prefect_api, radpath_env, regist
     assert dciodvfy_errors(sr_path) == []
 
     # A re-driven flow for the same revision finds the existing result: nothing new, nothing resent.
-    ledger.set_run_status(run_id, "ready")
+    runs.set_status(run_id, RunStatus.READY)
     _run_flow(run_id)
     assert [r.id for r in _results()] == [first.id, second.id]
     with session_scope() as s:

@@ -173,3 +173,13 @@ def resume(destination: str, actor: str, reason: str = "", now: dt.datetime | No
 def not_paused():
     """`Delivery.destination` is not paused (for `ops.deliveries_due`)."""
     return Delivery.destination.not_in(select(DestinationPause.destination))
+
+
+def delivered_receipts(kind: str, destination: str | None = None) -> list[tuple[str, str]]:
+    """(destination, the peer's receipt) for every delivered outbox row of a kind, oldest first."""
+    with session_scope() as session:
+        query = select(Delivery.destination, Delivery.last_response).where(Delivery.kind == kind,
+                                                                           Delivery.status == "delivered")
+        if destination:
+            query = query.where(Delivery.destination == destination)
+        return [(name, receipt or "") for name, receipt in session.exec(query.order_by(Delivery.delivered_at)).all()]

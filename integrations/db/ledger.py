@@ -62,24 +62,6 @@ def study_key(study_uid: str) -> str:
     return pseudonymous_key(get_settings().pseudonym_secret(), "study", study_uid)
 
 
-def attach_study(study_uid: str, actor: str = "readiness") -> list[str]:
-    """Mark a study ready and hand it to the waiting runs of its order (by accession number)."""
-    with session_scope() as session:
-        study = session.exec(select(Study).where(Study.study_uid == study_uid)).one()
-        study.status, study.ready_at = "ready", utcnow()
-        runs = session.exec(
-            select(PathwayRun)
-            .join(Order, Order.id == PathwayRun.order_id)
-            .where(Order.accession_number == study.accession_number, PathwayRun.status == "waiting")
-        ).all()
-        for run in runs:
-            run.study_id, run.status = study.id, "ready"
-            audit(session, actor, "study.ready", "pathway_run", run.id, study_id=study.id)
-        if not runs:
-            audit(session, actor, "study.unmatched", "study", study.id)
-        return [r.id for r in runs]
-
-
 @dataclass(frozen=True)
 class RunView:
     """What a pathway flow may know about its run: opaque ids and clinical context, no identity."""
@@ -127,19 +109,6 @@ def study_series(study_uid: str) -> list[Series]:
     with session_scope() as session:
         study = session.exec(select(Study).where(Study.study_uid == study_uid)).one()
         return list(session.exec(select(Series).where(Series.study_id == study.id)).all())
-
-
-def set_run_status(run_id: str, status: str, *, reason: str | None = None, flow_run_id: str | None = None) -> None:
-    with session_scope() as session:
-        run = session.get(PathwayRun, run_id)
-        run.status, run.status_reason = status, reason
-        if flow_run_id:
-            run.flow_run_id = flow_run_id
-        if status == "running" and run.started_at is None:
-            run.started_at = utcnow()
-        if status in {"completed", "failed", "not_eligible", "not_measurable", "awaiting_review", "dead_lettered", "rejected"}:
-            run.finished_at = utcnow()
-        audit(session, "pathway", f"run.{status}", "pathway_run", run_id, reason=reason)
 
 
 def result_id_for(study_uid: str, pathway: str, model_version: str, study_revision: int = 0) -> str:

@@ -52,6 +52,13 @@ def add_message(session: Session, *, application: str, facility: str, control_id
     return message
 
 
+def answer(message: InboundMessage, ack: str, *, rejected: str | None = None) -> None:
+    """Store the ACK sent for a message (a resend gets the same) and, when it was refused, why."""
+    message.ack = ack
+    if rejected is not None:
+        message.status, message.error = "rejected", rejected
+
+
 def message_values(*, application: str, facility: str, control_id: str, message_type: str, raw: str,
                    status: str = "accepted", error: str | None = None, ack: str | None = None,
                    protocol: str = "hl7v2") -> dict[str, Any]:

@@ -204,9 +204,7 @@ class PathwayRun(SQLModel, table=True):
     study_id: str | None = Field(default=None, foreign_key="study.id")
     pathway: str
     pathway_version: str
-    # waiting | ready | running | awaiting_review | completed | rejected | dead_lettered | failed | not_eligible
-    # | not_measurable (doubtful input or an implausible model answer: no conclusion made)
-    status: str = "waiting"
+    status: str = "waiting"  # integrations.db.runs.RunStatus; changed only by runs.move (legal moves, audited)
     status_reason: str | None = None
     flow_run_id: str | None = None
     # Reconciler lease (0003_ops): whoever holds an unexpired claim re-drives this run alone.

@@ -16,6 +16,7 @@ from sqlmodel import func, select
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
+from integrations.db.runs import REDRIVABLE, RunStatus
 from integrations.db.models import AuditEvent, Delivery, Order, PathwayRun, Result, Study, utcnow
 
 REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
@@ -77,13 +78,13 @@ def runs_to_redrive(*, grace_seconds: float = 60, now: dt.datetime | None = None
         rows = session.exec(
             select(PathwayRun, Study)
             .join(Study, Study.id == PathwayRun.study_id)
-            .where(PathwayRun.status.in_(("ready", "running", "failed")))
+            .where(PathwayRun.status.in_(tuple(REDRIVABLE)))
             .where(or_(PathwayRun.claimed_until.is_(None), PathwayRun.claimed_until < now))
         ).all()
         candidates = [
             run.id
             for run, study in rows
-            if run.status != "ready" or study.ready_at is None or study.ready_at <= cutoff
+            if run.status != RunStatus.READY or study.ready_at is None or study.ready_at <= cutoff
         ]
     return [r for r in candidates if redrive_count(r) < REDRIVE_LIMIT]
 
@@ -382,12 +383,12 @@ def run_outcome(run_id: str) -> RunOutcome | None:
 
 
 def status_counts() -> dict[str, dict[str, int]]:
-    """Queue depth: runs and deliveries by status (no patient data)."""
+    """Orders, studies, pathway runs and deliveries by status (`radpath status`, the ops tables)."""
+    columns = {"orders": Order.status, "studies": Study.status, "pathway runs": PathwayRun.status,
+               "deliveries": Delivery.status}
     with session_scope() as session:
-        return {
-            "pathway runs": dict(session.exec(select(PathwayRun.status, func.count()).group_by(PathwayRun.status)).all()),
-            "deliveries": dict(session.exec(select(Delivery.status, func.count()).group_by(Delivery.status)).all()),
-        }
+        return {title: dict(session.exec(select(column, func.count()).group_by(column)).all())
+                for title, column in columns.items()}
 
 
 @dataclass(frozen=True)
@@ -449,17 +450,6 @@ def turnaround_table() -> list[dict[str, Any]]:
 def result_run_id(result_id: str) -> str:
     with session_scope() as session:
         return session.get(Result, result_id).run_id
-
-
-def hand_over_run(run_id: str, from_owner: str, to_owner: str, lease_seconds: float) -> bool:
-    """Pass a held lease on a run to another owner atomically (reconciler → the flow it starts)."""
-    with session_scope() as session:
-        moved = session.exec(
-            update(PathwayRun)
-            .where(PathwayRun.id == run_id, PathwayRun.claimed_by == from_owner)
-            .values(claimed_by=to_owner, claimed_until=utcnow() + dt.timedelta(seconds=lease_seconds))
-        )
-        return moved.rowcount == 1
 
 
 def run_status(run_id: str) -> str:

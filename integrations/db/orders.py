@@ -33,7 +33,8 @@ from sqlmodel import Session, select
 from integrations.db import messages
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, audit_values, patient_key
-from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values, utcnow
+from integrations.db.runs import OPEN as OPEN_RUNS, RunStatus, move as move_run
+from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values
 from pathways.orders import OrderRequest, PatientUpdate, age_on
 from pathways.registry import Registry
 
@@ -56,7 +57,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CANCELLED: frozenset(),
 }
 CLOSED = (OrderStatus.CANCELLED, OrderStatus.COMPLETED)
-OPEN_RUN_STATES = ("waiting", "ready")  # runs an order's cancellation or change may still stop
 
 
 class IllegalTransition(ValueError):
@@ -142,7 +142,7 @@ def pathway_run_values(order: dict[str, Any], registry: Registry, skip: frozense
         low, high = spec.eligibility.min_age_years, spec.eligibility.max_age_years
         row = column_values(PathwayRun, order_id=order["id"], pathway=spec.name, pathway_version=spec.version)
         if (low is not None and (age is None or age < low)) or (high is not None and age is not None and age > high):
-            row["status"], row["status_reason"] = "not_eligible", "patient age outside the pathway's range"
+            row["status"], row["status_reason"] = RunStatus.NOT_ELIGIBLE.value, "patient age outside the pathway's range"
         rows.append(row)
     return rows
 
@@ -226,7 +226,7 @@ def record(session: Session, parsed: OrderRequest, message: dict[str, Any], regi
         return _known(session, found, duplicate=True)
     order = order_values(parsed, message["id"])
     runs = pathway_run_values(order, registry)
-    waiting = [r for r in runs if r["status"] == "waiting"]
+    waiting = [r for r in runs if r["status"] == RunStatus.WAITING]
     order["status"] = OrderStatus.RECEIVED.value if waiting else OrderStatus.NOT_ELIGIBLE.value
     reason = None if waiting else ("no pathway claims this procedure and modality" if not runs else "patient not eligible")
     connection.execute(insert(InboundMessage.__table__), [message])
@@ -254,8 +254,8 @@ def replay(session: Session, parsed: OrderRequest) -> OrderOutcome | OrderChange
     if parsed.order_control != "CA":
         return _known(session, found, duplicate=True)
     runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == found)).all()
-    return OrderChange(found, "cancelled", tuple(r.id for r in runs if r.status == "cancelled"),
-                       tuple(r.id for r in runs if r.status != "cancelled"), duplicate=True)
+    return OrderChange(found, "cancelled", tuple(r.id for r in runs if r.status == RunStatus.CANCELLED),
+                       tuple(r.id for r in runs if r.status != RunStatus.CANCELLED), duplicate=True)
 
 
 # ---------------------------------------------------------------- status
@@ -291,10 +291,10 @@ def cancel(session: Session, parsed: OrderRequest, message_id: str, *, actor: st
     runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == order.id)).all()
     cancelled, kept = [], []
     for run in runs:
-        if run.status in OPEN_RUN_STATES:
-            run.status, run.status_reason, run.finished_at = "cancelled", reason, utcnow()
+        if run.status in OPEN_RUNS:
+            move_run(session, run, RunStatus.CANCELLED, actor=actor, reason=reason, message_id=message_id)
             cancelled.append(run.id)
-        elif run.status != "cancelled":
+        elif run.status != RunStatus.CANCELLED:
             kept.append(run.id)
     transition(session, order, OrderStatus.CANCELLED, actor=actor, action="order.cancelled", message_id=message_id,
                cancelled_runs=cancelled, kept_runs=kept, reason=reason)
@@ -320,16 +320,17 @@ def change(session: Session, parsed: OrderRequest, message_id: str, registry: Re
         claimed = {s.name for s in registry.match(order.procedure_code, order.modality, order.procedure_system, order.sender)}
         existing = session.exec(select(PathwayRun).where(PathwayRun.order_id == order.id)).all()
         for run in existing:
-            if run.pathway not in claimed and run.status in OPEN_RUN_STATES:
-                run.status, run.status_reason = "not_eligible", "order changed: procedure no longer claimed"
+            if run.pathway not in claimed and run.status in OPEN_RUNS:
+                move_run(session, run, RunStatus.NOT_ELIGIBLE, actor=actor, message_id=message_id,
+                         reason="order changed: procedure no longer claimed")
                 touched.append(run.id)
         columns = {"id": order.id, "birth_date": order.birth_date, "procedure_code": order.procedure_code,
                    "procedure_system": order.procedure_system, "modality": order.modality, "sender": order.sender}
         new = [PathwayRun(**values) for values in
                pathway_run_values(columns, registry, skip=frozenset(r.pathway for r in existing))]
         session.add_all(new)
-        touched += [r.id for r in new if r.status == "waiting"]
-        open_runs = [r for r in [*existing, *new] if r.status in OPEN_RUN_STATES]
+        touched += [r.id for r in new if r.status == RunStatus.WAITING]
+        open_runs = [r for r in [*existing, *new] if r.status in OPEN_RUNS]
         status = OrderStatus.RECEIVED if open_runs else OrderStatus.NOT_ELIGIBLE
     transition(session, order, status, actor=actor, action="order.changed", message_id=message_id, fields=changed,
                runs=touched)

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from integrations.db.engine import INDEX_LOCK, session_scope
 from integrations.db.ledger import audit
+from integrations.db.runs import RunStatus, move as move_run
 from integrations.db.models import Order, PathwayRun, Series, Study, utcnow
 from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, series_infos
 from integrations.settings import get_settings
@@ -45,7 +46,7 @@ def _snapshot(session: Session, study: Study) -> StudySnapshot:
     series = session.exec(select(Series).where(Series.study_id == study.id)).all()
     waiting = [
         RunSnapshot(run.id, run.pathway, run.status, order.patient_key, run.started_at)
-        for run, order in _runs_for(session, study.accession_number, status="waiting")
+        for run, order in _runs_for(session, study.accession_number, status=RunStatus.WAITING)
     ]
     attached = session.exec(select(PathwayRun).where(PathwayRun.study_id == study.id)).all()
     return StudySnapshot(
@@ -63,7 +64,7 @@ def _snapshot(session: Session, study: Study) -> StudySnapshot:
 
 def _candidates(session: Session) -> list[Study]:
     waiting_accessions = select(Order.accession_number).join(PathwayRun, PathwayRun.order_id == Order.id).where(
-        PathwayRun.status == "waiting"
+        PathwayRun.status == RunStatus.WAITING
     )
     query = select(Study).where(
         (Study.status.in_(("receiving", "orphaned"))) | (Study.late_instances > 0) | (Study.accession_number.in_(waiting_accessions))
@@ -76,10 +77,11 @@ def _apply(session: Session, study: Study, decision: StudyDecision, now: dt.date
     for d in decision.runs:
         run = session.get(PathwayRun, d.run_id)
         if d.action in ("ready", "force-ready"):
-            run.study_id, run.status, run.status_reason = study.id, "ready", d.reason
+            run.study_id = study.id
+            move_run(session, run, RunStatus.READY, actor="readiness", action="study.ready", reason=d.reason,
+                     study_id=study.id, forced=d.action == "force-ready")
             attached.append(run.id)
             forced |= d.action == "force-ready"
-            audit(session, "readiness", "study.ready", "pathway_run", run.id, study_id=study.id, forced=d.action == "force-ready")
         elif run.status_reason != d.reason:
             run.status_reason = d.reason
             if d.action == "patient-mismatch":
@@ -98,10 +100,10 @@ def _apply(session: Session, study: Study, decision: StudyDecision, now: dt.date
         study.late_instances = 0
         for run_id in decision.rerun_ids:
             run = session.get(PathwayRun, run_id)
-            run.status, run.started_at, run.finished_at = "ready", None, None
-            run.status_reason = f"re-run: images arrived after the run started (revision {study.revision})"
+            move_run(session, run, RunStatus.READY, actor="readiness", action="run.rerun", revision=study.revision,
+                     reason=f"re-run: images arrived after the run started (revision {study.revision})")
             attached.append(run.id)
-    elif decision.late == "none" and study.late_instances and not any(r.status != "ready" for r in _attached_runs(session, study)):
+    elif decision.late == "none" and study.late_instances and not any(r.status != RunStatus.READY for r in _attached_runs(session, study)):
         study.late_instances = 0  # nothing has read the study yet: the late images are simply part of it
     if not attached:
         return None
@@ -118,7 +120,7 @@ def _mark_imageless_runs(session: Session) -> None:
     rows = session.exec(
         select(PathwayRun)
         .join(Order, Order.id == PathwayRun.order_id)
-        .where(PathwayRun.status == "waiting", Order.accession_number.not_in(have_images))
+        .where(PathwayRun.status == RunStatus.WAITING, Order.accession_number.not_in(have_images))
     ).all()
     for run in rows:
         if run.status_reason is None:
@@ -162,7 +164,7 @@ def waiting_runs() -> list[WaitingOrder]:
     """Orders still waiting for images (or for their images to become ready), oldest first."""
     with session_scope() as session:
         rows = session.exec(
-            select(PathwayRun, Order).join(Order, Order.id == PathwayRun.order_id).where(PathwayRun.status == "waiting")
+            select(PathwayRun, Order).join(Order, Order.id == PathwayRun.order_id).where(PathwayRun.status == RunStatus.WAITING)
         ).all()
         out = [WaitingOrder(r.id, r.pathway, o.accession_number, r.created_at, r.status_reason) for r, o in rows]
     return sorted(out, key=lambda w: w.since)

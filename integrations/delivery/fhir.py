@@ -103,14 +103,6 @@ def report_references(receipt: str) -> list[str]:
 
 def delivered_reports(destination: str | None = None) -> list[tuple[str, str]]:
     """(destination, DiagnosticReport reference) for every delivered FHIR outbox row."""
-    from sqlmodel import select
+    from integrations.db.deliveries import delivered_receipts
 
-    from integrations.db.engine import session_scope
-    from integrations.db.models import Delivery
-
-    with session_scope() as session:
-        query = select(Delivery).where(Delivery.kind == "fhir", Delivery.status == "delivered")
-        if destination:
-            query = query.where(Delivery.destination == destination)
-        rows = session.exec(query.order_by(Delivery.delivered_at)).all()
-        return [(row.destination, ref) for row in rows for ref in report_references(row.last_response or "")]
+    return [(name, ref) for name, receipt in delivered_receipts("fhir", destination) for ref in report_references(receipt)]

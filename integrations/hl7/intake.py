@@ -22,9 +22,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlmodel import Session
+if TYPE_CHECKING:  # the unit of work the ledger's batch committer hands in; the intake never opens one
+    from sqlmodel import Session
 
 from integrations.db import messages, orders
 from integrations.db.batch import BatchCommitter
@@ -350,11 +351,10 @@ class Intake:
             elif change.action != "status-noted":
                 reply.events.append(IntakeEvent(f"order.{change.action}", "order", change.order_id,
                                                 {"runs": len(change.run_ids)}))
-            if error is not None:
-                message.status, message.error = "rejected", f"{error.location}: {error.text}"
         reply.acks = self._acks(header, "AE" if error else "AA", error, stored=True)
         reply.status = "rejected" if error else "accepted"
-        message.ack = ACK_SEPARATOR.join(reply.acks)
+        messages.answer(message, ACK_SEPARATOR.join(reply.acks),
+                        rejected=f"{error.location}: {error.text}" if error is not None else None)
         return reply
 
     async def _reject(self, payload: bytes, raw: RawHeader | None, detail: ErrorDetail, *, reject: bool, peer: str,
@@ -378,7 +378,7 @@ class Intake:
                     control_id=header.control_id, message_type=f"{raw.message_type}^{header.trigger}",
                     raw=text if text is not None else payload.decode("latin-1"), status="rejected",
                     error=f"{detail.location}: {detail.text}", )
-                message.ack = ACK_SEPARATOR.join(acks)
+                messages.answer(message, ACK_SEPARATOR.join(acks))
                 message_id = message.id
             qid = messages.quarantine(session, raw=payload, reason=detail.text, location=detail.location, peer=peer,
                                 control_id=header.control_id or None, message_id=message_id,
