@@ -18,6 +18,7 @@ from prefect.states import Completed, State
 
 from flows.common import HANDOFF, deliver_all
 from integrations.db import ops
+from integrations.db.audit import seal as seal_audit
 from integrations.db.runs import REDRIVABLE
 from integrations.dicom.store import reconcile_store
 from integrations.settings import get_settings
@@ -59,9 +60,11 @@ async def reconciler(grace_seconds: float | None = None, max_runs: int = 10) -> 
     swept = reconcile_store(settings, modified_after=time.time() - STORE_SWEEP_WINDOW_SECONDS)
     if swept.quarantined or swept.failed:
         emit("store.sweep_problem", "store", "images", quarantined=swept.quarantined, failed=swept.failed)
+    sealed = seal_audit()  # `radpath serve` seals every few seconds; a worker-only set-up relies on this
     publish_ops_tables()  # once per pass, not per pathway run: ops tables are a periodic view
     message = (f"{len(redriven)} runs re-driven ({', '.join(redriven) or 'none'}); {len(receipts)} deliveries sent, "
-               f"{len(failures)} failed; {len(expired)} reviews expired; {swept.indexed} stored images indexed late")
+               f"{len(failures)} failed; {len(expired)} reviews expired; {swept.indexed} stored images indexed late; "
+               f"{sealed} audit events sealed")
     return Completed(name="Reconciled", message=message)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -14,14 +15,16 @@ def temporary_name(path: Path) -> Path:
     return path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
 
 
-def write_durably(path: Path, data: bytes, sync_folder: bool = True) -> None:
+def write_durably(path: Path, data: bytes | Iterable[bytes], sync_folder: bool = True) -> None:
     """Write to a temporary name, fsync, rename, fsync the folder: all or nothing on disk.
+    `data` may be chunks (an export streamed from the ledger) rather than one bytes object.
     With sync_folder=False the caller fsyncs the folder itself (once for many files) before
     anything that depends on the new name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     with open(tmp, "wb") as f:
-        f.write(data)
+        for chunk in [data] if isinstance(data, bytes) else data:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -10,6 +10,9 @@ from pydantic import SecretStr
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="radpath"'}
 
 
+REFUSED = "auth.refused"  # the audit action of a request refused for its credentials (a security alert)
+
+
 def bearer_client(authorization: str, tokens: Mapping[str, SecretStr], *, anonymous: str) -> str | None:
     """The configured client whose token the `Authorization` header carries; `anonymous` when the
     door has no tokens configured (loopback and demo only); None when the header does not match."""

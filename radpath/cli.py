@@ -461,6 +461,60 @@ def deliveries_test(destination: str = typer.Argument(..., help="A destination n
     raise typer.Exit(0 if probe.ok else 1)
 
 
+
+audit_app = typer.Typer(help="The tamper-evident audit trail: verify its hash chain, export it for a SIEM",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Seal what is unsealed, then recompute the whole chain: exit 1 if any event was edited,
+    deleted or reordered. Prints the head to compare with the last export."""
+    from integrations.db.audit import seal, verify
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    seal()
+    report = verify()
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    console.print(f"{report.sealed} audit events chained, {report.unsealed} not yet sealed; "
+                  f"head seq {report.head_seq} chain {report.head_chain}")
+    if not report.intact:
+        console.print(f"[red]audit chain broken in {len(report.problems)} place(s)[/red]")
+        raise typer.Exit(1)
+    console.print("audit chain intact")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Path = typer.Option(..., "--out", help="NDJSON file of FHIR R4 AuditEvent resources (written whole, then renamed)"),
+    after: int = typer.Option(0, "--after", help="Only events after this chain sequence number (the last export's head)"),
+) -> None:
+    """Sealed audit events, in chain order, as FHIR AuditEvent (DICOM audit message types)."""
+    import json
+
+    from integrations.db.audit import seal, sealed_events
+    from integrations.durable import write_durably
+    from integrations.fhir.audit_event import audit_event_resource
+    from integrations.settings import get_settings
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    seal()
+    site = get_settings().trust
+    written = []
+
+    def lines():  # streamed: years of audit never sit in memory at once
+        for row in sealed_events(after):
+            written.append(row.seq)
+            yield (json.dumps(audit_event_resource(row, site=site), separators=(",", ":")) + "\n").encode()
+
+    write_durably(out, lines())
+    head = f"; head seq {written[-1]}" if written else ""
+    console.print(f"{len(written)} audit events written to {out}{head}")
+
 def main() -> None:
     """The `radpath` entry point: a configuration radpath cannot run with is one line naming the
     setting and exit status 2, never a traceback (and never a silent run on defaults)."""

@@ -91,6 +91,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     from prefect.runner import Runner
 
     from deployments.served import runner_deployments
+    from integrations.db.audit import seal as seal_audit
     from integrations.db.studies import sweep_readiness
     from integrations.dicom.scp import start_scp
     from integrations.dicom.store import reconcile_store
@@ -153,6 +154,10 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
                 await asyncio.to_thread(sweep_readiness, None, registry, on_ready)
             except Exception:  # noqa: BLE001 - the next sweep retries from ledger state
                 log.warning("readiness sweep failed", exc_info=True)
+            try:
+                await asyncio.to_thread(seal_audit)  # the audit chain trails the writers by seconds
+            except Exception:  # noqa: BLE001 - the next pass seals what is left
+                log.warning("audit sealing failed", exc_info=True)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=sweep_seconds)
             except TimeoutError:

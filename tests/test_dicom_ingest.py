@@ -278,6 +278,7 @@ def test_stow_rs_inbound_authentication(radpath_env, monkeypatch):
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     with session_scope() as s:
         assert s.exec(select(Instance)).first() is None  # nothing of a refused request is stored
+        assert len(s.exec(select(AuditEvent).where(AuditEvent.action == "auth.refused")).all()) == 3  # each audited
     ok = client.post("/dicomweb/studies", content=body,
                      headers={"Content-Type": content_type, "Authorization": "Bearer img-t0ken"})
     assert ok.status_code == 200, ok.text

@@ -321,6 +321,8 @@ def test_inbound_authentication(api, monkeypatch):
     assert ok.status_code == 201
     with session_scope() as session:
         assert session.exec(select(Order)).one().sender == "epic^FHIR"
+        refused = session.exec(select(AuditEvent).where(AuditEvent.action == "auth.refused")).all()
+    assert [(a.actor, a.entity_type) for a in refused] == [("fhir", "peer_address")] * 2  # a security alert each
 
 
 def backport_notification(kind: str, *resources: dict) -> dict:

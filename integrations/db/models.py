@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from pydantic_core import PydanticUndefined
 from sqlmodel import Field, SQLModel
 
@@ -297,3 +297,6 @@ class AuditEvent(SQLModel, table=True):
     entity_type: str
     entity_id: str
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The hash chain (0010_audit_chain): set when sealed (integrations/db/audit.py), never before.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True, unique=True, index=True))
+    chain: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))

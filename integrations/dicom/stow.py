@@ -24,7 +24,8 @@ from starlette.requests import ClientDisconnect
 from integrations.dicom.scp import CANNOT_UNDERSTAND, DATASET_MISMATCH, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, STORAGE_SOP_CLASSES, status_for
 from integrations.dicom.store import StoredInstance, StoreFull, ingest_instances
 from integrations.errors import InvalidInput
-from integrations.http_auth import CHALLENGE, bearer_client
+from integrations.db.ledger import record_audit
+from integrations.http_auth import CHALLENGE, REFUSED, bearer_client
 from integrations.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,14 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return bytes(buffer)
 
 
+def _audit_refused(request: Request) -> None:
+    try:
+        record_audit("stow-rs", REFUSED, "peer_address", request.client.host if request.client else "-",
+                     reason="no valid bearer token")
+    except Exception:  # noqa: BLE001 - an audit failure must not change the answer
+        log.exception("could not audit a refused request")
+
+
 def build_router(on_instance_committed: Callable[[StoredInstance], None] | None = None) -> APIRouter:
     """STOW-RS routes `/studies` and `/studies/{study_uid}` (include under e.g. prefix "/dicomweb")."""
     router = APIRouter()
@@ -137,6 +146,7 @@ def build_router(on_instance_committed: Callable[[StoredInstance], None] | None 
         settings = get_settings()
         client = bearer_client(request.headers.get("authorization", ""), settings.stow_inbound_tokens, anonymous="")
         if client is None:
+            _audit_refused(request)
             return JSONResponse({"error": "a valid bearer token is required"}, status_code=401, headers=CHALLENGE)
         actor = f"stow-rs:{client}" if client else "stow-rs"
         try:

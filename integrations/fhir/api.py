@@ -36,7 +36,8 @@ from integrations.fhir.servicerequest import (
     outcome_for,
     parse_service_request,
 )
-from integrations.http_auth import CHALLENGE, bearer_client
+from integrations.db.ledger import record_audit
+from integrations.http_auth import CHALLENGE, REFUSED, bearer_client
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
 
@@ -63,8 +64,17 @@ def _client_name(request: Request) -> str:
     client = bearer_client(request.headers.get("authorization", ""), get_settings().fhir_inbound_tokens,
                            anonymous="fhir")
     if client is None:
+        _audit_refused(request, "fhir")
         raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"), CHALLENGE)
     return client
+
+
+def _audit_refused(request: Request, door: str) -> None:
+    try:
+        record_audit(door, REFUSED, "peer_address", request.client.host if request.client else "-",
+                     reason="no valid bearer token")
+    except Exception:  # noqa: BLE001 - an audit failure must not change the answer
+        log.exception("could not audit a refused request")
 
 
 async def _read_json(request: Request) -> Any:
