@@ -18,6 +18,7 @@ from integrations.durable import write_durably
 from integrations.dicom.volume import source_datasets
 from integrations.fhir.report import build_report_bundle
 from integrations.hl7.oru import build_oru_r01, default_control_id
+from integrations.hl7.priority import build_priority_update, priority_control_id
 from integrations.settings import get_settings
 from pathways.findings import SeriesRef
 from pathways.registry import default_registry
@@ -33,6 +34,7 @@ OUTPUT_FILES = {
 }
 
 
+PRIORITY_UPDATE_FILE = "orm-o01-priority.hl7"  # not a spec format: the RIS destination's `priority_update`
 REPORT_MESSAGES = {"fhir-bundle", "hl7-oru"}  # rendered per destination; SR and SEG are shared
 
 
@@ -76,14 +78,16 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
 
 
 def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out_dir: Path,  # noqa: ANN001
-                    status: ResultStatus, *, replaces_earlier: bool, reviewer: str | None = None) -> Path:
+                    status: ResultStatus, *, replaces_earlier: bool, reviewer: str | None = None,
+                    raise_priority: bool = False) -> Path:
     """The FHIR bundle or ORU^R01 for one destination with one life-cycle status
     (`pathways.result_status`), written durably under out_dir/destination.
 
     `replaces_earlier`: the destination may hold an earlier report for this order (a
     superseded result): FHIR then updates the same resources in place (conditional update on
     their identifiers). `reviewer`: who accepted it, for a final or corrected status
-    (OBR-32 / resultsInterpreter)."""
+    (OBR-32 / resultsInterpreter). `raise_priority`: the ORU carries the urgent priority in
+    OBR-27 where the RIS takes it there (`priority_update = "oru-obr27"`)."""
     path = out_dir / destination / OUTPUT_FILES[fmt]
     if fmt == "fhir-bundle":
         bundle = build_report_bundle(content, ctx, status=status.fhir, interpreter=reviewer,
@@ -100,10 +104,25 @@ def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out
             control_id=default_control_id(ctx.result_id, destination, status),
             status=status,
             interpreter=reviewer,
+            priority=config.urgent_priority if raise_priority and config.priority_update == "oru-obr27" else None,
         )
         write_durably(path, oru.encode())
     else:
         raise ValueError(f"no report message for format {fmt}")
+    return path
+
+
+def _priority_update(ctx, destination: str, out_dir: Path) -> Path | None:  # noqa: ANN001
+    """The ORM^O01 XO raising the exam's priority, for a RIS that takes it as an order update."""
+    config = get_settings().destination(destination)
+    if getattr(config, "priority_update", "none") != "orm-xo":
+        return None
+    message = build_priority_update(ctx, priority=config.urgent_priority, version=config.hl7_version,
+                                    receiving_application=config.receiving_application,
+                                    receiving_facility=config.receiving_facility,
+                                    control_id=priority_control_id(ctx.result_id, destination))
+    path = out_dir / destination / PRIORITY_UPDATE_FILE
+    write_durably(path, message.encode())
     return path
 
 
@@ -164,12 +183,19 @@ def record_result(
     shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in destinations for f in d.formats}, previous)
     plans = []
     for destination in destinations:
+        # Triage reaches the RIS with the unreviewed result, never from shadow or qa mode (where
+        # clinical destinations get nothing or are held) nor to an evaluation destination.
+        raise_priority = content.urgent and destination.clinical and destination.name not in routing.held
         payloads = [  # a SEG exists only where findings have segments
             str(_render_message(fmt, content, ctx, destination.name, out_dir, ResultStatus.PRELIMINARY,  # unreviewed
-                                replaces_earlier=previous is not None) if fmt in REPORT_MESSAGES else shared[fmt])
+                                replaces_earlier=previous is not None, raise_priority=raise_priority)
+                if fmt in REPORT_MESSAGES else shared[fmt])
             for fmt in destination.formats
             if fmt in REPORT_MESSAGES or fmt in shared
         ]
+        if raise_priority and "hl7-oru" in destination.formats:
+            update = _priority_update(ctx, destination.name, out_dir)
+            payloads = ([str(update)] if update is not None else []) + payloads  # sent (and ACKed) first
         kind = get_settings().destination(destination.name).kind
         plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads,
                                          held=destination.name in routing.held))
