@@ -18,6 +18,7 @@ from integrations.durable import write_durably
 from integrations.dicom.volume import source_datasets
 from integrations.fhir.report import build_report_bundle
 from integrations.hl7.oru import build_oru_r01, default_control_id
+from integrations.dicom.summary import build_key_object_selection, build_summary_capture, key_images
 from integrations.hl7.priority import build_priority_update, priority_control_id
 from integrations.settings import get_settings
 from pathways.findings import SeriesRef
@@ -29,6 +30,8 @@ from pathways.result_status import ResultStatus, issued_status
 OUTPUT_FILES = {
     "dicom-seg": "seg.dcm",
     "dicom-sr": "sr.dcm",
+    "dicom-kos": "kos.dcm",
+    "dicom-sc": "sc.dcm",
     "fhir-bundle": "report-bundle.json",
     "hl7-oru": "oru-r01.hl7",
 }
@@ -61,12 +64,15 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
     new SR's predecessor. SEG has no predecessor attribute: a new SEG simply replaces it.
     """
     files: dict[str, Path] = {}
-    if not formats & {"dicom-sr", "dicom-seg"}:
+    if not formats & {"dicom-sr", "dicom-seg", "dicom-kos", "dicom-sc"}:
         return files
     sources = source_datasets(series.series_uid)
+    mask = np.load(mask_path) if mask_path else None
+    if formats & {"dicom-kos", "dicom-sc"}:
+        files |= _render_summary(content, ctx, sources, mask, out_dir, formats)
     seg = None
-    if mask_path and any(f.segment_number for f in content.findings):
-        seg = build_segmentation(np.load(mask_path), content, ctx, sources)
+    if mask is not None and any(f.segment_number for f in content.findings):
+        seg = build_segmentation(mask, content, ctx, sources)
         files["dicom-seg"] = out_dir / OUTPUT_FILES["dicom-seg"]
         write_durably(files["dicom-seg"], _dicom_bytes(seg))
     if "dicom-sr" in formats:
@@ -74,6 +80,23 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
         earlier = predecessor_srs(out_dir.parent / previous / OUTPUT_FILES["dicom-sr"]) if previous else []
         sr = build_measurement_report_sr(content, ctx, sources, seg, predecessors=earlier)
         write_durably(files["dicom-sr"], _dicom_bytes(sr))
+    return files
+
+
+def _render_summary(content, ctx, sources, mask, out_dir: Path, formats) -> dict[str, Path]:  # noqa: ANN001
+    """The key images (KOS, when a finding was segmented) and the rendered summary (SC: the first
+    key image outlined, else the middle slice) for viewers without SR/SEG support."""
+    files: dict[str, Path] = {}
+    keys = key_images(mask, content) if mask is not None and mask.shape[0] == len(sources) else []  # slices, not frames
+    if "dicom-kos" in formats and keys:
+        files["dicom-kos"] = out_dir / OUTPUT_FILES["dicom-kos"]
+        key_sources = [sources[i] for i in dict.fromkeys(index for _, index in keys)]
+        write_durably(files["dicom-kos"], _dicom_bytes(build_key_object_selection(content, ctx, key_sources)))
+    if "dicom-sc" in formats:
+        index = keys[0][1] if keys else len(sources) // 2
+        outlines = np.where(np.isin(mask[index], [n for n, i in keys if i == index]), mask[index], 0) if keys else None
+        files["dicom-sc"] = out_dir / OUTPUT_FILES["dicom-sc"]
+        write_durably(files["dicom-sc"], _dicom_bytes(build_summary_capture(content, ctx, sources[index], outlines)))
     return files
 
 
