@@ -37,7 +37,7 @@ def test_kos_names_the_key_images_and_the_algorithm(label_mask, content, ctx, so
     assert dciodvfy_errors(tmp_path / "kos.dcm") == []
 
 
-def test_summary_capture_is_labelled_preliminary_ai_output_with_the_finding_outlined(  # noqa: F811
+def test_summary_capture_is_labelled_preliminary_ai_output_with_the_finding_outlined(
         label_mask, content, ctx, source_datasets, tmp_path):  # noqa: F811
     import copy
 
