@@ -28,6 +28,7 @@ system-deps:
 	bash scripts/install-inference-server.sh
 
 test: $(STAMP) system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 clean:

@@ -149,7 +149,8 @@ def main() -> None:
                 per_commit.append(grouped)
             medians = {name: statistics.median(t) for name, t in times.items()}
             for name, seconds in medians.items():
-                note = f"{statistics.median(per_commit):.1f} instances per ledger commit" if name == "radpath" else ("--fork" if name == "storescp" and level > 1 else "")
+                note = (f"{statistics.median(per_commit):.1f} instances per ledger commit" if name == "radpath"
+                        else ("--fork" if name == "storescp" and level > 1 else ""))
                 print(f"{level:>6} {name:9} {n / seconds:8.1f} {mb / seconds:7.1f} {seconds:8.2f}  {note}")
             print(
                 f"{level:>6} ratio radpath/storescp: {medians['storescp'] / medians['radpath']:.2f}"

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     dicom_orphan_after_seconds: int = Field(default=3600, ge=0, description="Study without an order: orphaned after")
     pacs: PacsSource | None = Field(default=None, description="Where order-triggered retrieval queries")
+    pacs_retrieve_after_seconds: float = Field(
+        default=30.0, ge=0, description="How long an order waits for images to be pushed before radpath asks the PACS")
+    pacs_retrieve_retry_seconds: float = Field(default=300.0, gt=0, description="Between two retrievals for one order")
+    pacs_retrieve_attempts: int = Field(default=3, ge=1, description="Retrievals tried per order that still has no images")
 
     # --- HTTP: STOW-RS and FHIR (integrations/http)
     http_port: int = Field(default=8080, ge=0, le=65535)

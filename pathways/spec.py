@@ -17,7 +17,9 @@ from pathways.codes import as_fhir_system
 from pathways.report import Code
 
 Mode = Literal["shadow", "qa", "clinical"]
-OutputFormat = Literal["dicom-sr", "dicom-seg", "fhir-bundle", "hl7-oru"]
+# dicom-kos: key images (Key Object Selection); dicom-sc: a rendered summary (Secondary Capture)
+# for viewers without SR/SEG support, labelled AI output and preliminary.
+OutputFormat = Literal["dicom-sr", "dicom-seg", "dicom-kos", "dicom-sc", "fhir-bundle", "hl7-oru"]
 
 
 class _Strict(BaseModel):

@@ -69,7 +69,8 @@ def _point_radpath_at(peers: DemoPeers) -> None:
     """Trust configuration for the demo: destinations are the local peers; no quiet period."""
     os.environ["RADPATH_DESTINATIONS"] = json.dumps(
         {
-            "ris": {"kind": "mllp", "host": "127.0.0.1", "port": peers.ris.port},
+            # The demo RIS reorders its worklist on an ORM^O01 XO priority update (urgent AI findings).
+            "ris": {"kind": "mllp", "host": "127.0.0.1", "port": peers.ris.port, "priority_update": "orm-xo"},
             "pacs": {"kind": "dicom", "host": "127.0.0.1", "port": peers.pacs.port, "called_ae_title": peers.pacs.ae_title},
             "ehr": {"kind": "fhir", "base_url": peers.ehr.base_url},
         }
@@ -143,6 +144,8 @@ def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = Tru
             settings.data_dir / "fhir-server"
         ) as ehr:
             peers = DemoPeers(ris=ris, pacs=pacs, ehr=ehr)
+            for study in generated:  # the RIS books each exam routine; radpath's urgent findings move them
+                ris.worklist.add(study.accession_number)
             _point_radpath_at(peers)
             rows = asyncio.run(_through_front_doors(generated, progress))
     ok = _report(rows, console)
@@ -153,7 +156,9 @@ def _report_peers(peers: DemoPeers, console: Console) -> bool:
     """What the clinical systems received: exactly once each."""
     oru = [m for m in peers.ris.received if m.message_type.startswith("ORU")]
     control_ids = [m.control_id for m in oru]
-    console.print(f"RIS (MLLP):  {len(oru)} ORU^R01 received, {len(control_ids) - len(set(control_ids))} duplicates")
+    console.print(f"RIS (MLLP):  {len(oru)} ORU^R01 received, {len(control_ids) - len(set(control_ids))} duplicates; "
+                  f"{len(peers.ris.worklist.changes)} exam(s) raised to stat by an urgent AI finding (ORM^O01 XO), "
+                  "now first on the RIS worklist")
     console.print(
         f"PACS (DICOM): {sum(peers.pacs.modalities.values())} objects received "
         f"({', '.join(f'{n} {m}' for m, n in sorted(peers.pacs.modalities.items()))}), {peers.pacs.duplicates} duplicates"

@@ -11,6 +11,11 @@ Used by `radpath demo` (results come back over MLLP) and by the delivery tests.
 Answers (one per received message, from `script`, then `default`): "AA" | "AE" | "AR";
 "late:S" (AA after S seconds); "none" (never answers); "stale" (answers with an AA for a
 different control id only — a late ACK that must not be taken for this message).
+
+It keeps a reporting worklist as a RIS does: `ris.worklist.add(accession)` books an exam
+(routine unless told), and an accepted ORM^O01 XO (ORC-7 priority) or ORU^R01 with OBR-27
+priority (TQ component 6, HL7 table 0027) moves it; `ris.worklist.order()` lists the exams in
+reading order: stat, then ASAP, then routine, each in booking order.
 """
 
 from __future__ import annotations
@@ -24,6 +29,60 @@ from dataclasses import dataclass
 from integrations.hl7.ack import DATA_TYPE_ERROR, ErrorDetail, acknowledgements
 from integrations.hl7.er7 import MessageError, read_header
 from integrations.hl7.mllp import Frame, FrameDecoder, frame
+
+
+READING_ORDER = {"S": 0, "A": 1, "R": 2}  # HL7 table 0027; anything else reads as routine
+
+
+@dataclass
+class Exam:
+    accession: str
+    priority: str
+    booked: int
+
+
+class Worklist:
+    """Exams waiting to be reported, by accession (ORC-3 / OBR-18 in what radpath sends)."""
+
+    def __init__(self) -> None:
+        self.exams: dict[str, Exam] = {}
+        self.changes: list[tuple[str, str, str]] = []  # (accession, priority, message type)
+        self._lock = threading.Lock()
+
+    def add(self, accession: str, priority: str = "R") -> None:
+        with self._lock:
+            self.exams[accession] = Exam(accession, priority, len(self.exams))
+
+    def order(self) -> list[str]:
+        with self._lock:
+            exams = sorted(self.exams.values(), key=lambda e: (READING_ORDER.get(e.priority, 2), e.booked))
+        return [e.accession for e in exams]
+
+    def apply(self, text: str) -> None:
+        """Take the priority an order update or a result carries, for an exam on the list."""
+        segments = {line.split("|", 1)[0]: line.split("|") for line in text.replace("\n", "\r").split("\r") if line}
+        msh, orc, obr = segments.get("MSH", []), segments.get("ORC", []), segments.get("OBR", [])
+        message_type = msh[8] if len(msh) > 8 else ""
+        accession = _field(obr, 18) or _field(orc, 3)
+        if message_type.startswith("ORM^O01") and _field(orc, 1) == "XO":
+            priority = _component(orc, 7, 6) or _component(obr, 27, 6)
+        elif message_type.startswith("ORU^R01"):
+            priority = _component(obr, 27, 6)
+        else:
+            return
+        with self._lock:
+            if priority and accession in self.exams:
+                self.exams[accession].priority = priority
+                self.changes.append((accession, priority, message_type.split("^", 2)[0] + "^" + message_type.split("^")[1]))
+
+
+def _field(segment: list[str], number: int) -> str:
+    return segment[number] if len(segment) > number else ""
+
+
+def _component(segment: list[str], number: int, component: int) -> str:
+    parts = _field(segment, number).split("^")
+    return parts[component - 1] if len(parts) >= component else ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +99,7 @@ class RisSimulator:
         self.host, self.port = host, port
         self.script, self.default = list(script), default
         self.received: list[ReceivedMessage] = []
+        self.worklist = Worklist()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -110,6 +170,8 @@ class RisSimulator:
         with self._lock:
             self.received.append(ReceivedMessage(header.control_id, f"{raw.message_type}^{header.trigger}", text,
                                                  answer, dt.datetime.now(dt.UTC)))
+        if answer in ("AA", "stale") or answer.startswith("late:"):
+            self.worklist.apply(text)  # the RIS acts on what it accepts
         if answer == "none":
             return
         if answer.startswith("late:"):

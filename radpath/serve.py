@@ -76,7 +76,7 @@ def _safely(fn: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any) -> None:
         try:
             fn(*args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("post-commit callback %s failed", fn.__name__, exc_info=True)
 
     return wrapper
@@ -92,6 +92,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
 
     from deployments.served import runner_deployments
     from integrations.db.audit import seal as seal_audit
+    from integrations.dicom.pacs import retrieve_for_waiting_orders
     from integrations.db.studies import sweep_readiness
     from integrations.dicom.scp import start_scp
     from integrations.dicom.store import reconcile_store
@@ -151,12 +152,16 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     async def sweep_forever() -> None:
         while not stop.is_set():
             try:
+                await asyncio.to_thread(retrieve_for_waiting_orders, settings)  # images for orders the PACS holds
+            except Exception:  # each order's attempts are audited; the next pass goes on
+                log.warning("retrieval from the PACS failed", exc_info=True)
+            try:
                 await asyncio.to_thread(sweep_readiness, None, registry, on_ready)
-            except Exception:  # noqa: BLE001 - the next sweep retries from ledger state
+            except Exception:  # the next sweep retries from ledger state
                 log.warning("readiness sweep failed", exc_info=True)
             try:
                 await asyncio.to_thread(seal_audit)  # the audit chain trails the writers by seconds
-            except Exception:  # noqa: BLE001 - the next pass seals what is left
+            except Exception:  # the next pass seals what is left
                 log.warning("audit sealing failed", exc_info=True)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=sweep_seconds)

@@ -18,6 +18,8 @@ from integrations.durable import write_durably
 from integrations.dicom.volume import source_datasets
 from integrations.fhir.report import build_report_bundle
 from integrations.hl7.oru import build_oru_r01, default_control_id
+from integrations.dicom.summary import build_key_object_selection, build_summary_capture, key_images
+from integrations.hl7.priority import build_priority_update, priority_control_id
 from integrations.settings import get_settings
 from pathways.findings import SeriesRef
 from pathways.registry import default_registry
@@ -28,11 +30,14 @@ from pathways.result_status import ResultStatus, issued_status
 OUTPUT_FILES = {
     "dicom-seg": "seg.dcm",
     "dicom-sr": "sr.dcm",
+    "dicom-kos": "kos.dcm",
+    "dicom-sc": "sc.dcm",
     "fhir-bundle": "report-bundle.json",
     "hl7-oru": "oru-r01.hl7",
 }
 
 
+PRIORITY_UPDATE_FILE = "orm-o01-priority.hl7"  # not a spec format: the RIS destination's `priority_update`
 REPORT_MESSAGES = {"fhir-bundle", "hl7-oru"}  # rendered per destination; SR and SEG are shared
 
 
@@ -59,12 +64,15 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
     new SR's predecessor. SEG has no predecessor attribute: a new SEG simply replaces it.
     """
     files: dict[str, Path] = {}
-    if not formats & {"dicom-sr", "dicom-seg"}:
+    if not formats & {"dicom-sr", "dicom-seg", "dicom-kos", "dicom-sc"}:
         return files
     sources = source_datasets(series.series_uid)
+    mask = np.load(mask_path) if mask_path else None
+    if formats & {"dicom-kos", "dicom-sc"}:
+        files |= _render_summary(content, ctx, sources, mask, out_dir, formats)
     seg = None
-    if mask_path and any(f.segment_number for f in content.findings):
-        seg = build_segmentation(np.load(mask_path), content, ctx, sources)
+    if mask is not None and any(f.segment_number for f in content.findings):
+        seg = build_segmentation(mask, content, ctx, sources)
         files["dicom-seg"] = out_dir / OUTPUT_FILES["dicom-seg"]
         write_durably(files["dicom-seg"], _dicom_bytes(seg))
     if "dicom-sr" in formats:
@@ -75,15 +83,34 @@ def _render_dicom(content, ctx, series, mask_path, out_dir, formats, previous=No
     return files
 
 
+def _render_summary(content, ctx, sources, mask, out_dir: Path, formats) -> dict[str, Path]:  # noqa: ANN001
+    """The key images (KOS, when a finding was segmented) and the rendered summary (SC: the first
+    key image outlined, else the middle slice) for viewers without SR/SEG support."""
+    files: dict[str, Path] = {}
+    keys = key_images(mask, content) if mask is not None and mask.shape[0] == len(sources) else []  # slices, not frames
+    if "dicom-kos" in formats and keys:
+        files["dicom-kos"] = out_dir / OUTPUT_FILES["dicom-kos"]
+        key_sources = [sources[i] for i in dict.fromkeys(index for _, index in keys)]
+        write_durably(files["dicom-kos"], _dicom_bytes(build_key_object_selection(content, ctx, key_sources)))
+    if "dicom-sc" in formats:
+        index = keys[0][1] if keys else len(sources) // 2
+        outlines = np.where(np.isin(mask[index], [n for n, i in keys if i == index]), mask[index], 0) if keys else None
+        files["dicom-sc"] = out_dir / OUTPUT_FILES["dicom-sc"]
+        write_durably(files["dicom-sc"], _dicom_bytes(build_summary_capture(content, ctx, sources[index], outlines)))
+    return files
+
+
 def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out_dir: Path,  # noqa: ANN001
-                    status: ResultStatus, *, replaces_earlier: bool, reviewer: str | None = None) -> Path:
+                    status: ResultStatus, *, replaces_earlier: bool, reviewer: str | None = None,
+                    raise_priority: bool = False) -> Path:
     """The FHIR bundle or ORU^R01 for one destination with one life-cycle status
     (`pathways.result_status`), written durably under out_dir/destination.
 
     `replaces_earlier`: the destination may hold an earlier report for this order (a
     superseded result): FHIR then updates the same resources in place (conditional update on
     their identifiers). `reviewer`: who accepted it, for a final or corrected status
-    (OBR-32 / resultsInterpreter)."""
+    (OBR-32 / resultsInterpreter). `raise_priority`: the ORU carries the urgent priority in
+    OBR-27 where the RIS takes it there (`priority_update = "oru-obr27"`)."""
     path = out_dir / destination / OUTPUT_FILES[fmt]
     if fmt == "fhir-bundle":
         bundle = build_report_bundle(content, ctx, status=status.fhir, interpreter=reviewer,
@@ -100,10 +127,25 @@ def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out
             control_id=default_control_id(ctx.result_id, destination, status),
             status=status,
             interpreter=reviewer,
+            priority=config.urgent_priority if raise_priority and config.priority_update == "oru-obr27" else None,
         )
         write_durably(path, oru.encode())
     else:
         raise ValueError(f"no report message for format {fmt}")
+    return path
+
+
+def _priority_update(ctx, destination: str, out_dir: Path) -> Path | None:  # noqa: ANN001
+    """The ORM^O01 XO raising the exam's priority, for a RIS that takes it as an order update."""
+    config = get_settings().destination(destination)
+    if getattr(config, "priority_update", "none") != "orm-xo":
+        return None
+    message = build_priority_update(ctx, priority=config.urgent_priority, version=config.hl7_version,
+                                    receiving_application=config.receiving_application,
+                                    receiving_facility=config.receiving_facility,
+                                    control_id=priority_control_id(ctx.result_id, destination))
+    path = out_dir / destination / PRIORITY_UPDATE_FILE
+    write_durably(path, message.encode())
     return path
 
 
@@ -164,12 +206,19 @@ def record_result(
     shared = _render_dicom(content, ctx, series, mask_path, out_dir, {f for d in destinations for f in d.formats}, previous)
     plans = []
     for destination in destinations:
+        # Triage reaches the RIS with the unreviewed result, never from shadow or qa mode (where
+        # clinical destinations get nothing or are held) nor to an evaluation destination.
+        raise_priority = content.urgent and destination.clinical and destination.name not in routing.held
         payloads = [  # a SEG exists only where findings have segments
             str(_render_message(fmt, content, ctx, destination.name, out_dir, ResultStatus.PRELIMINARY,  # unreviewed
-                                replaces_earlier=previous is not None) if fmt in REPORT_MESSAGES else shared[fmt])
+                                replaces_earlier=previous is not None, raise_priority=raise_priority)
+                if fmt in REPORT_MESSAGES else shared[fmt])
             for fmt in destination.formats
             if fmt in REPORT_MESSAGES or fmt in shared
         ]
+        if raise_priority and "hl7-oru" in destination.formats:
+            update = _priority_update(ctx, destination.name, out_dir)
+            payloads = ([str(update)] if update is not None else []) + payloads  # sent (and ACKed) first
         kind = get_settings().destination(destination.name).kind
         plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads,
                                          held=destination.name in routing.held))

@@ -91,7 +91,8 @@ class Orthanc:
 
     def allow(self, name: str, ae_title: str, port: int = 104) -> None:
         """Register a calling AE title as a known modality (REST API), so it may associate."""
-        body = {"AET": ae_title, "Host": "127.0.0.1", "Port": port, "AllowEcho": True, "AllowStore": True, "AllowFind": True, "AllowMove": True, "AllowGet": True}
+        body = {"AET": ae_title, "Host": "127.0.0.1", "Port": port, "AllowEcho": True, "AllowStore": True, "AllowFind": True,
+                "AllowMove": True, "AllowGet": True}
         self.rest.put(f"/modalities/{name}", json=body).raise_for_status()
 
     def start(self, wait_s: float = 30.0) -> Orthanc:

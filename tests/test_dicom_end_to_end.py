@@ -16,7 +16,6 @@ import pydicom
 import pytest
 from sqlmodel import select
 
-from integrations.db import ledger
 from integrations.db.engine import session_scope
 from integrations.db.models import Delivery
 from integrations.db.studies import sweep_readiness

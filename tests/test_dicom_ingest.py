@@ -234,7 +234,8 @@ def _stow_client() -> httpx.Client:
 def test_stow_rs_statuses(radpath_env, tmp_path):
     client = _stow_client()
     crafted = _crafted(tmp_path)
-    files = [_file(n) for n in GOOD] + [_file(n) for n in BROKEN] + list(crafted.values()) + [_file("rtplan.dcm"), _file("emri_small_jpeg_2k_lossless_too_short.dcm")]
+    files = ([_file(n) for n in GOOD] + [_file(n) for n in BROKEN] + list(crafted.values())
+             + [_file("rtplan.dcm"), _file("emri_small_jpeg_2k_lossless_too_short.dcm")])
     body, content_type = multipart_body(files)
     response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
     assert response.status_code == 202, response.text

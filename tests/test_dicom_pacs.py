@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
-from integrations.db.models import Instance, Study
+from integrations.db.models import AuditEvent, Instance, Study
 from integrations.delivery.config import DicomDestination, StowDestination
 from integrations.delivery.send import send
 from integrations.dicom.config import PacsSource
@@ -160,3 +160,75 @@ def test_status_categories():
     assert [status_category(s) for s in (0x0000, 0xB000, 0xB007, 0xA700, 0xA7FF, 0xA900, 0xC000, 0x0122, None)] == [
         "success", "warning", "warning", "transient", "transient", "permanent", "permanent", "permanent", "transient"
     ]
+
+
+def test_an_order_without_images_has_them_retrieved_from_the_pacs_then_stops_asking(pacs, scp, registry, monkeypatch):
+    """`radpath serve`'s retrieval pass: an order through the HL7 intake whose images sit only in
+    PACS gets them (QIDO-RS + WADO-RS); each attempt is audited; an order the PACS has nothing
+    for is asked again only after the retry interval, and at most the configured times."""
+    import datetime as dt
+
+    from integrations.db.models import AuditEvent, utcnow
+    from integrations.dicom.pacs import retrieve_for_waiting_orders
+    from tests.hl7_fixtures import receive
+    from tests.test_ledger import ORDER
+
+    monkeypatch.setenv("RADPATH_PACS", PacsSource(dicomweb_url=pacs.dicomweb_url).model_dump_json())
+    monkeypatch.setenv("RADPATH_PACS_RETRIEVE_AFTER_SECONDS", "0")
+    monkeypatch.setenv("RADPATH_PACS_RETRIEVE_ATTEMPTS", "2")
+    reset_settings()
+    settings = get_settings()
+    receive(ORDER.replace("ACC00001", ACCESSION), registry)
+    receive(ORDER.replace("ACC00001", "ACC-NOT-IN-PACS").replace("PL123", "PL999").replace("MSG0001", "MSG0002"), registry)
+    now = utcnow() + dt.timedelta(seconds=1)
+    found, missing = sorted(retrieve_for_waiting_orders(settings, now=now), key=lambda r: -len(r.study_uids))
+    assert found.study_uids == ("1.2.826.0.1.3680043.10.1.1",) and found.stored == 3 and _local_instances() == 3
+    assert missing.study_uids == ()
+    assert retrieve_for_waiting_orders(settings, now=now) == []  # the missing one waits for the retry interval
+    later = now + dt.timedelta(seconds=settings.pacs_retrieve_retry_seconds + 1)
+    assert [r.study_uids for r in retrieve_for_waiting_orders(settings, now=later)] == [()]  # asked again: still none
+    assert retrieve_for_waiting_orders(settings, now=later + dt.timedelta(hours=1)) == []  # two attempts, no more
+    with session_scope() as s:
+        attempts = s.exec(select(AuditEvent).where(AuditEvent.action == "order.retrieval")).all()
+    assert sorted((a.detail["studies"], a.detail["stored"]) for a in attempts) == [(0, 0), (0, 0), (1, 3)]
+
+
+@pytest.mark.slow
+def test_radpath_serve_fetches_a_study_the_pacs_already_holds_when_its_order_comes(tmp_path, served_ledger):
+    """The study is in Orthanc before the order; no modality pushes it. `radpath serve` (with
+    `pacs` configured) asks Orthanc by accession, retrieves the study by WADO-RS, and the
+    pathway runs to delivered results."""
+    import json
+    import time
+
+    from integrations.db.models import Delivery, PathwayRun
+    from integrations.hl7.client import send_messages
+    from radpath.synth import generate
+    from tests.served import radpath_serve
+
+    (study,) = generate("cardiac-ct", 1, 5, tmp_path / "synthetic")
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in sorted(Path(study.dicom_dir).rglob("*.dcm")):
+            orthanc.upload(path.read_bytes())
+        env = {"RADPATH_PACS": PacsSource(dicomweb_url=orthanc.dicomweb_url).model_dump_json(),
+               "RADPATH_PACS_RETRIEVE_AFTER_SECONDS": "0"}
+        with radpath_serve(tmp_path, extra_env=env) as served:
+            served_ledger(served.data_dir)
+            acks = send_messages("127.0.0.1", served.mllp_port, [Path(study.order_path).read_bytes().decode()])
+            assert [a.code for a in acks] == ["AA"]
+            deadline = time.monotonic() + 300
+            while True:
+                with session_scope() as s:
+                    run = s.exec(select(PathwayRun)).first()
+                    deliveries = s.exec(select(Delivery)).all()
+                if run is not None and run.status in {"completed", "failed", "not_eligible", "not_measurable"}:
+                    break
+                assert time.monotonic() < deadline, served.log_tail()
+                time.sleep(1)
+    assert run.status == "completed", run.status_reason
+    assert deliveries and all(d.status == "delivered" for d in deliveries)
+    with session_scope() as s:
+        assert s.exec(select(Study)).one().accession_number == study.accession_number
+        (attempt,) = s.exec(select(AuditEvent).where(AuditEvent.action == "order.retrieval")).all()
+    assert attempt.detail["studies"] == 1 and attempt.detail["stored"] > 0
+    assert json.dumps(attempt.detail).find(study.accession_number) == -1  # the audit names no accession

@@ -145,7 +145,8 @@ def test_second_result_for_same_study_pathway_model_is_not_created(radpath_env, 
         assert len(s.exec(select(Result)).all()) == 1
         assert len(s.exec(select(Delivery)).all()) == 1
     # A new model version is a new result.
-    third = ledger.record_result(run_id, **{**kwargs, "model_version": "2.0", "result_id": ledger.result_id_for("1.2.826.0.1.3680043.8.498.1", "lung-cancer-ct", "2.0")})
+    third = ledger.record_result(run_id, **{**kwargs, "model_version": "2.0",
+                                            "result_id": ledger.result_id_for("1.2.826.0.1.3680043.8.498.1", "lung-cancer-ct", "2.0")})
     assert third[2] is True
 
 

@@ -3,5 +3,5 @@ parallel serialise on an advisory lock there."""
 
 from __future__ import annotations
 
-from tests.test_audit_chain import *  # noqa: F403
+from tests.test_audit_chain import *
 from tests.test_postgres_ledger import radpath_env  # noqa: F401

@@ -11,12 +11,12 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from integrations.db.engine import INDEX_LOCK, session_scope
 from integrations.db.ledger import audit
 from integrations.db.runs import RunStatus, move as move_run
-from integrations.db.models import Order, PathwayRun, Series, Study, utcnow
+from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, utcnow
 from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, series_infos
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
@@ -173,3 +173,42 @@ def waiting_runs() -> list[WaitingOrder]:
 def accession_has_images(accession_number: str) -> bool:
     with session_scope() as session:
         return session.exec(select(Study.id).where(Study.accession_number == accession_number)).first() is not None
+
+
+RETRIEVAL = "order.retrieval"  # the audit action of one order-triggered retrieval from the PACS
+
+
+def orders_to_retrieve(now: dt.datetime, *, after_s: float, retry_s: float, attempts: int) -> list[tuple[str, str]]:
+    """(order id, accession) of orders with a run waiting for images, none of which has come for
+    `after_s`, tried fewer than `attempts` times and not in the last `retry_s` (the attempts are
+    the order's `order.retrieval` audit events)."""
+    have_images = select(Study.accession_number)
+    with session_scope() as session:
+        rows = session.exec(
+            select(Order.id, Order.accession_number).join(PathwayRun, PathwayRun.order_id == Order.id)
+            .where(PathwayRun.status == RunStatus.WAITING, Order.accession_number != "",
+                   Order.accession_number.not_in(have_images),
+                   Order.received_at <= now - dt.timedelta(seconds=after_s)).distinct()
+        ).all()
+        if not rows:
+            return []
+        tried = session.exec(select(AuditEvent.entity_id, func.count(), func.max(AuditEvent.at))
+                             .where(AuditEvent.action == RETRIEVAL, AuditEvent.entity_id.in_([r[0] for r in rows]))
+                             .group_by(AuditEvent.entity_id)).all()
+    history = {order_id: (count, last) for order_id, count, last in tried}
+    due = []
+    for order_id, accession in rows:
+        count, last = history.get(order_id, (0, None))
+        if count < attempts and (last is None or _aware(last) <= now - dt.timedelta(seconds=retry_s)):
+            due.append((order_id, accession))
+    return due
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # an aggregate loses the column type
+
+
+def record_retrieval(order_id: str, *, studies: int = 0, stored: int = 0, error: str | None = None) -> None:
+    """One retrieval attempt for an order, audited (what the PACS held; the error, scrubbed)."""
+    with session_scope() as session:
+        audit(session, "pacs-retrieval", RETRIEVAL, "order", order_id, studies=studies, stored=stored, error=error)

@@ -74,23 +74,32 @@ class _Destination(_Config):
         return data
 
 
-class FileDropDestination(_Destination):
-    kind: Literal["file-drop"] = "file-drop"
-    path: Path | None = None  # default: <outbox>/<destination name>
+class _Hl7Options(_Destination):
+    """How HL7 v2 messages for this destination are written."""
+
     hl7_version: Literal["2.4", "2.5.1"] = "2.4"
     receiving_application: str = "RIS"
     receiving_facility: str = ""
+    # How this RIS raises an exam's priority on an urgent AI finding, agreed with its supplier
+    # (sent only in clinical mode, to a clinical destination, with the unreviewed result; never
+    # in shadow or qa mode): "orm-xo", an ORM^O01 order update (ORC-1 XO, table 0119) before
+    # the ORU^R01, priority in ORC-7 and OBR-27 (TQ component 6, table 0027); "oru-obr27",
+    # the priority in the ORU^R01's own OBR-27; "none", the urgent flag only (OBX-8 AA).
+    priority_update: Literal["none", "orm-xo", "oru-obr27"] = "none"
+    urgent_priority: Literal["S", "A"] = "S"  # HL7 table 0027: S stat, A ASAP
 
 
-class MllpDestination(_Destination):
-    """A RIS reached by HL7 v2 over MLLP: ORU^R01 results, acknowledged per message."""
+class FileDropDestination(_Hl7Options):
+    kind: Literal["file-drop"] = "file-drop"
+    path: Path | None = None  # default: <outbox>/<destination name>
+
+
+class MllpDestination(_Hl7Options):
+    """A RIS reached by HL7 v2 over MLLP: ORU^R01 results (and priority updates), acknowledged per message."""
 
     kind: Literal["mllp"] = "mllp"
     host: str
     port: int = Field(ge=1, le=65535)
-    hl7_version: Literal["2.4", "2.5.1"] = "2.4"
-    receiving_application: str = "RIS"
-    receiving_facility: str = ""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     ack_timeout_s: float = Field(default=30.0, gt=0)
     # What an ACK other than AA/CA means. HL7 v2 (chapter 2): AE/CE, an error in the message

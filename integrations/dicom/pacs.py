@@ -1,5 +1,8 @@
 """Order-triggered retrieval: when an order arrives whose images already sit in PACS, fetch them.
 
+`radpath serve` runs `retrieve_for_waiting_orders` on every sweep: orders whose images have
+not been pushed within `pacs_retrieve_after_seconds` are looked up by accession number.
+
 Query by accession number (QIDO-RS via httpx, or C-FIND), then retrieve each study (WADO-RS,
 series by series; or C-MOVE to radpath's own SCP; or C-GET on the same association). What
 arrives goes through `ingest_instances` like any other image, so readiness then proceeds as
@@ -8,6 +11,7 @@ usual. Which protocol is the trust's choice (`Settings.pacs`, a `PacsSource`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +29,8 @@ from integrations.dicom.config import PacsSource
 from integrations.dicom.scp import STORAGE_SOP_CLASSES, SUCCESS, decodable_transfer_syntaxes, quiet_pynetdicom, set_nodelay, status_for
 from integrations.dicom.store import StoredInstance, ingest_instances, valid_uid
 from integrations.dicom.stow import BadRequest, split_multipart
-from integrations.errors import PermanentError, TransientError
-from integrations.settings import get_settings
+from integrations.errors import PermanentError, TransientError, masked
+from integrations.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 QIDO_STUDY_UID = "0020000D"
@@ -228,3 +232,26 @@ def retrieve_for_accession(
         stored=sum(s.outcome == "stored" for s in stored),
         duplicate=sum(s.outcome == "duplicate" for s in stored),
     )
+
+
+def retrieve_for_waiting_orders(settings: Settings, now: dt.datetime | None = None) -> list[Retrieval]:
+    """Orders still without images after `pacs_retrieve_after_seconds`: ask the PACS by accession
+    and retrieve what it holds (`radpath serve` calls this every sweep). Each attempt is audited;
+    an order is tried `pacs_retrieve_attempts` times, `pacs_retrieve_retry_seconds` apart."""
+    from integrations.db.studies import accession_has_images, orders_to_retrieve, record_retrieval
+
+    if settings.pacs is None:
+        return []
+    done = []
+    for order_id, accession in orders_to_retrieve(now or dt.datetime.now(dt.UTC), after_s=settings.pacs_retrieve_after_seconds,
+                                                  retry_s=settings.pacs_retrieve_retry_seconds,
+                                                  attempts=settings.pacs_retrieve_attempts):
+        try:
+            retrieval = retrieve_for_accession(accession, settings.pacs, skip_if=accession_has_images)
+        except (PermanentError, TransientError, OSError) as exc:
+            record_retrieval(order_id, error=masked(f"{exc.__class__.__name__}: {exc}"))
+            log.warning("retrieval from the PACS failed for an order (%s)", exc.__class__.__name__)
+            continue
+        record_retrieval(order_id, studies=len(retrieval.study_uids), stored=retrieval.stored)
+        done.append(retrieval)
+    return done

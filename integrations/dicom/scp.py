@@ -125,7 +125,7 @@ class GatedAssociationServer(ThreadedAssociationServer):
 def _audit_refused_connection(address: str) -> None:
     try:
         record_audit("dicom", "connection.refused", "peer_address", address, reason="no allow-listed peer connects from this address")
-    except Exception:  # noqa: BLE001 - an audit failure must not stop the accept loop
+    except Exception:  # an audit failure must not stop the accept loop
         log.exception("could not audit a refused connection")
 
 
@@ -184,7 +184,7 @@ def set_nodelay(event: evt.Event) -> None:
 def _audit_reject(calling_ae: str, address: str, reason: str) -> None:
     try:
         record_audit("dicom", "association.rejected", "peer", calling_ae.strip() or "-", address=address, reason=reason)
-    except Exception:  # noqa: BLE001 - an audit failure must not keep a rejected peer connected
+    except Exception:  # an audit failure must not keep a rejected peer connected
         log.exception("could not audit a rejected association")
 
 
@@ -240,7 +240,7 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
         if on_instance_committed is not None:
             try:
                 on_instance_committed(outcome)
-            except Exception:  # noqa: BLE001 - the instance is committed; a callback failure must not undo the ack
+            except Exception:  # the instance is committed; a callback failure must not undo the ack
                 log.exception("on_instance_committed failed")
         return SUCCESS
 

@@ -560,7 +560,7 @@ def _index_orphans(settings: Settings, paths: list[Path], sweep: StoreSweep) -> 
         return
     try:
         results = GROUP_COMMITTER.commit(_Group(staged, actor="store-sweep"))
-    except Exception:  # noqa: BLE001 - the ledger is unavailable: the files stay for the next sweep
+    except Exception:  # the ledger is unavailable: the files stay for the next sweep
         log.exception("store sweep could not commit %d orphaned instances", len(staged))
         sweep.failed += len(staged)
         return

@@ -134,7 +134,7 @@ def _audit_refused(request: Request) -> None:
     try:
         record_audit("stow-rs", REFUSED, "peer_address", request.client.host if request.client else "-",
                      reason="no valid bearer token")
-    except Exception:  # noqa: BLE001 - an audit failure must not change the answer
+    except Exception:  # an audit failure must not change the answer
         log.exception("could not audit a refused request")
 
 
@@ -168,7 +168,7 @@ def build_router(on_instance_committed: Callable[[StoredInstance], None] | None 
             if on_instance_committed is not None:
                 try:
                     on_instance_committed(stored)
-                except Exception:  # noqa: BLE001 - committed already; the answer must not change
+                except Exception:  # committed already; the answer must not change
                     log.exception("on_instance_committed failed")
         response: dict = {}
         if study_uid:

@@ -80,7 +80,7 @@ class MllpListener:
             await self._serve(reader, writer, peer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
-        except Exception:  # noqa: BLE001 - one connection's fault never stops the listener
+        except Exception:  # one connection's fault never stops the listener
             log.exception("MLLP connection from %s failed", peer)
         finally:
             self.active -= 1
@@ -126,7 +126,7 @@ class MllpListener:
             if self.on_event:
                 for event in reply.events:
                     self.on_event(event)
-        except Exception:  # noqa: BLE001 - events are best effort; the ledger already holds the truth
+        except Exception:  # events are best effort; the ledger already holds the truth
             log.exception("event callback failed")
 
 

@@ -50,6 +50,16 @@ def escape_within(text: str, limit: int = _ST_MAX) -> str:
     return escape(text.rstrip()) + "..."
 
 
+PRIORITIES = {"S": "Stat", "A": "ASAP", "R": "Routine"}  # HL7 table 0027 Priority (TQ component 6)
+
+
+def quantity_timing(priority: str) -> str:
+    """A TQ value (ORC-7, OBR-27) carrying only its 6th component, Priority."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority {priority!r} is not in HL7 table 0027 ({', '.join(PRIORITIES)})")
+    return "^^^^^" + priority
+
+
 def default_control_id(result_id: str, destination: str, status: str = "") -> str:
     """MSH-10 for a result sent to one destination with one status: 20 characters (the v2.4
     ST limit). The preliminary and the final of a result are two messages, two control ids."""
@@ -58,14 +68,14 @@ def default_control_id(result_id: str, destination: str, status: str = "") -> st
     return f"RP{digest[:18].upper()}"
 
 
-def _ts(when: dt.datetime) -> str:
+def hl7_timestamp(when: dt.datetime) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc)
         return when.strftime("%Y%m%d%H%M%S+0000")
     return when.strftime("%Y%m%d%H%M%S")
 
 
-def _ce(code: Code) -> str:
+def coded(code: Code) -> str:
     return "^".join(
         (escape(code.code), escape_within(code.display),
          escape(codes.as_hl7v2_coding_system(code.system)))
@@ -87,19 +97,19 @@ class _ObxWriter:
         obx = observation.add_segment("OBX")
         obx.obx_1 = str(self.set_id)
         obx.obx_2 = value_type
-        obx.obx_3 = _ce(concept)
+        obx.obx_3 = coded(concept)
         if sub_id:
             obx.obx_4 = sub_id
         if value:
             obx.obx_5 = value
         if units is not None:
-            obx.obx_6 = _ce(units)
+            obx.obx_6 = coded(units)
         if abnormal:
             obx.obx_8 = abnormal
         obx.obx_11 = self.status
         obx.obx_14 = self.observed_at
         if method is not None:
-            obx.obx_17 = _ce(method)
+            obx.obx_17 = coded(method)
         if self.equipment:
             obx.obx_18 = self.equipment
 
@@ -142,6 +152,7 @@ def build_oru_r01(
     control_id: str | None = None,
     status: ResultStatus = ResultStatus.PRELIMINARY,
     interpreter: str | None = None,
+    priority: str | None = None,
 ) -> str:
     """The ORU^R01 for a result, as ER7 text with carriage-return segment separators.
 
@@ -150,13 +161,15 @@ def build_oru_r01(
     (X) is filed against the same order and replaces the earlier message.
     `interpreter`: the reviewer, as OBR-32 principal result interpreter (NDL; the name in the
     CNN family-name subcomponent); required for F and C.
+    `priority`: OBR-27 Quantity/Timing priority (table 0027, e.g. S) for a RIS that reorders its
+    worklist on the result's OBR-27 (`priority_update = "oru-obr27"`).
     """
     status = ResultStatus(status)
     if status.reviewed and not (interpreter and interpreter.strip()):
         raise ValueError("a final or corrected result needs the reviewer (OBR-32)")
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"HL7 version {version!r} not supported; use one of {SUPPORTED_VERSIONS}")
-    observed_at = _ts(ctx.observed_at)
+    observed_at = hl7_timestamp(ctx.observed_at)
     msg = Message("ORU_R01", version=version, validation_level=VALIDATION_LEVEL.STRICT)
     msg.msh.msh_3 = escape(ctx.sending_application)
     msg.msh.msh_4 = escape(ctx.sending_facility)
@@ -173,7 +186,7 @@ def build_oru_r01(
 
     patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
     patient = patient_result.add_group("ORU_R01_PATIENT")
-    _fill_pid(patient.add_segment("PID"), ctx)
+    fill_pid(patient.add_segment("PID"), ctx)
 
     order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
     filler = escape(ctx.filler_order_number or ctx.accession_number)
@@ -187,31 +200,33 @@ def build_oru_r01(
     obr.obr_1 = "1"
     obr.obr_2 = placer
     obr.obr_3 = filler
-    obr.obr_4 = _ce(ctx.procedure)
+    obr.obr_4 = coded(ctx.procedure)
     obr.obr_7 = observed_at
     obr.obr_18 = escape(ctx.accession_number)
     obr.obr_22 = observed_at
     obr.obr_24 = codes.RADIOLOGY_SECTION.code  # HL7 table 0074
     obr.obr_25 = status.hl7
+    if priority:
+        obr.obr_27 = quantity_timing(priority)
     if interpreter and interpreter.strip():
         obr.obr_32 = "&" + escape(interpreter.strip())  # NDL.1 CNN: ID number & family name
 
     obx = _ObxWriter(order, observed_at, status.hl7, equipment_identifier(ctx))
     for number, finding in enumerate(content.findings, start=1):
         sub_id = str(number)
-        obx.add("CE", codes.FINDING, _ce(finding.finding_type), sub_id=sub_id)
+        obx.add("CE", codes.FINDING, coded(finding.finding_type), sub_id=sub_id)
         if finding.site is not None:
-            obx.add("CE", codes.FINDING_SITE, _ce(finding.site), sub_id=sub_id)
+            obx.add("CE", codes.FINDING_SITE, coded(finding.site), sub_id=sub_id)
         for m in finding.measurements:
             obx.add("NM", m.concept, _number(m.value), sub_id=sub_id, units=m.unit, method=m.method)
         for q in finding.qualitative:
-            obx.add("CE", q.concept, _ce(q.value), sub_id=sub_id)
+            obx.add("CE", q.concept, coded(q.value), sub_id=sub_id)
     # The urgent flag where a RIS acts on it: OBX-8 abnormal flag "AA" (HL7 table 0078, v2.4 and
     # v2.5.1: "Very abnormal (applies to non-numeric units, analogous to panic limits for
     # numeric units)") on the recommendation and urgent-flag OBXs; the flag itself stays a Y/N OBX.
     urgent = URGENT_ABNORMAL_FLAG if content.urgent else ""
     for code in content.conclusion_codes:
-        obx.add("CE", codes.RECOMMENDATION, _ce(code), abnormal=urgent)
+        obx.add("CE", codes.RECOMMENDATION, coded(code), abnormal=urgent)
     obx.add("CE", codes.URGENT_REVIEW, _YES_NO[content.urgent], abnormal=urgent)
     for line in _narrative_lines(content.text):
         obx.add("TX", codes.AI_IMAGING_RESULT, escape(line))
@@ -226,7 +241,7 @@ def _narrative_lines(text: str) -> list[str]:
     return lines
 
 
-def _fill_pid(pid, ctx: ResultContext) -> None:
+def fill_pid(pid, ctx: ResultContext) -> None:
     p = ctx.patient
     identifiers = []
     if p.nhs_number:

@@ -151,8 +151,8 @@ def make_cardiac_ct(seed: int, n_lesions: int | None = None) -> CardiacPhantom:
                                    centre_xyz_mm=(float(centre[2]), float(centre[1]), float(centre[0])),
                                    peak_hu=int(values[inside].max()), agatston=float(score),
                                    slices=tuple(counted)))
-    by_vessel = {v: float(sum(l.agatston for l in lesions if l.vessel == v)) for v in VESSELS}
+    by_vessel = {v: float(sum(lesion.agatston for lesion in lesions if lesion.vessel == v)) for v in VESSELS}
     return CardiacPhantom(hu=np.clip(np.rint(hu), -1024, 3071).astype(np.int16),
                           spacing_zyx_mm=SPACING, origin_xyz_mm=tuple(float(v) for v in origin),
                           lesions=tuple(lesions), agatston_by_vessel=by_vessel,
-                          agatston_total=float(sum(l.agatston for l in lesions)))
+                          agatston_total=float(sum(lesion.agatston for lesion in lesions)))
