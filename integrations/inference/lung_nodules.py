@@ -20,10 +20,11 @@ from pathways.lung_nodule_measurement import (
 DEFAULT_MODEL_SPACING_MM = 2.0
 INPUT_NAME = "ct_hu"
 OUTPUT_NAME = "nodule_probability"
-# Shape gate on measured candidates: vessel segments and branch points that pass the blob filter
-# are elongated (low short/long axis ratio) and fill little of their long-axis sphere. The cut-offs
-# are fitted on training studies by models/lung_nodule/build_model.py and read from the model's
-# metadata (min_roundness, min_compactness); these defaults serve models built without them.
+# Optional shape gate on measured candidates (min short/long axial axis, min volume / sphere of the
+# long axis), read from the model's metadata (min_roundness, min_compactness): a filter-bank model
+# that cannot tell vessel branch points from nodules needs one (v1.1.0's roundness >= 0.9 rejects
+# ellipsoidal nodules too); a network that judges shape itself sets both to 0 (the U-Net candidate
+# of train_detector.py). These defaults serve models without them.
 MIN_ROUNDNESS = 0.85
 MIN_COMPACTNESS = 0.6
 MAX_CANDIDATES = 40  # most probable candidates measured per study (bounds the run time)
@@ -41,10 +42,37 @@ def model_spacing_mm(model: OnnxModel) -> float:
     return float(model.metadata.get("input_spacing_mm", DEFAULT_MODEL_SPACING_MM))
 
 
+LUNG_BOX_MARGIN_MM = 16.0  # context kept around the lungs when the model runs on their bounding box
+
+
+def _lung_box(coarse_hu: np.ndarray, margin_vox: int) -> tuple[slice, ...] | None:
+    mask = lung_mask_from_hu(coarse_hu)
+    if not mask.any():
+        return None
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin_vox, 0)
+    hi = np.minimum(idx.max(0) + margin_vox + 1, coarse_hu.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def probability_map(volume_hu: np.ndarray, spacing_zyx_mm, model: OnnxModel) -> tuple[np.ndarray, np.ndarray]:
-    """(resampled HU volume, nodule probability) on the model's isotropic grid."""
+    """(resampled HU volume, nodule probability) on the model's isotropic grid.
+
+    A model whose metadata declares ``input_multiple`` (a U-Net's pooling factor) runs on the
+    lungs' bounding box plus a margin, edge-padded to that multiple; outside it the probability is 0.
+    """
     coarse = resample_to_spacing(volume_hu, spacing_zyx_mm, model_spacing_mm(model))
-    prob = model.run({INPUT_NAME: coarse[None, None]})[OUTPUT_NAME][0, 0]
+    multiple = int(model.metadata.get("input_multiple", 0))
+    if not multiple:
+        return coarse, model.run({INPUT_NAME: coarse[None, None]})[OUTPUT_NAME][0, 0]
+    prob = np.zeros(coarse.shape, np.float32)
+    box = _lung_box(coarse, int(round(LUNG_BOX_MARGIN_MM / model_spacing_mm(model))))
+    if box is None:
+        return coarse, prob
+    sub = coarse[box]
+    padded = np.pad(sub, [(0, -n % multiple) for n in sub.shape], mode="edge")
+    out = model.run({INPUT_NAME: padded[None, None]})[OUTPUT_NAME][0, 0]
+    prob[box] = out[tuple(slice(0, n) for n in sub.shape)]
     return coarse, prob
 
 

@@ -17,11 +17,76 @@ def _num(value, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _rows(table: dict) -> str:
+    return "\n".join(f"| {k} | {_pct(v)} |" for k, v in table.items())
+
+
+def _heldout(h: dict) -> str:
+    froc = "\n".join(f"| {rate} | {sens:.2f} |" for rate, sens in h["froc"]["sensitivity_at_fp_per_scan"].items())
+    types = tuple(h["type_confusion"])
+    confusion = "\n".join(f"| {t} | " + " | ".join(str(h["type_confusion"][t][p]) for p in types) + " |" for t in types)
+    ge6 = h["sensitivity_ge6mm"]["sensitivity"] or 0.0
+    below = [f"sensitivity >= 6 mm {ge6:.2f} (target 0.95)" if ge6 < 0.95 else "",
+             f"CPM {h['froc']['cpm']:.2f} (target 0.90)" if h["froc"]["cpm"] < 0.90 else "",
+             f"{h['false_positives_per_scan']:.2f} false positives per scan at the operating point (target <= 1)"
+             if h["false_positives_per_scan"] > 1 else ""]
+    below += [f"{k} {v['sensitivity']:.2f} (target 0.90)" for table in ("sensitivity_by_shape", "sensitivity_by_contact")
+              for k, v in h[table].items() if v["sensitivity"] is not None and v["sensitivity"] < 0.90]
+    missed = "; ".join(b for b in below if b) or "none: every target is met"
+    return f"""## Held-out evaluation (`python models/lung_nodule/evaluate.py --studies 0 --heldout {h['studies']}`)
+
+Chests from `heldout_phantoms.py`: a second generator written separately from the one the model was fitted on
+(other anatomy, Bezier vessel trees, Mahalanobis ellipsoids), 512 x 512 at 0.7 mm, 1.0-1.5 mm
+slices, never used for fitting or for any threshold. Seeds {h['seeds']}, {h['truth_nodules']} nodules of 4-30 mm;
+a detection matches when its centre is within max(truth long axis / 2, 5 mm). Operating point:
+probability {h['operating_threshold']:.4f}.
+
+| Metric | Value |
+|---|---|
+| Sensitivity, all | {_pct(h['sensitivity'])} |
+| Sensitivity, >= 6 mm | {_pct(h['sensitivity_ge6mm'])} |
+| False positives per scan | {h['false_positives_per_scan']:.2f} |
+| CPM (LUNA16: mean sensitivity at 1/8 to 8 FP per scan) | {h['froc']['cpm']:.2f} |
+| Long-axis MAE (mm), found nodules | {_num(h['long_axis_mae_mm'])} |
+| Volume mean absolute relative error, found nodules | {_num(h['volume_mean_abs_relative_error'])} |
+| Seconds per study (median, 2 cores, detection + measurement) | {_num(h['seconds_per_study_median'], '.1f')} |
+
+**Targets missed** (issue 14: >= 0.95 for >= 6 mm at <= 1 FP/scan, >= 0.90 per shape and vessel class, CPM >= 0.90): {missed}.
+
+| FP per scan | Sensitivity (FROC) |
+|---|---|
+{froc}
+
+| Size band | Sensitivity |
+|---|---|
+{_rows(h['sensitivity_by_size'])}
+
+| Type | Sensitivity |
+|---|---|
+{_rows(h['sensitivity_by_type'])}
+
+| Shape | Sensitivity |
+|---|---|
+{_rows(h['sensitivity_by_shape'])}
+
+| Vessel / pleura contact | Sensitivity |
+|---|---|
+{_rows(h['sensitivity_by_contact'])}
+
+Type confusion (rows: truth, columns: measured), found nodules:
+
+| truth \\ measured | {' | '.join(types)} |
+|---|{'---|' * len(types)}
+{confusion}
+"""
+
+
 def render(training: dict, metrics: dict) -> str:
     m = metrics
     weights = "\n".join(f"| {name} | {w:+.4f} |" for name, w in zip(training["features"], training["logistic_weights"]))
     types = "\n".join(f"| {k} | {_pct(v)} |" for k, v in m["sensitivity_by_type"].items())
     sizes = "\n".join(f"| {k} | {_pct(v)} |" for k, v in m["sensitivity_by_size"].items())
+    held = _heldout(m["heldout"]) if "heldout" in m else ""
     return f"""# Model card: radpath lung nodule detector v{training['version']}
 
 **Intended use.** Reference model for the radpath demo and tests: it marks pulmonary nodules on
@@ -113,10 +178,17 @@ matches when its centre is within max(truth radius, 5 mm). Figures from `metrics
 |---|---|
 {sizes}
 
+{held}
 ## Limitations
 
-- Synthetic data only: one phantom family (its noise, vessel tree, nodule shapes and HU levels).
+- Synthetic data only. On chests from the separately written held-out generator (above) it
+  finds far fewer nodules than on its own phantom family: the filter bank and its shape gate
+  are fitted to how `radpath/synth/chest_ct.py` draws (spheres), and reject ellipsoids.
   Nothing here says anything about real CT.
+- A learned successor is in progress: `train_detector.py` trains a 3D U-Net heat map (PyTorch
+  build extra) on `breadth_phantoms.py` patches. Its first candidate, on the same held-out
+  chests: CPM 0.44, sensitivity >= 6 mm 0.62, ellipsoids 0.50, 1.5 false positives per scan
+  (`candidate_metrics.json`); it is not shipped until it meets the targets above.
 - Small nodules (< 5 mm) are close to the 2 mm model grid and are often missed.
 - Vessel branch points outnumber nodules among high-probability candidates (hundreds above 0.9
   per scan); small ground-glass nodules can rank below the 40-candidate cap and be missed.
