@@ -146,8 +146,8 @@ def _small_vessels(rng, p, hu) -> None:
     _paint(hu, frac * (hu < -300), rng.uniform(20, 60))
 
 
-def _nodule_depth(rng, p, centre, long_axis_mm) -> tuple[np.ndarray, str]:
-    """Signed depth (mm) of one nodule body of the given long axis, and its shape name."""
+def _nodule_depth(rng, p, centre, long_axis_mm) -> np.ndarray:
+    """Signed depth (mm) of one nodule body of the given long axis: ellipsoid, lobulated or bumpy."""
     shape = rng.choice(["ellipsoid", "lobulated", "bumpy"], p=[0.55, 0.25, 0.2])
     z, y, x = (p[0] - centre[0], p[1] - centre[1], p[2] - centre[2])
     semi = long_axis_mm / 2.0
@@ -157,7 +157,7 @@ def _nodule_depth(rng, p, centre, long_axis_mm) -> tuple[np.ndarray, str]:
             r = semi * rng.uniform(0.45, 0.75)
             c = _unit(rng) * (semi - r) * rng.uniform(0.5, 1.0)
             np.maximum(depth, r - np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2), out=depth)
-        return depth, shape
+        return depth
     axes = semi * np.array([1.0, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)])
     rot = _rotation(rng)
     q = [rot[0, i] * z + rot[1, i] * y + rot[2, i] * x for i in range(3)]
@@ -168,12 +168,12 @@ def _nodule_depth(rng, p, centre, long_axis_mm) -> tuple[np.ndarray, str]:
             (q[0] * u[0] + q[1] * u[1] + q[2] * u[2]) / (np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) + 1e-3), -1, 1)))
             for u in (_unit(rng) for _ in range(3)))
         rho = rho / (1.0 + bumps)
-    return ((1.0 - rho) * radius).astype(np.float32), shape
+    return ((1.0 - rho) * radius).astype(np.float32)
 
 
 def _draw_nodule(rng, p, hu, lung, centre, long_axis_mm) -> np.ndarray:
     """Draw a nodule; return its body fraction (spicules excluded)."""
-    depth, _ = _nodule_depth(rng, p, centre, long_axis_mm)
+    depth = _nodule_depth(rng, p, centre, long_axis_mm)
     body = _fraction(depth)
     kind = rng.choice(["solid", "ground-glass", "part-solid", "calcified"], p=[0.45, 0.25, 0.2, 0.1])
     texture = rng.normal(0, 15, hu.shape).astype(np.float32) if kind != "ground-glass" else 0

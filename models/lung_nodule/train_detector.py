@@ -9,8 +9,9 @@ measurement, lobes and the rules are unchanged; a 4-level U-Net (receptive field
 40 mm mass whole and the vessel it touches, which a blob filter and shape cut-offs cannot. A
 RetinaNet-style box detector would need anchor decoding outside the graph for no gain here.
 
-Deterministic from fixed seeds (data, initialisation, batch order; torch single-threaded
-kernels are not bit-exact across machines, so the committed ONNX file is the reference).
+Deterministic from fixed seeds (data, initialisation, batch order); torch CPU kernels are not
+bit-exact across machines, so a rebuilt candidate can differ slightly from the one whose figures
+are in candidate_metrics.json (the candidate ONNX file itself is not committed: this script rebuilds it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 NETWORK_PATH = HERE / "lung_nodule_network.onnx"  # the exported network before metadata (not committed)
 # A candidate, not the shipped model: the pathway runs lung_nodule_detector.onnx (v1.1.0) until a
 # candidate beats it on the held-out protocol (evaluate.py --heldout). The first candidate did not
-# clearly (issue 14 note): held-out sensitivity about 0.5 at about 1.6 false positives per scan.
+# clearly (candidate_metrics.json): held-out sensitivity 0.48, CPM 0.44, 1.5 false positives per scan.
 MODEL_PATH = HERE / "lung_nodule_detector_candidate.onnx"
 VERSION = "2.0.0"
 CALIBRATION_SEEDS = tuple(range(9016, 9024))  # radpath.synth.chest_ct; 9000-9015 are cropped for training
