@@ -70,7 +70,9 @@ async def heart_failure_cardiac_ct(run_id: str, study_key: str):  # noqa: ANN201
         return not_measurable(run_id, CARDIAC_CT, study_key, timer, [inputs.not_measurable])
     with timer.step("rules"):
         assessment, mask_path = score_coronary_calcium(inputs.volume, rules)
-        content = calcium_report_content(assessment)
+        content = calcium_report_content(assessment) if assessment.measurable else None
+    if content is None:  # another tube voltage, or contrast: no score is a conclusion
+        return not_measurable(run_id, CARDIAC_CT, study_key, timer, [assessment.reason])
     mask = mask_path if assessment.lesions else None
     return record_and_deliver(CARDIAC_CT, run_id, study_key, timer, content, assessment, inputs.series, mask,
                                CALCIUM_RULES_NAME, spec.version)

@@ -43,6 +43,8 @@ class VolumeRef(_Frozen):
     orientation: tuple[float, float, float, float, float, float] = (1, 0, 0, 0, 1, 0)
     # SOP Instance UIDs of the slices in z order, so outputs can reference them
     sop_instance_uids: tuple[str, ...] = ()
+    # The distinct KVP (tube voltage) values of its slices; empty: not recorded (CT)
+    kvp_values: tuple[float, ...] = ()
 
     @property
     def content_key(self) -> str:

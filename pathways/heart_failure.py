@@ -31,9 +31,11 @@ Sources
   Tomography (SCCT)." J Cardiovasc Comput Tomogr 2018;12:185-191: A0 = 0, A1 = 1-99,
   A2 = 100-299, A3 >= 300; modifier N = number of calcified vessels (LM, LAD, LCx, RCA).
 
+Which objects count as coronary calcium (bone, chest wall, metal and valve excluded) and which
+scans can be scored (120 kVp, no contrast): `pathways/coronary_candidates.py`, with its sources.
+
 Not done here (documented, not handled): coronary territory segmentation (per-vessel scores
-need vessel centrelines from elsewhere; without them only the total is reported), exclusion
-of aortic/valvular calcium that touches nothing larger than `max_lesion_volume_mm3`, biplane
+need vessel centrelines from elsewhere; without them only the total is reported), biplane
 volumes (the A4C cine is the only view used), wall motion and diastolic function.
 """
 
@@ -279,6 +281,22 @@ class CalciumRules(_Frozen):
         default=3000.0, gt=0, description="radpath: larger connected >= 130 HU structures are bone, not coronary calcium"
     )
     max_vessel_distance_mm: float = Field(default=10.0, gt=0, description="radpath: farther from every centreline → unassigned")
+    # Which objects are coronary calcium, and which scans can be scored (pathways/coronary_candidates.py)
+    reference_kvp: float = Field(default=120.0, description="Agatston 1990 / SCCT 2017: 120 kVp; other KVP → not measurable")
+    max_blood_pool_hu: float = Field(
+        default=100.0, description="radpath: unenhanced blood and myocardium read about 40 HU; above → contrast-enhanced"
+    )
+    edge_margin_mm: float = Field(default=1.0, ge=0, description="radpath: an object this near the field's edge is cut by it")
+    bone_margin_mm: float = Field(default=3.0, ge=0, description="radpath: this near a large bony object → bone")
+    metal_min_hu: float = Field(
+        default=2000.0, description="radpath: stents and wires read far above calcified plaque (peak HU at or above → metal)"
+    )
+    ring_min_slices: int = Field(default=2, ge=1, description="radpath: a hole inside the object on this many slices → stent")
+    shell_mm: float = Field(default=5.0, gt=1, description="radpath: the shell whose fat fraction says epicardial")
+    min_epicardial_fraction: float = Field(
+        default=0.2, ge=0, le=1,
+        description="radpath: coronary arteries run in epicardial fat; less fat or lung (< -30 HU) around → valve or myocardium",
+    )
 
 
 class CalciumLesion(_Frozen):
@@ -292,13 +310,25 @@ class CalciumLesion(_Frozen):
     vessel: str | None = None  # LM | LAD | LCx | RCA, where centrelines were given
 
 
+class ExcludedObject(_Frozen):
+    """A >= 130 HU object that is not coronary calcium, and why (pathways/coronary_candidates.py)."""
+
+    reason: str  # coronary_candidates.Exclusion
+    peak_hu: float
+    volume_mm3: float
+    centre_xyz_mm: tuple[float, float, float]
+
+
 class CalciumAssessment(_Frozen):
-    agatston_total: float
-    cac_drs: CacDrs
-    vessels_labelled: bool
+    measurable: bool = True
+    reason: str = ""  # why not measurable (tube voltage, contrast)
+    agatston_total: float | None = None
+    cac_drs: CacDrs | None = None
+    vessels_labelled: bool = False
     agatston_by_vessel: dict[str, float] = {}
     n_vessels: int | None = None  # CAC-DRS N modifier, where vessels are labelled
     lesions: tuple[CalciumLesion, ...] = ()
+    excluded: tuple[ExcludedObject, ...] = ()  # objects >= 130 HU and small enough, but not coronary
     slice_increment_mm: float
     standard_increment: bool
     increment_factor: float  # increment / 3 mm, applied to every lesion score
@@ -365,9 +395,10 @@ def assess_calcium(
     origin_xyz_mm: Sequence[float],
     rules: CalciumRules = CalciumRules(),
     centrelines_zyx_mm: Mapping[str, np.ndarray] | None = None,
+    kvp_values: Sequence[float] = (120.0,),
 ) -> CalciumAssessment:
     """Agatston score of an axial (z, y, x) HU volume; see `score_calcium`."""
-    return score_calcium(hu, spacing_zyx_mm, origin_xyz_mm, rules, centrelines_zyx_mm)[0]
+    return score_calcium(hu, spacing_zyx_mm, origin_xyz_mm, rules, centrelines_zyx_mm, kvp_values)[0]
 
 
 def score_calcium(
@@ -376,24 +407,47 @@ def score_calcium(
     origin_xyz_mm: Sequence[float],
     rules: CalciumRules = CalciumRules(),
     centrelines_zyx_mm: Mapping[str, np.ndarray] | None = None,
+    kvp_values: Sequence[float] = (120.0,),
 ) -> tuple[CalciumAssessment, np.ndarray]:
     """Agatston score per lesion and (with centrelines) per vessel, and a uint8 lesion label mask.
 
-    A lesion is a 3D connected >= threshold region no larger than `max_lesion_volume_mm3`; it
-    is scored slice by slice (Agatston 1990). `centrelines_zyx_mm` maps vessel name to points
-    (N, 3) in the volume's (z, y, x) mm frame relative to voxel (0, 0, 0) plus origin.
+    A lesion is a 3D connected >= threshold region no larger than `max_lesion_volume_mm3` that
+    `coronary_candidates.exclusion` does not rule out (bone, chest wall, field edge, metal, not
+    epicardial); it is scored slice by slice (Agatston 1990). A scan at another tube voltage
+    (`kvp_values`: the series' KVP) or with contrast is not measurable. `centrelines_zyx_mm`
+    maps vessel name to points (N, 3) in the volume's (z, y, x) mm frame plus origin.
     """
+    from pathways.coronary_candidates import ChestContext, acquisition_problem, contrast_problem, exclusion
+
     dz, dy, dx = (float(v) for v in spacing_zyx_mm)
     pixel_area, voxel_volume = dy * dx, dz * dy * dx
     factor = dz / rules.reference_increment_mm
     low, high = rules.standard_increment_range_mm
-    labels, count = ndimage.label(hu >= rules.threshold_hu)  # 6-connected in 3D
+    standard = low - 1e-6 <= dz <= high + 1e-6
+    geometry = {"slice_increment_mm": dz, "standard_increment": standard, "increment_factor": round(factor, 4)}
+    problem = acquisition_problem(tuple(float(v) for v in kvp_values), rules)
+    context = None if problem else ChestContext(hu, (dz, dy, dx), rules.threshold_hu, rules.max_lesion_volume_mm3)
+    problem = problem or contrast_problem(context, rules)
+    if problem:
+        return CalciumAssessment(
+            measurable=False, reason=problem, **geometry,
+            recommendation="Coronary calcium not measurable by radpath: " + problem + ". Radiologist review.",
+        ), np.zeros(hu.shape, np.uint8)
+    labels = context.labels  # 6-connected in 3D, >= threshold
     objects = ndimage.find_objects(labels)
+    origin_zyx = np.array([origin_xyz_mm[2], origin_xyz_mm[1], origin_xyz_mm[0]], float)
     lesions: list[tuple[CalciumLesion, int]] = []
+    excluded: list[ExcludedObject] = []
     for k, box in enumerate(objects, start=1):
+        if box is None or context.sizes_mm3[k] > rules.max_lesion_volume_mm3:
+            continue
         component = labels[box] == k
         volume = float(component.sum()) * voxel_volume
-        if volume > rules.max_lesion_volume_mm3:
+        peak = float(hu[box][component].max())
+        if why := exclusion(context, k, box, component, peak, rules):
+            centre = origin_zyx + (np.argwhere(component).mean(axis=0) + [b.start for b in box]) * [dz, dy, dx]
+            excluded.append(ExcludedObject(reason=why, peak_hu=peak, volume_mm3=round(volume, 2),
+                                           centre_xyz_mm=tuple(float(v) for v in centre[::-1])))
             continue
         values = np.where(component, hu[box], rules.threshold_hu - 1)
         score, area, counted = 0.0, 0.0, []
@@ -406,14 +460,13 @@ def score_calcium(
         if not counted:
             continue
         idx = np.argwhere(component) + [b.start for b in box]
-        centre_zyx_vox = idx.mean(axis=0)
-        centre_zyx_mm = np.array([origin_xyz_mm[2], origin_xyz_mm[1], origin_xyz_mm[0]]) + centre_zyx_vox * [dz, dy, dx]
+        centre_zyx_mm = origin_zyx + idx.mean(axis=0) * [dz, dy, dx]
         vessel = (
             _nearest_vessel(centre_zyx_mm, centrelines_zyx_mm, rules.max_vessel_distance_mm)
             if centrelines_zyx_mm else None
         )
         lesions.append((CalciumLesion(
-            index=1, agatston=score * factor, peak_hu=float(hu[box][component].max()),
+            index=1, agatston=score * factor, peak_hu=peak,
             area_mm2=round(area, 3), volume_mm3=round(volume, 2), slices=tuple(counted),
             centre_xyz_mm=tuple(float(v) for v in centre_zyx_mm[::-1]), vessel=vessel,
         ), k))
@@ -432,8 +485,7 @@ def score_calcium(
         words += f" N{n_vessels}: calcium in {n_vessels} coronary {'artery' if n_vessels == 1 else 'arteries'}."
     return CalciumAssessment(
         agatston_total=total, cac_drs=category, vessels_labelled=labelled, agatston_by_vessel=by_vessel,
-        n_vessels=n_vessels, lesions=tuple(lesions), slice_increment_mm=dz,
-        standard_increment=low - 1e-6 <= dz <= high + 1e-6, increment_factor=round(factor, 4), recommendation=words,
+        n_vessels=n_vessels, lesions=tuple(lesions), excluded=tuple(excluded), **geometry, recommendation=words,
     ), mask
 
 
@@ -442,6 +494,8 @@ def compare_to_truth(result_assessment: dict, truth: dict) -> str:
     """One line comparing a stored assessment (echo or calcium) with a synthetic study's truth."""
     if "agatston_total" in result_assessment:
         got, want = result_assessment["agatston_total"], truth.get("agatston_total")
+        if got is None:
+            return f"not measurable ({result_assessment.get('reason', '')}); truth Agatston {want:.1f}"
         return f"Agatston {got:.1f} vs truth {want:.1f} ({result_assessment['cac_drs']} vs {cac_drs(want)})"
     if not result_assessment.get("measurable"):
         return f"not measurable ({result_assessment.get('reason', '')}); truth EF {truth.get('ef', 0) * 100:.1f}%"

@@ -141,7 +141,8 @@ def test_slice_scores_on_a_hand_built_slice():
 def test_agatston_total_per_slice_and_cac_drs():
     # Two slices of the same lesion: slice 1 area 2 mm2 at 350 HU (x3 = 6), slice 2 area 3 mm2
     # at 180 HU (x1 = 3): lesion score 9 at 3 mm increments; bone-sized structures are excluded.
-    hu = np.full((4, 60, 60), 30.0)
+    # Lesions lie in epicardial fat (-100 HU) here, as coronary calcium does.
+    hu = np.full((4, 60, 60), -100.0)
     hu[1, 10:12, 10:14] = 350.0  # 8 px * 0.25 = 2 mm2
     hu[2, 10:13, 10:14] = 180.0  # 12 px * 0.25 = 3 mm2
     hu[:, 40:60, 40:60] = 500.0  # "bone": 4 x 400 px x 0.75 mm3 = 1200 mm3 → excluded at 1000 mm3
@@ -153,7 +154,7 @@ def test_agatston_total_per_slice_and_cac_drs():
 
 
 def test_non_standard_increment_is_scaled_and_flagged():
-    hu = np.full((3, 30, 30), 30.0)
+    hu = np.full((3, 30, 30), -100.0)
     hu[1, 10:14, 10:14] = 420.0  # 16 px * 0.25 = 4 mm2 x 4 = 16 at 3 mm
     a = assess_calcium(hu, (1.5, 0.5, 0.5), (0.0, 0.0, 0.0))
     assert a.agatston_total == pytest.approx(16.0 * 0.5)
@@ -168,7 +169,7 @@ def test_cac_drs_boundaries(score, category):
 
 
 def test_per_vessel_scores_with_centrelines():
-    hu = np.full((3, 40, 40), 30.0)
+    hu = np.full((3, 40, 40), -100.0)
     hu[1, 5:9, 5:9] = 420.0  # 4 mm2 x 4 = 16, centre near (3, 3.25, 3.25) mm
     hu[1, 30:32, 30:34] = 210.0  # 2 mm2 x 2 = 4, centre near (3, 15.25, 15.75) mm
     lines = {"LAD": np.array([[3.0, 3.0, 3.0]]), "RCA": np.array([[3.0, 15.0, 15.0]])}

@@ -90,6 +90,7 @@ def load_volume(series_uid: str) -> VolumeRef:
         origin_xyz_mm=tuple(float(v) for v in first.ImagePositionPatient),
         orientation=tuple(float(v) for v in first.ImageOrientationPatient),
         sop_instance_uids=tuple(uid for _, uid in files),
+        kvp_values=tuple(sorted({float(h.KVP) for h in headers if h.get("KVP") not in (None, "")})),
     )
 
 
