@@ -46,7 +46,7 @@ async def heart_failure_echo(run_id: str, study_key: str):  # noqa: ANN201 - ret
         segmentation = segment_echo_lv(inputs.cine, spec.model, rules)
     with timer.step("rules"):
         assessment = assess_lv_function(segmentation.volumes, rules)
-    if problems := output_problems(card, assessment.model_dump(include={"edv_ml", "esv_ml", "ef_percent"})):
+    if problems := output_problems(card, assessment.model_dump(include={"edv_ml", "esv_ml", "ef_percent", "long_axis_ed_cm"})):
         return not_measurable(run_id, ECHO, study_key, timer, problems)
     content = echo_report_content(assessment)
     # No SEG: the cine has no frame of reference for a highdicom SEG; the SR carries the measurements.

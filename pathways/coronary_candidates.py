@@ -108,13 +108,13 @@ def _shell_fraction_below(hu: np.ndarray, component: np.ndarray, box: tuple[slic
     pad = [int(np.ceil(shell_mm / s)) + 1 for s in spacing]
     lo = [max(0, b.start - p) for b, p in zip(box, pad)]
     hi = [min(n, b.stop + p) for b, n, p in zip(box, hu.shape, pad)]
-    local = np.zeros([h - l for l, h in zip(lo, hi)], bool)
-    local[tuple(slice(b.start - l, b.stop - l) for b, l in zip(box, lo))] = component
+    local = np.zeros([top - bottom for bottom, top in zip(lo, hi)], bool)
+    local[tuple(slice(b.start - bottom, b.stop - bottom) for b, bottom in zip(box, lo))] = component
     distance = ndimage.distance_transform_edt(~local, sampling=spacing)
     shell = (distance > 1.0) & (distance <= shell_mm)
     if not shell.any():
         return 0.0
-    values = hu[tuple(slice(l, h) for l, h in zip(lo, hi))][shell]
+    values = hu[tuple(slice(bottom, top) for bottom, top in zip(lo, hi))][shell]
     return float(np.mean(values < below_hu))
 
 

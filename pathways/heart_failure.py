@@ -89,19 +89,6 @@ class EchoRules(_Frozen):
         "a real LV changes smoothly at >= 25 frames per cycle (synthetic cines: <= 0.07), an unstable "
         "segmentation jumps (the synthetic-trained model on a real cine: 0.46) → not measurable",
     )
-    edv_range_ml: tuple[float, float] = Field(
-        default=(40.0, 450.0),
-        description="radpath plausibility, not a normal range: below Lang 2015 Table 1's lowest adult normal limit "
-        "(women, 46 ml) by more than its spread, or beyond the largest dilated LVs reported → not an adult LV cavity",
-    )
-    esv_range_ml: tuple[float, float] = Field(
-        default=(8.0, 400.0), description="radpath plausibility: Lang 2015 Table 1's lowest adult normal ESV is 14 ml (women)",
-    )
-    long_axis_ed_range_cm: tuple[float, float] = Field(
-        default=(5.5, 13.0),
-        description="radpath plausibility, no guideline range: adult A4C LV lengths at end-diastole lie around 7-10 cm; "
-        "much shorter is a foreshortened view or another structure",
-    )
 
 
 class EchoAssessment(_Frozen):
@@ -211,24 +198,12 @@ def measure_lv_volumes(lv_masks: np.ndarray, cm_per_pixel: float, rules: EchoRul
     return LvVolumes(method=rules.volume_method, volumes_ml=tuple(volumes), long_axis_cm=tuple(lengths))
 
 
-def implausible_lv(edv_ml: float, esv_ml: float, long_axis_ed_cm: float | None, rules: EchoRules = EchoRules()) -> str:
-    """Why these adult LV measurements cannot be a real LV (the rules' plausibility ranges); '' if they can."""
-    checks = (("end-diastolic volume", edv_ml, rules.edv_range_ml, "ml", "{:.0f}"),
-              ("end-systolic volume", esv_ml, rules.esv_range_ml, "ml", "{:.0f}"),
-              ("LV long axis at end-diastole", long_axis_ed_cm, rules.long_axis_ed_range_cm, "cm", "{:.1f}"))
-    for name, value, (low, high), unit, fmt in checks:
-        if value is None or not low <= value <= high:
-            shown = "not measured" if value is None else f"{fmt.format(value)} {unit}"
-            return (f"implausible {name} for an adult LV ({shown}; plausible {fmt.format(low)}-{fmt.format(high)} "
-                    f"{unit}): a foreshortened view or a segmentation of another structure")
-    return ""
-
-
 def assess_lv_function(lv: LvVolumes, rules: EchoRules = EchoRules()) -> EchoAssessment:
     """ED = largest volume, ES = smallest (Lang 2015); EF and its ESC 2021 category.
 
-    Not measurable, with the reason, when too few frames hold a cavity, the segmentation is
-    unstable across frames, or the ED/ES volumes or ED length are implausible for an adult LV.
+    Not measurable, with the reason, when too few frames hold a cavity or the segmentation is
+    unstable across frames. Whether the volumes and length are plausible for an adult LV is
+    the model card's `outputs` check (the flow applies it).
     """
     volumes = lv.volumes_ml
     measured = [k for k, v in enumerate(volumes) if v is not None]
@@ -251,11 +226,6 @@ def assess_lv_function(lv: LvVolumes, rules: EchoRules = EchoRules()) -> EchoAss
     ed = max(measured, key=lambda k: volumes[k])
     es = min(measured, key=lambda k: volumes[k])
     edv, esv = float(volumes[ed]), float(volumes[es])
-    if reason := implausible_lv(edv, esv, lv.long_axis_cm[ed], rules):
-        return EchoAssessment(
-            measurable=False, method=lv.method, frames_measured=len(measured), volumes_ml=volumes, reason=reason,
-            recommendation="LV volumes and LVEF not measurable by the model: echocardiographer review.",
-        )
     ef = ejection_fraction_percent(edv, esv)
     category = classify_lvef(ef, rules)
     return EchoAssessment(

@@ -51,8 +51,20 @@ def test_every_nodule_is_checked_and_a_missing_value_is_not_a_problem(cards):
     assert output_problems(echo, {"edv_ml": None, "esv_ml": None, "ef_percent": None}) == []  # not measured
     assert output_problems(echo, {"edv_ml": 140.0, "esv_ml": 60.0, "ef_percent": 57.1}) == []
     assert output_problems(echo, {"edv_ml": 900.0, "esv_ml": 60.0, "ef_percent": 93.3}) == [
-        "edv ml 900 is outside the physiological range (20–500 ml)",
+        "edv ml 900 is outside the physiological range (40–500 ml)",
         "ef percent 93.3 is outside the physiological range (5–90 %)"]
+
+
+def test_the_25_ml_adult_lv_the_issue_reported_is_implausible(cards):
+    """An independent cine with true EF 39.5 % and EDV 242 ml was measured EDV 25 ml, LV long
+    axis 5.2 cm, EF 58 %: neither volume nor length is an adult LV, so no EF class is made."""
+    echo = cards["heart-failure-echo"]
+    assert output_problems(echo, {"edv_ml": 25.0, "esv_ml": 10.5, "ef_percent": 58.0, "long_axis_ed_cm": 5.2}) == [
+        "edv ml 25 is outside the physiological range (40–500 ml)",
+        "long axis ed cm 5.2 is outside the physiological range (5.5–13 cm)"]
+    assert output_problems(echo, {"edv_ml": 40.0, "esv_ml": 8.0, "ef_percent": 80.0, "long_axis_ed_cm": 5.5}) == []
+    assert output_problems(echo, {"edv_ml": 100.0, "esv_ml": 5.0, "ef_percent": 95.0, "long_axis_ed_cm": 8.0})[0] \
+        == "esv ml 5 is outside the physiological range (8–450 ml)"
 
 
 def test_input_outside_the_domain_is_named(cards):
