@@ -14,16 +14,21 @@ radpath's rules (anatomical, not learned; each threshold is a `CalciumRules` fie
   axial footprint (chest wall: ribs, costal cartilage); or the object reaches within
   `edge_margin_mm` of the reconstructed field's edge (a rib end cut by a cardiac field).
 - **Metal**: peak >= `metal_min_hu` (stents, wires, sternotomy wires, prosthetic valves read
-  far above calcified plaque), or ring-shaped (a hole inside it on `ring_min_slices` slices,
-  the lumen of a stent).
+  far above calcified plaque); or ring-shaped (a hole inside it on `ring_min_slices` slices,
+  the lumen of a stent); or dense (peak >= `dense_min_hu`) and at least `stent_min_length_mm`
+  long (coronary stents are 8-38 mm); and any fragment within `metal_margin_mm` of metal.
 - **Not epicardial**: fewer than `min_epicardial_fraction` of the voxels in a shell 1 to
-  `shell_mm` mm around it are fat or lung (< -30 HU). Calcium inside the heart's soft tissue
-  and blood (aortic valve, mitral annulus deep in the base, myocardium) is not coronary.
+  `shell_mm` mm around it are fat (-190 to -30 HU, the adipose window conventional in CT fat
+  quantification). Calcium inside the heart's soft tissue and blood (aortic valve, mitral
+  annulus deep in the base, myocardium), and bone or cartilage in muscle beside the lung, is
+  not coronary.
 - **Tube voltage**: Agatston's 130 HU threshold and density factors hold at 120 kVp (SCCT
   2017: "120 kVp"); any other KVP, or none recorded, is not measurable.
 - **Contrast**: a contrast-enhanced scan puts the blood pool above 130 HU, so coronary
-  calcium cannot be separated from it (SCCT 2017: calcium scoring is a non-contrast scan);
-  a median mediastinal soft-tissue HU above `max_blood_pool_hu` is not measurable.
+  calcium cannot be separated from it (SCCT 2017: calcium scoring is a non-contrast scan).
+  A Contrast/Bolus Agent in the images, or a >= 130 HU structure of at least
+  `min_blood_pool_ml` whose centre lies `blood_pool_depth_mm` inside the lung hull with a
+  median below 700 HU (enhanced blood; the spine sits at the hull's back edge), is not measurable.
 
 Not handled (documented in the hazard log): calcium of the mitral annulus in the
 atrioventricular groove fat beside the circumflex, and of the aortic wall where it lies in
@@ -61,7 +66,9 @@ class ChestContext:
         sizes[0] = 0
         self.sizes_mm3 = sizes
         self.large = np.nonzero(sizes > max_lesion_volume_mm3)[0]
-        self._hull = _lung_footprint_hull(hu, self.spacing)
+        hull = _lung_footprint_hull(hu, self.spacing)
+        self._hull = None if hull is None else Delaunay(hull.points[hull.vertices])
+        self._facets = None if hull is None else hull.equations  # (n, 3): normal . (row, col) + offset <= 0 inside
 
     def in_mediastinum(self, centre_yx_vox: np.ndarray) -> bool | None:
         """Inside the convex hull of the lungs' axial footprint; None: no lungs to tell by."""
@@ -69,42 +76,66 @@ class ChestContext:
             return None
         return bool(self._hull.find_simplex(centre_yx_vox[None, :])[0] >= 0)
 
-    def blood_pool_hu(self) -> float | None:
-        """Median HU of the non-fat soft tissue inside the lung hull over the middle third of slices."""
+    def depth_in_hull_mm(self, centre_yx_vox: np.ndarray) -> float | None:
+        """How far inside the lung hull an in-plane point lies (negative: outside); None: no lungs."""
         if self._hull is None:
             return None
-        nz = self.hu.shape[0]
-        slab = self.hu[nz // 3: max(nz // 3 + 1, 2 * nz // 3)]
-        rows, cols = np.mgrid[0:slab.shape[1]:4, 0:slab.shape[2]:4]
-        inside = self._hull.find_simplex(np.column_stack([rows.ravel(), cols.ravel()])) >= 0
-        sample = slab[:, rows.ravel()[inside], cols.ravel()[inside]]
-        tissue = sample[(sample > -30) & (sample < 1000)]
-        return float(np.median(tissue)) if tissue.size else None
+        normals, offsets = self._facets[:, :2], self._facets[:, 2]
+        return float(-(normals @ centre_yx_vox + offsets).max() * self.spacing[1])
+
+    def blood_pool(self, min_volume_mm3: float, min_depth_mm: float) -> tuple[float, float] | None:
+        """(volume mm^3, median HU) of a large >= threshold structure deep inside the lung hull
+        whose values are those of enhanced blood, not bone (median below 700 HU); None if none."""
+        for k in self.large:
+            if self.sizes_mm3[k] < min_volume_mm3:
+                continue
+            voxels = np.argwhere(self.labels == k)
+            depth = self.depth_in_hull_mm(voxels[:, 1:].mean(axis=0))
+            median = float(np.median(self.hu[tuple(voxels.T)]))
+            if depth is not None and depth >= min_depth_mm and median < 700.0:
+                return float(self.sizes_mm3[k]), median
+        return None
 
 
-def _lung_footprint_hull(hu: np.ndarray, spacing: tuple[float, float, float]) -> Delaunay | None:
-    """Delaunay triangulation of the convex hull of the lungs (< -400 HU, >= 20 ml) seen along z."""
-    air = hu < -400
+def _hull_of(mask2d: np.ndarray) -> ConvexHull | None:
+    points = np.argwhere(mask2d)
+    if len(points) < 10:
+        return None
+    try:
+        return ConvexHull(points[:: max(1, len(points) // 20000)])
+    except QhullError:
+        return None
+
+
+def _inside(hull: ConvexHull, shape: tuple[int, int]) -> np.ndarray:
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    points = np.column_stack([rows.ravel(), cols.ravel()]).astype(float)
+    return ((points @ hull.equations[:, :2].T + hull.equations[:, 2]).max(axis=1) <= 0.5).reshape(shape)
+
+
+def _lung_footprint_hull(hu: np.ndarray, spacing: tuple[float, float, float]) -> ConvexHull | None:
+    """The convex hull (row, col) of the lungs seen along z: air (< -400 HU) inside the body's
+    outline (the hull of everything denser, so air outside the patient is not lung), in
+    connected parts of at least 20 ml."""
+    body = _hull_of((hu > -400).any(axis=0))
+    if body is None:
+        return None
+    air = (hu < -400) & _inside(body, hu.shape[1:])[None]
     labels, count = ndimage.label(air)
     if not count:
         return None
     sizes = np.bincount(labels.ravel(), minlength=count + 1) * float(np.prod(spacing))
     sizes[0] = 0
     lungs = np.isin(labels, np.nonzero(sizes >= 20_000.0)[0])
-    footprint = lungs.any(axis=0)
-    points = np.argwhere(footprint)
-    if len(points) < 10:
-        return None
-    try:
-        hull = ConvexHull(points[:: max(1, len(points) // 20000)])
-        return Delaunay(hull.points[hull.vertices])
-    except QhullError:
-        return None
+    return _hull_of(lungs.any(axis=0))
 
 
-def _shell_fraction_below(hu: np.ndarray, component: np.ndarray, box: tuple[slice, ...],
-                          spacing: tuple[float, float, float], shell_mm: float, below_hu: float) -> float:
-    """Fraction of voxels 1 to shell_mm mm outside the component (in a local box) below `below_hu`."""
+FAT_HU = (-190.0, -30.0)  # the adipose-tissue window conventional in CT fat quantification
+
+
+def _shell_fraction_fat(hu: np.ndarray, component: np.ndarray, box: tuple[slice, ...],
+                        spacing: tuple[float, float, float], shell_mm: float) -> float:
+    """Fraction of voxels 1 to shell_mm mm outside the component (in a local box) that are fat."""
     pad = [int(np.ceil(shell_mm / s)) + 1 for s in spacing]
     lo = [max(0, b.start - p) for b, p in zip(box, pad)]
     hi = [min(n, b.stop + p) for b, n, p in zip(box, hu.shape, pad)]
@@ -115,12 +146,41 @@ def _shell_fraction_below(hu: np.ndarray, component: np.ndarray, box: tuple[slic
     if not shell.any():
         return 0.0
     values = hu[tuple(slice(bottom, top) for bottom, top in zip(lo, hi))][shell]
-    return float(np.mean(values < below_hu))
+    return float(np.mean((values >= FAT_HU[0]) & (values <= FAT_HU[1])))
 
 
 def _ring_slices(component: np.ndarray) -> int:
     """Slices on which the component encloses a hole (the lumen of a stent)."""
     return sum(1 for plane in component if (ndimage.binary_fill_holes(plane) & ~plane).any())
+
+
+def _within(labels: np.ndarray, ids, box: tuple[slice, ...], component: np.ndarray,
+            spacing: tuple[float, float, float], margin_mm: float) -> bool:
+    """Whether the component comes within `margin_mm` of any voxel labelled one of `ids`."""
+    pad = [int(np.ceil(margin_mm / s)) for s in spacing]
+    near = tuple(slice(max(0, b.start - p), b.stop + p) for b, p in zip(box, pad))
+    others = np.isin(labels[near], ids)
+    if not others.any():
+        return False
+    distance = ndimage.distance_transform_edt(~others, sampling=spacing)
+    inner = tuple(slice(b.start - n.start, b.stop - n.start) for b, n in zip(box, near))
+    return float(distance[inner][component].min()) <= margin_mm
+
+
+def _length_mm(component: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """Extent along the object's principal axis."""
+    points = np.argwhere(component) * np.asarray(spacing)
+    if len(points) < 2:
+        return float(min(spacing))
+    centred = points - points.mean(axis=0)
+    axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    return float(np.ptp(centred @ axis) + min(spacing))
+
+
+def _is_metal(component: np.ndarray, peak_hu: float, spacing, rules) -> bool:
+    return (peak_hu >= rules.metal_min_hu
+            or _ring_slices(component) >= rules.ring_min_slices
+            or (peak_hu >= rules.dense_min_hu and _length_mm(component, spacing) >= rules.stent_min_length_mm))
 
 
 def exclusion(context: ChestContext, k: int, box: tuple[slice, ...], component: np.ndarray, peak_hu: float,
@@ -131,23 +191,47 @@ def exclusion(context: ChestContext, k: int, box: tuple[slice, ...], component: 
     if box[1].start < margin_y or box[1].stop > shape[1] - margin_y or box[2].start < margin_x \
             or box[2].stop > shape[2] - margin_x:
         return "field-edge"
-    if peak_hu >= rules.metal_min_hu or _ring_slices(component) >= rules.ring_min_slices:
+    if _is_metal(component, peak_hu, spacing, rules):
         return "metal"
-    if len(context.large):
-        pad = [int(np.ceil(rules.bone_margin_mm / s)) for s in spacing]
-        near = tuple(slice(max(0, b.start - p), b.stop + p) for b, p in zip(box, pad))
-        if np.isin(context.labels[near], context.large).any():
-            distance = ndimage.distance_transform_edt(~np.isin(context.labels[near], context.large), sampling=spacing)
-            inner = tuple(slice(b.start - n.start, b.stop - n.start) for b, n in zip(box, near))
-            if float(distance[inner][component].min()) <= rules.bone_margin_mm:
-                return "bone"
+    if len(context.large) and _within(context.labels, context.large, box, component, spacing, rules.bone_margin_mm):
+        return "bone"
     centre = np.argwhere(component).mean(axis=0) + [b.start for b in box]
     if context.in_mediastinum(centre[1:]) is False:
         return "chest-wall"
-    fraction = _shell_fraction_below(context.hu, component, box, spacing, rules.shell_mm, -30.0)
+    fraction = _shell_fraction_fat(context.hu, component, box, spacing, rules.shell_mm)
     if fraction < rules.min_epicardial_fraction:
         return "not-epicardial"
     return None
+
+
+class CandidateObject:
+    """One >= threshold object small enough to be a lesion, and why it is not coronary calcium (None: it can be)."""
+
+    __slots__ = ("label", "box", "component", "volume_mm3", "peak_hu", "exclusion")
+
+    def __init__(self, label, box, component, volume_mm3, peak_hu, exclusion_reason) -> None:
+        self.label, self.box, self.component = label, box, component
+        self.volume_mm3, self.peak_hu, self.exclusion = volume_mm3, peak_hu, exclusion_reason
+
+
+def candidate_objects(context: ChestContext, rules) -> list[CandidateObject]:
+    """Every object no larger than `max_lesion_volume_mm3`, with its exclusion. A fragment
+    within `metal_margin_mm` of metal is metal too (a stent breaks into pieces at 130 HU)."""
+    voxel = float(np.prod(context.spacing))
+    objects = []
+    for k, box in enumerate(ndimage.find_objects(context.labels), start=1):
+        if box is None or context.sizes_mm3[k] > rules.max_lesion_volume_mm3:
+            continue
+        component = context.labels[box] == k
+        peak = float(context.hu[box][component].max())
+        objects.append(CandidateObject(k, box, component, float(component.sum()) * voxel, peak,
+                                       exclusion(context, k, box, component, peak, rules)))
+    metal = [o.label for o in objects if o.exclusion == "metal"]
+    for o in objects:
+        if metal and o.exclusion is None and _within(context.labels, metal, o.box, o.component, context.spacing,
+                                                     rules.metal_margin_mm):
+            o.exclusion = "metal"
+    return objects
 
 
 def acquisition_problem(kvp_values: tuple[float, ...], rules) -> str:
@@ -163,10 +247,14 @@ def acquisition_problem(kvp_values: tuple[float, ...], rules) -> str:
     return ""
 
 
-def contrast_problem(context: ChestContext, rules) -> str:
-    """Why the scan looks contrast-enhanced ('' when its blood pool reads as unenhanced)."""
-    blood = context.blood_pool_hu()
-    if blood is not None and blood > rules.max_blood_pool_hu:
-        return (f"contrast-enhanced (median mediastinal soft tissue {blood:.0f} HU, above {rules.max_blood_pool_hu:g}): "
+def contrast_problem(context: ChestContext, contrast_agent: str, rules) -> str:
+    """Why the scan is contrast-enhanced ('' when nothing says so): the images' Contrast/Bolus
+    Agent, or a large blood-valued structure >= 130 HU deep in the mediastinum (the heart's
+    chambers and aorta filled with contrast, which no bone is)."""
+    if contrast_agent.strip():
+        return f"contrast-enhanced (Contrast/Bolus Agent {contrast_agent.strip()!r}): calcium scoring needs a non-contrast scan (SCCT 2017)"
+    pool = context.blood_pool(rules.min_blood_pool_ml * 1000.0, rules.blood_pool_depth_mm)
+    if pool is not None:
+        return (f"contrast-enhanced (a {pool[0] / 1000:.0f} ml structure of median {pool[1]:.0f} HU fills the mediastinum): "
                 "calcium scoring needs a non-contrast scan (SCCT 2017)")
     return ""

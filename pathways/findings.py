@@ -45,6 +45,7 @@ class VolumeRef(_Frozen):
     sop_instance_uids: tuple[str, ...] = ()
     # The distinct KVP (tube voltage) values of its slices; empty: not recorded (CT)
     kvp_values: tuple[float, ...] = ()
+    contrast_agent: str = ""  # Contrast/Bolus Agent (0018,0010) of its slices; empty: none recorded
 
     @property
     def content_key(self) -> str:

@@ -253,8 +253,11 @@ class CalciumRules(_Frozen):
     max_vessel_distance_mm: float = Field(default=10.0, gt=0, description="radpath: farther from every centreline → unassigned")
     # Which objects are coronary calcium, and which scans can be scored (pathways/coronary_candidates.py)
     reference_kvp: float = Field(default=120.0, description="Agatston 1990 / SCCT 2017: 120 kVp; other KVP → not measurable")
-    max_blood_pool_hu: float = Field(
-        default=100.0, description="radpath: unenhanced blood and myocardium read about 40 HU; above → contrast-enhanced"
+    min_blood_pool_ml: float = Field(
+        default=50.0, gt=0, description="radpath: an enhanced blood pool (chambers, aorta) is hundreds of ml; bone nearer the hull edge"
+    )
+    blood_pool_depth_mm: float = Field(
+        default=30.0, gt=0, description="radpath: the heart's centre lies this deep inside the lungs' hull; spine and sternum at its edge"
     )
     edge_margin_mm: float = Field(default=1.0, ge=0, description="radpath: an object this near the field's edge is cut by it")
     bone_margin_mm: float = Field(default=3.0, ge=0, description="radpath: this near a large bony object → bone")
@@ -262,10 +265,13 @@ class CalciumRules(_Frozen):
         default=2000.0, description="radpath: stents and wires read far above calcified plaque (peak HU at or above → metal)"
     )
     ring_min_slices: int = Field(default=2, ge=1, description="radpath: a hole inside the object on this many slices → stent")
+    dense_min_hu: float = Field(default=1000.0, description="radpath: with `stent_min_length_mm`, a long dense object is a stent")
+    stent_min_length_mm: float = Field(default=8.0, gt=0, description="radpath: coronary stents are 8-38 mm long")
+    metal_margin_mm: float = Field(default=5.0, ge=0, description="radpath: a fragment this near metal is part of it (one slice away)")
     shell_mm: float = Field(default=5.0, gt=1, description="radpath: the shell whose fat fraction says epicardial")
     min_epicardial_fraction: float = Field(
-        default=0.2, ge=0, le=1,
-        description="radpath: coronary arteries run in epicardial fat; less fat or lung (< -30 HU) around → valve or myocardium",
+        default=0.3, ge=0, le=1,
+        description="radpath: coronary arteries run in epicardial fat; less fat (-190 to -30 HU) around → valve, myocardium, chest wall",
     )
 
 
@@ -366,9 +372,10 @@ def assess_calcium(
     rules: CalciumRules = CalciumRules(),
     centrelines_zyx_mm: Mapping[str, np.ndarray] | None = None,
     kvp_values: Sequence[float] = (120.0,),
+    contrast_agent: str = "",
 ) -> CalciumAssessment:
     """Agatston score of an axial (z, y, x) HU volume; see `score_calcium`."""
-    return score_calcium(hu, spacing_zyx_mm, origin_xyz_mm, rules, centrelines_zyx_mm, kvp_values)[0]
+    return score_calcium(hu, spacing_zyx_mm, origin_xyz_mm, rules, centrelines_zyx_mm, kvp_values, contrast_agent)[0]
 
 
 def score_calcium(
@@ -378,45 +385,43 @@ def score_calcium(
     rules: CalciumRules = CalciumRules(),
     centrelines_zyx_mm: Mapping[str, np.ndarray] | None = None,
     kvp_values: Sequence[float] = (120.0,),
+    contrast_agent: str = "",
 ) -> tuple[CalciumAssessment, np.ndarray]:
     """Agatston score per lesion and (with centrelines) per vessel, and a uint8 lesion label mask.
 
     A lesion is a 3D connected >= threshold region no larger than `max_lesion_volume_mm3` that
     `coronary_candidates.exclusion` does not rule out (bone, chest wall, field edge, metal, not
     epicardial); it is scored slice by slice (Agatston 1990). A scan at another tube voltage
-    (`kvp_values`: the series' KVP) or with contrast is not measurable. `centrelines_zyx_mm`
+    (`kvp_values`: the series' KVP) or with contrast (`contrast_agent`: the images' Contrast/Bolus
+    Agent, or the image itself) is not measurable. `centrelines_zyx_mm`
     maps vessel name to points (N, 3) in the volume's (z, y, x) mm frame plus origin.
     """
-    from pathways.coronary_candidates import ChestContext, acquisition_problem, contrast_problem, exclusion
+    from pathways.coronary_candidates import ChestContext, acquisition_problem, candidate_objects, contrast_problem
 
     dz, dy, dx = (float(v) for v in spacing_zyx_mm)
-    pixel_area, voxel_volume = dy * dx, dz * dy * dx
+    pixel_area = dy * dx
     factor = dz / rules.reference_increment_mm
     low, high = rules.standard_increment_range_mm
     standard = low - 1e-6 <= dz <= high + 1e-6
     geometry = {"slice_increment_mm": dz, "standard_increment": standard, "increment_factor": round(factor, 4)}
     problem = acquisition_problem(tuple(float(v) for v in kvp_values), rules)
     context = None if problem else ChestContext(hu, (dz, dy, dx), rules.threshold_hu, rules.max_lesion_volume_mm3)
-    problem = problem or contrast_problem(context, rules)
+    problem = problem or contrast_problem(context, contrast_agent, rules)
     if problem:
         return CalciumAssessment(
             measurable=False, reason=problem, **geometry,
             recommendation="Coronary calcium not measurable by radpath: " + problem + ". Radiologist review.",
         ), np.zeros(hu.shape, np.uint8)
     labels = context.labels  # 6-connected in 3D, >= threshold
-    objects = ndimage.find_objects(labels)
     origin_zyx = np.array([origin_xyz_mm[2], origin_xyz_mm[1], origin_xyz_mm[0]], float)
     lesions: list[tuple[CalciumLesion, int]] = []
     excluded: list[ExcludedObject] = []
-    for k, box in enumerate(objects, start=1):
-        if box is None or context.sizes_mm3[k] > rules.max_lesion_volume_mm3:
-            continue
-        component = labels[box] == k
-        volume = float(component.sum()) * voxel_volume
-        peak = float(hu[box][component].max())
-        if why := exclusion(context, k, box, component, peak, rules):
+    for candidate in candidate_objects(context, rules):
+        k, box, component, volume, peak = (candidate.label, candidate.box, candidate.component,
+                                           candidate.volume_mm3, candidate.peak_hu)
+        if candidate.exclusion:
             centre = origin_zyx + (np.argwhere(component).mean(axis=0) + [b.start for b in box]) * [dz, dy, dx]
-            excluded.append(ExcludedObject(reason=why, peak_hu=peak, volume_mm3=round(volume, 2),
+            excluded.append(ExcludedObject(reason=candidate.exclusion, peak_hu=peak, volume_mm3=round(volume, 2),
                                            centre_xyz_mm=tuple(float(v) for v in centre[::-1])))
             continue
         values = np.where(component, hu[box], rules.threshold_hu - 1)

@@ -7,6 +7,7 @@ No patient identity or model provenance here: the SR/FHIR/HL7 builders take thos
 from __future__ import annotations
 
 from pathways import codes
+from pathways.coronary_candidates import EXCLUSION_WORDS
 from pathways.heart_failure import CalciumAssessment, CalciumLesion, EchoAssessment
 from pathways.lung_cancer_report import DISCLAIMER
 from pathways.report import Finding, Measurement, ReportContent
@@ -77,6 +78,18 @@ def _lesion_finding(lesion: CalciumLesion) -> Finding:
     )
 
 
+def _not_scored(a: CalciumAssessment) -> list[str]:
+    """The objects >= 130 HU inside the chest that were not scored, for the reader to check: calcium
+    of a valve, annulus or myocardium (reportable in its own right, SCCT 2017) and metal."""
+    shown = [e for e in a.excluded if e.reason in ("not-epicardial", "metal")]
+    if not shown:
+        return []
+    parts = [f"{EXCLUSION_WORDS[e.reason]} at ({e.centre_xyz_mm[0]:.0f}, {e.centre_xyz_mm[1]:.0f}, "
+             f"{e.centre_xyz_mm[2]:.0f}) mm, peak {e.peak_hu:.0f} HU" for e in shown[:10]]
+    more = f"; and {len(shown) - 10} more" if len(shown) > 10 else ""
+    return ["Not scored as coronary calcium: " + "; ".join(parts) + more + "."]
+
+
 def calcium_report_content(a: CalciumAssessment) -> ReportContent:
     """Total (and per-vessel, where labelled) Agatston score, one finding per lesion (SEG segments)."""
     findings = [Finding(key="calcium-total", label="Coronary calcium (total)", finding_type=codes.VASCULAR_CALCIFICATION,
@@ -98,7 +111,8 @@ def calcium_report_content(a: CalciumAssessment) -> ReportContent:
     )
     lines = ["CT CORONARY CALCIUM SCORE (AI)", "", "FINDINGS:",
              f"Total Agatston score {a.agatston_total:.1f} in {len(a.lesions)} calcified lesion(s).{increment}",
-             per_vessel, *[f.summary for f in findings if f.segment_number], "", "CONCLUSION:", a.recommendation, "",
+             per_vessel, *[f.summary for f in findings if f.segment_number], *_not_scored(a), "", "CONCLUSION:",
+             a.recommendation, "",
              f"Methods: Agatston et al., J Am Coll Cardiol 1990;15:827-32; {a.guideline}.", "", DISCLAIMER]
     return ReportContent(
         pathway=CALCIUM_PATHWAY, report_code=codes.CT_REPORT, title="CT calcium score: Agatston (AI)",

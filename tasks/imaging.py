@@ -107,7 +107,8 @@ def score_coronary_calcium(volume: VolumeRef, rules: CalciumRules) -> tuple[Calc
     from pathways.heart_failure import score_calcium
 
     hu = np.asarray(read_volume(volume))
-    assessment, mask = score_calcium(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, rules, kvp_values=volume.kvp_values)
+    assessment, mask = score_calcium(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm, rules, kvp_values=volume.kvp_values,
+                                    contrast_agent=volume.contrast_agent)
     out = get_settings().work_dir / "masks" / f"calcium-{hashlib.sha256(volume.series_uid.encode()).hexdigest()[:24]}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, mask)

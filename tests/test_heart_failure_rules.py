@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pathways.coronary_candidates import EXCLUSION_WORDS
 from pathways.heart_failure import (
     CalciumRules,
     EchoRules,
@@ -21,6 +22,7 @@ from pathways.heart_failure import (
     score_calcium,
     slice_scores,
 )
+from pathways.heart_failure_report import calcium_report_content
 
 
 # --- LVEF categories: ESC 2021 Table 3 (HFrEF <= 40, HFmrEF 41-49, HFpEF >= 50) ---------------
@@ -163,3 +165,82 @@ def test_compare_to_truth_lines():
     line = compare_to_truth({"measurable": True, "ef_percent": 35.0, "edv_ml": 110, "esv_ml": 71.5},
                             {"ef": 0.34, "edv_ml": 109.5, "esv_ml": 72.0})
     assert "error +1.0" in line
+
+
+# --- Coronary calcium only (pathways/coronary_candidates.py): worked cases --------------------
+def _chest(slices: int = 8) -> np.ndarray:
+    """A small non-contrast chest at 0.5 mm pixels, 3 mm slices: lungs left and right (-850 HU),
+    between them a heart (40 HU, radius 12.5 mm) in an epicardial fat ring (-100 HU, 3 mm)."""
+    hu = np.full((slices, 160, 160), 40.0)
+    hu[:, 10:150, 8:48] = -850.0
+    hu[:, 10:150, 112:152] = -850.0
+    rows, cols = np.mgrid[0:160, 0:160]
+    r = np.hypot(rows - 80, cols - 80)
+    hu[:, r < 31] = -100.0
+    hu[:, r < 25] = 40.0
+    return hu
+
+
+def _blob(hu: np.ndarray, row: int, col: int, value: float, size: int = 4, slices=(3, 4)) -> None:
+    for k in slices:
+        hu[k, row:row + size, col:col + size] = value
+
+
+def test_a_coronary_plaque_in_epicardial_fat_is_scored():
+    hu = _chest()
+    _blob(hu, 78, 106, 350.0)  # in the fat ring, 4 x 4 px = 4 mm2 x 3 on two slices = 24
+    a = assess_calcium(hu, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert a.measurable and a.agatston_total == pytest.approx(24.0) and a.excluded == ()
+
+
+@pytest.mark.parametrize(("draw", "reason"), [
+    (lambda hu: _blob(hu, 78, 78, 450.0), "not-epicardial"),  # aortic valve: in the heart's blood, no fat near
+    (lambda hu: _blob(hu, 60, 0, 700.0, size=8), "field-edge"),  # a rib end cut by the field's edge
+    (lambda hu: _blob(hu, 2, 70, 500.0), "chest-wall"),  # costal cartilage in front of the lungs
+    (lambda hu: _blob(hu, 78, 104, 2400.0), "metal"),  # a wire or stent strut: far denser than plaque
+    (lambda hu: [hu.__setitem__((k, slice(74, 84), slice(102, 112)), np.where(
+        np.abs(np.hypot(*np.mgrid[-4.5:5.5, -4.5:5.5]) - 3.5) < 1.0, 1500.0, hu[k, 74:84, 102:112]))
+        for k in (2, 3, 4)], "metal"),  # a stent seen end on: a ring round its lumen on 3 slices
+])
+def test_a_valve_a_rib_end_cartilage_and_a_stent_score_no_coronary_calcium(draw, reason):
+    hu = _chest()
+    draw(hu)
+    a = assess_calcium(hu, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert a.measurable and a.agatston_total == 0.0 and a.cac_drs == "A0" and a.lesions == ()
+    assert [e.reason for e in a.excluded] == [reason]
+    text = calcium_report_content(a).text  # the reader is shown valve calcium and metal, not ribs
+    assert (EXCLUSION_WORDS[reason] in text) == (reason in ("not-epicardial", "metal"))
+
+
+def test_bone_and_what_lies_beside_it_are_not_coronary():
+    hu = _chest(slices=12)
+    hu[:, 150:160, 60:100] = 600.0  # a vertebra: 12 x 10 x 40 px x 0.75 mm3 = 3,600 mm3, above the lesion limit
+    _blob(hu, 145, 70, 500.0)  # an osteophyte 1.5 mm from it
+    a = assess_calcium(hu, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert a.agatston_total == 0.0 and [e.reason for e in a.excluded] == ["bone"]
+
+
+@pytest.mark.parametrize(("kvp", "words"), [
+    ((120.0,), ""), ((100.0,), "acquired at 100 kVp"), ((), "tube voltage (KVP) not recorded"),
+    ((100.0, 120.0), "acquired at 100 kVp"), ((135.0,), "acquired at 135 kVp"),
+])
+def test_only_a_120_kvp_scan_is_scored(kvp, words):
+    hu = _chest()
+    _blob(hu, 78, 106, 350.0)
+    a = assess_calcium(hu, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0), kvp_values=kvp)
+    assert a.measurable == (words == "")
+    assert (words in a.reason) if words else a.reason == ""
+    if words:
+        assert a.agatston_total is None and a.cac_drs is None and "not measurable" in a.recommendation
+
+
+def test_a_contrast_enhanced_scan_is_not_measurable_from_its_image_or_its_header():
+    hu = _chest(slices=40)
+    rows, cols = np.mgrid[0:160, 0:160]
+    hu[:, np.hypot(rows - 80, cols - 80) < 24] = 320.0  # the blood pool enhanced: 40 x 3 mm x 452 mm2 = 54 ml
+    a = assess_calcium(hu, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert not a.measurable and "contrast-enhanced" in a.reason and "median 320 HU" in a.reason
+    plain = _chest()
+    a = assess_calcium(plain, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0), contrast_agent="Omnipaque 350")
+    assert not a.measurable and "Contrast/Bolus Agent 'Omnipaque 350'" in a.reason
+    assert assess_calcium(plain, (3.0, 0.5, 0.5), (0.0, 0.0, 0.0)).measurable

@@ -61,21 +61,40 @@ def test_a_series_missing_a_slice_is_not_measurable_and_nothing_is_delivered(pre
     assert len(audits) == 1 and "missing-slice" in audits[0].detail["reason"]
 
 
+def _retagged(files, **tags):  # noqa: ANN001, ANN003, ANN202
+    """The files' bytes with these attributes set (pydicom keywords)."""
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        buffer = DicomBytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize(("tags", "words"), [
+    ({"KVP": "100"}, "acquired at 100 kVp"),
+    ({"ContrastBolusAgent": "Iohexol 350"}, "Contrast/Bolus Agent 'Iohexol 350'"),
+])
+def test_a_calcium_scan_at_100_kvp_or_with_contrast_is_not_measurable(prefect_api, radpath_env, registry, tmp_path,
+                                                                     tags, words):
+    """Agatston's 130 HU threshold and density factors hold at 120 kVp on a non-contrast scan
+    (SCCT 2017): the same study at 100 kVp, or with a contrast agent recorded, gets no score."""
+    run_id = _study_with(tmp_path, registry, "cardiac-ct", 3, lambda files: _retagged(files, **tags))
+    state, run, results, deliveries, audits = _outcome(run_id)
+    assert state.is_completed() and state.name == "NotMeasurable", state.message
+    assert words in state.message and words in run.status_reason
+    assert results == [] and deliveries == []
+    assert len(audits) == 1 and words in audits[0].detail["reason"]
+
+
 def test_a_brain_measured_at_the_wrong_scale_is_not_measurable(prefect_api, radpath_env, registry, tmp_path):
     """A phantom head whose files claim 1.5 mm pixels (it was made at 1 mm): inside the model's
     input domain, so only the output gate can catch it. The model then reports a 2.6 l skull
     and a 7 ml hippocampus, which no adult has; the pathway must not grade atrophy from it."""
-    def claim_1_5_mm(files):  # noqa: ANN001, ANN202
-        out = []
-        for f in files:
-            ds = pydicom.dcmread(f)
-            ds.PixelSpacing = [1.5, 1.5]
-            buffer = DicomBytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
-            out.append(buffer.getvalue())
-        return out
-
-    run_id = _study_with(tmp_path, registry, "brain-mri", 21, claim_1_5_mm)
+    run_id = _study_with(tmp_path, registry, "brain-mri", 21, lambda files: _retagged(files, PixelSpacing=[1.5, 1.5]))
     state, run, results, deliveries, audits = _outcome(run_id)
     assert state.name == "NotMeasurable", state.message
     assert "intracranial ml" in state.message and "outside the physiological range (900–2200 ml)" in state.message

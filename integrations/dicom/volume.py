@@ -91,6 +91,7 @@ def load_volume(series_uid: str) -> VolumeRef:
         orientation=tuple(float(v) for v in first.ImageOrientationPatient),
         sop_instance_uids=tuple(uid for _, uid in files),
         kvp_values=tuple(sorted({float(h.KVP) for h in headers if h.get("KVP") not in (None, "")})),
+        contrast_agent=next((str(h.ContrastBolusAgent) for h in headers if str(h.get("ContrastBolusAgent", "")).strip()), ""),
     )
 
 
