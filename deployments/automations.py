@@ -4,6 +4,9 @@
 - a pathway run failed or crashed;
 - a delivery dead-lettered (`radpath.delivery.dead_lettered`);
 - a clinical review overdue (`radpath.result.review_expired`, from the reconciler);
+- a destination or a front door went down, and a destination came back
+  (`radpath.destination.down|up`, `radpath.door.down`, from the health checks of radpath serve
+  and from delivery attempts: radpath/health.py);
 - the image store sweep quarantined or failed files (`radpath.store.sweep_problem`);
 - a study not measurable (`radpath.run.not_measurable`: doubtful geometry, input outside the
   model card's domain, or an implausible model answer; no conclusion was delivered);
@@ -55,6 +58,17 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                  "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
                  "{{ event.payload.attempts }} attempt(s) ({{ event.payload.reason }}: a permanent refusal, or still "
                  "failing at the end of its retry window). `radpath status` lists dead letters with the peer's words."),
+        on_event("radpath: destination down", "radpath.destination.down", "destination",
+                 "Destination {{ event.payload.destination }} is not answering: {{ event.payload.detail }}. Its "
+                 "deliveries wait in the outbox and are retried on their schedule; `radpath status` shows what is "
+                 "pending, `radpath deliveries test {{ event.payload.destination }}` checks the link."),
+        on_event("radpath: destination back up", "radpath.destination.up", "destination",
+                 "Destination {{ event.payload.destination }} answers again ({{ event.payload.detail }}); pending "
+                 "deliveries go on their next due time. Dead letters need `radpath deliveries retry`."),
+        on_event("radpath: front door down", "radpath.door.down", "door",
+                 "radpath's {{ event.payload.door }} listener is not accepting connections: "
+                 "{{ event.payload.detail }}. Senders' messages are refused or queue at their end; restart "
+                 "radpath serve if it does not recover."),
         on_event("radpath: clinical review overdue", "radpath.result.review_expired", "result",
                  "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
                  "deliveries stay held. `radpath review list` shows the queue."),

@@ -132,7 +132,7 @@ def volume_problems(card: ModelCard, inputs) -> list[str]:  # noqa: ANN001 - tas
 def deliver_all(delivery_ids: list[str]) -> tuple[list[str], list[str]]:
     """Send the rows concurrently; returns (receipts, failures) without raising."""
     receipts, failures = [], []
-    for future in [deliver.submit(d) for d in delivery_ids]:
+    for future in [deliver.with_options(task_run_name=ops.delivery_run_name(d)).submit(d) for d in delivery_ids]:
         try:
             receipts.append(future.result())
         except Exception as exc:  # noqa: BLE001 - the ledger row records it; the state names it

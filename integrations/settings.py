@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=300, gt=0, description="A sender's claim on one delivery")
     reconcile_grace_seconds: float = Field(default=60, ge=0, description="Left to the event-driven path before the reconciler acts")
     notify_webhook_url: str | None = Field(default=None, description="Where automations post (radpath automations apply)")
+    health_check_seconds: float = Field(
+        default=30, gt=0, description="`radpath serve` checks each front door and destination this often (/health, "
+        "`radpath status`, the radpath-health table; a change of state emits radpath.destination.down/up)")
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
     runner_limit: int = Field(default=2, ge=1, description="Routine flow runs (and the reconciler) `radpath serve` runs "

@@ -56,6 +56,10 @@ class Registry:
             return None
         return self.code_map.standard(system, code, sender)
 
+    def destination_names(self) -> list[str]:
+        """Every destination some pathway delivers to, sorted."""
+        return sorted({d.name for spec in self.specs.values() for d in spec.destinations})
+
     def card(self, name: str) -> ModelCard | None:
         """The model card beside the pathway's model (None: a rules-only pathway)."""
         spec = self.specs[name]

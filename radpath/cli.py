@@ -179,8 +179,10 @@ def db_upgrade() -> None:
 @app.command()
 def status() -> None:
     """A summary of the ledger: orders, runs, deliveries."""
+    from integrations.db.health import health_table
     from integrations.db.ops import dead_letters, status_counts, turnaround_table
     from integrations.db.studies import waiting_runs
+    from pathways.registry import default_registry
     from radpath.runtime import prepare_ledger
 
     prepare_ledger()
@@ -205,6 +207,11 @@ def status() -> None:
     console.print(f"dead-lettered deliveries: {len(letters)}" if letters else "no dead letters")
     for letter in letters[:10]:
         console.print(f"  {letter}")
+    rows = health_table(default_registry().destination_names())
+    table = Table(*rows[0], title="front doors and destinations (radpath serve checks them)")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
 
 
 automations_app = typer.Typer(help="Prefect automations (deployments/automations.py)", no_args_is_help=True)

@@ -102,7 +102,8 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     from integrations.settings import get_settings
     from pathways.registry import default_registry
     from integrations.db.ops import audit_spec_modes
-    from tasks.events import emit, emit_order_received, emit_runs_ready
+    from tasks.events import emit, emit_health_change, emit_order_received, emit_runs_ready
+    from radpath.health import HealthChecker
 
     settings = get_settings()
     registry = default_registry()
@@ -141,13 +142,26 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     app.include_router(stow_router(), prefix="/dicomweb")
     app.include_router(fhir_router(registry, on_order_committed=on_order), prefix="/fhir")
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     http = uvicorn.Server(http_config(app, settings))
     http_socket = listen_socket(settings, "RADPATH_HTTP_PORT", settings.http_port)  # uvicorn would sys.exit(1)
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    checker = HealthChecker(
+        settings, registry.destination_names(),
+        doors={"mllp": (lambda: mllp.server is not None and mllp.server.is_serving(), mllp.port, True),
+               "dicom": (scp.accepting, scp.port, False),
+               "http": (lambda: http.started and not http_task.done(), http_socket.getsockname()[1], True)},
+        emit_change=_safely(emit_health_change))
+
+    @app.get("/health")
+    async def health():  # noqa: ANN202 - a JSON response, 200 or 503
+        from fastapi.responses import JSONResponse
+
+        code, body = await checker.report()
+        return JSONResponse(body, status_code=code)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
 
     async def sweep_forever() -> None:
         while not stop.is_set():
@@ -187,6 +201,9 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
                 stop.set()
 
         workers += [asyncio.create_task(serve_deployments(runner)) for runner in runners]
+    while not http.started and not http_task.done():  # the first health check sees every door open
+        await asyncio.sleep(0.05)
+    workers.append(asyncio.create_task(checker.run_forever(stop)))
     if ready_file:
         ready_file.write_text(f"mllp={mllp.port} dicom={settings.dicom_port} http={settings.http_port}\n")
     log.warning("radpath serving: MLLP %s:%s, DICOM %s %s:%s, HTTP %s:%s", settings.bind_host, mllp.port,

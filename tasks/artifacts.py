@@ -92,12 +92,17 @@ def publish_ops_tables() -> None:
     """Keyed table artifacts for ops (each key keeps its history in the UI): turnaround per
     pathway, queue depth, dead letters. Counts, times and opaque ids only."""
     from integrations.db import ops
+    from integrations.db.health import health_table
+    from pathways.registry import default_registry
 
     create_table_artifact(key="radpath-turnaround", table=ops.turnaround_table() or [{"pathway": "none yet"}],
                           description="Turnaround per pathway, minutes (order received → study ready → inference done → delivered)")
     depth = [{"queue": f"{kind}: {status}", "count": n} for kind, counts in ops.status_counts().items() for status, n in sorted(counts.items())]
     create_table_artifact(key="radpath-queue-depth", table=depth or [{"queue": "empty", "count": 0}],
                           description="Orders, studies, pathway runs and deliveries by status")
+    create_table_artifact(key="radpath-health", table=health_table(default_registry().destination_names()),
+                          description="Front doors and destinations: the last check of each (every health_check_seconds "
+                          "while radpath serve runs), pending deliveries, dead letters, last delivery")
     create_table_artifact(key="radpath-dead-letters", table=dead_letter_rows(ops.dead_letters()),
                           description="Deliveries that will not be retried; act on each: fix the peer, then "
                           "`radpath deliveries retry --destination NAME` (or the deliveries-admin deployment)")

@@ -9,16 +9,19 @@ retry this task (a second scheduler would try again before the outbox's due time
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from integrations.db import deliveries, ledger, ops
+from integrations.db import deliveries, health, ledger, ops
 from integrations.db.models import utcnow
 from integrations.delivery.send import send
-from integrations.errors import PermanentError
+from integrations.errors import PermanentError, is_transient, masked
 from integrations.settings import Settings, get_settings
-from tasks.events import emit
+from tasks.events import emit, emit_health_change
+
+log = logging.getLogger("radpath.delivery")
 
 
 class DeadLettered(PermanentError):
@@ -65,6 +68,8 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
     try:
         receipt = send(row.destination, config, row.idempotency_key, row.payloads)
     except Exception as exc:
+        if is_transient(exc):  # the peer did not answer (a refusal of this message says nothing of the peer)
+            _peer_seen(row.destination, False, masked(f"delivery attempt: {exc.__class__.__name__}: {exc}"), now)
         outcome = ledger.record_delivery_attempt(delivery_id, ok=False, response=f"{exc.__class__.__name__}: {exc}",
                                                  error=exc, schedule=config.retry, now=now or utcnow(), rand=rand)
         if outcome.status == "dead_letter":
@@ -75,7 +80,19 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
                                f"({outcome.dead_reason}): {exc}") from exc
         raise
     ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt, now=now)
+    _peer_seen(row.destination, True, "delivery accepted", now)
     result_id, order_id, pathway = ops.delivery_context(delivery_id)
     if ops.result_fully_delivered(result_id):
         emit("result.delivered", "order", order_id, related={"pathway": pathway, "result": result_id})
     return f"{row.destination}: {receipt}"
+
+
+def _peer_seen(destination: str, ok: bool, detail: str, now: dt.datetime | None) -> None:
+    """A delivery attempt is a health check of its destination too (integrations.db.health)."""
+    peer = health.peer_name("destination", destination)
+    try:
+        change = health.record_check(peer, ok, detail, now)
+        if change:
+            emit_health_change(peer, change, detail)
+    except Exception:  # the delivery's own record is committed; the next check writes health again
+        log.warning("could not record the health of %s", destination, exc_info=True)

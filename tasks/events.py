@@ -51,6 +51,14 @@ def emit_order_received(order_id: str, run_ids: tuple[str, ...] | list[str], eli
          eligible=eligible, runs=len(run_ids))
 
 
+def emit_health_change(peer: str, state: str, detail: str, **payload: str | int | None) -> None:
+    """`radpath.door.down|up` or `radpath.destination.down|up` when a check changed the state of
+    `peer` ("door:mllp", "destination:ris"; integrations.db.health.record_check). The detail is
+    scrubbed: addresses, status codes, the peer's masked words."""
+    kind, _, name = peer.partition(":")
+    emit(f"{kind}.{state}", kind, name, **{kind: name}, detail=detail, **payload)
+
+
 def emit_runs_ready(run_ids) -> None:  # noqa: ANN001 - iterable of ledger run ids
     """`radpath.run.ready` per run: what the deployments' triggers start pathway flows on.
 

@@ -89,6 +89,11 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
                           payload={"pathway": "dementia-mri", "study_key": "S-abc", "reason": "series geometry: missing-slice"})
     assert triggers["radpath: study not measurable"].covers(unmeasurable)
     assert not triggers["radpath: study not measurable"].covers(sweep)
+    down = _event("radpath.destination.down", {"prefect.resource.id": "radpath.destination.ris"},
+                  payload={"destination": "ris", "detail": "MLLP ris.trust.nhs.uk:2575: ConnectionRefusedError"})
+    assert triggers["radpath: destination down"].covers(down) and not triggers["radpath: destination back up"].covers(down)
+    door = _event("radpath.door.down", {"prefect.resource.id": "radpath.door.mllp"}, payload={"door": "mllp"})
+    assert triggers["radpath: front door down"].covers(door) and not triggers["radpath: destination down"].covers(door)
 
     sla = triggers["radpath: SLA breach lung-cancer-ct"]
     order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
@@ -113,4 +118,4 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 5 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 8 + len(registry.specs)

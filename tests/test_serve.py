@@ -65,6 +65,11 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         assert flow_run["state"]["name"] == "Delivered"
         assert {"pathway:heart-failure-cardiac-ct", "priority:urgent", "trust:demo-trust"} <= set(flow_run["tags"])
         assert any(t.startswith("study:S-") for t in flow_run["tags"])  # added by the flow: triggers cannot tag per run
+        key = next(t for t in flow_run["tags"] if t.startswith("study:S-")).removeprefix("study:")
+        task_runs = httpx.post(f"{served.prefect_api}/task_runs/filter", timeout=10,
+                               json={"task_runs": {"flow_run_id": {"any_": [run.flow_run_id]}}}).json()
+        assert sorted(t["name"] for t in task_runs if t["name"].startswith("deliver-")) == sorted(
+            f"deliver-{d.kind}:{d.destination}/{key}" for d in deliveries)  # ops see where and which study
 
 
 def test_urgent_runs_have_their_own_lane_and_do_not_wait_behind_routine_ones(tmp_path, served_ledger):

@@ -285,6 +285,21 @@ class DestinationPause(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
+class PeerHealth(SQLModel, table=True):
+    """The last health check of a front door or a destination (0011_peer_health), written only
+    by `integrations.db.health.record_check`: the serve loop's probes and each delivery attempt."""
+
+    __tablename__ = "peer_health"
+
+    name: str = Field(primary_key=True)  # "door:mllp", "destination:ris"
+    state: str  # up | down
+    since: dt.datetime = _ts()  # when the current state began
+    checked_at: dt.datetime = _ts()
+    last_up_at: dt.datetime | None = _ts(nullable=True)
+    last_down_at: dt.datetime | None = _ts(nullable=True)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))  # scrubbed
+
+
 class AuditEvent(SQLModel, table=True):
     """Who did what to which record. Details carry ids, never patient identifiers."""
 

@@ -336,6 +336,18 @@ def delivery_context(delivery_id: str) -> tuple[str, str, str]:
         return row[0], row[1], row[2]
 
 
+def delivery_run_name(delivery_id: str) -> str:
+    """The task-run name of one delivery for ops: destination kind and name, pseudonymous study
+    key ("deliver-mllp:ris/S-…"); never a UID or accession."""
+    from integrations.db.ledger import study_key
+
+    with session_scope() as session:
+        kind, destination, study_uid = session.exec(
+            select(Delivery.kind, Delivery.destination, Result.study_uid)
+            .join(Result, Result.id == Delivery.result_id).where(Delivery.id == delivery_id)).one()
+    return f"deliver-{kind}:{destination}/{study_key(study_uid)}"
+
+
 def result_fully_delivered(result_id: str) -> bool:
     """Every outbox row of the result delivered (nothing held, pending or dead)."""
     with session_scope() as session:

@@ -9,6 +9,10 @@ One harmless exchange per kind, nothing stored at the peer:
   the MLLP round trip: an AA/NMR, or an AR/AE saying the RIS does not handle NMQ, both count
   as reachable (the answer's code is printed). ORM/ORU-shaped tests would reach clinical queues.
 - File drop: the folder exists or can be made, and is writable.
+
+The periodic health check of `radpath serve` (`periodic=True`) makes the same checks, except
+that it only opens and closes a TCP connection to an MLLP RIS: an NMQ every half minute would
+fill a RIS's interface log, and not every RIS answers NMQ.
 Every failure is one line naming the peer (host:port or URL) and what it said, masked.
 """
 
@@ -48,12 +52,12 @@ def nmq_message(config: MllpDestination, control_id: str, now: dt.datetime) -> s
     ]) + "\r"
 
 
-def check_destination(config: DestinationConfig) -> Probe:
+def check_destination(config: DestinationConfig, *, periodic: bool = False) -> Probe:
     try:
         if isinstance(config, DicomDestination):
             return _echo(config)
         if isinstance(config, MllpDestination):
-            return _mllp(config)
+            return _tcp(config) if periodic else _mllp(config)
         if isinstance(config, FhirDestination):
             return _fhir(config)
         if isinstance(config, StowDestination):
@@ -61,8 +65,19 @@ def check_destination(config: DestinationConfig) -> Probe:
         if isinstance(config, FileDropDestination):
             return _folder(config)
     except Exception as exc:  # noqa: BLE001 - the probe reports, it never raises
-        return Probe(False, masked(f"{exc.__class__.__name__}: {exc}"))
+        return Probe(False, masked(f"{where(config)}: {exc.__class__.__name__}: {exc}"))
     return Probe(False, f"no connection test for kind {config.kind}")
+
+
+def where(config: DestinationConfig) -> str:
+    """The peer as ops know it: protocol and address (no credentials)."""
+    if isinstance(config, DicomDestination):
+        return f"DICOM {config.called_ae_title}@{config.host}:{config.port}"
+    if isinstance(config, MllpDestination):
+        return f"MLLP {config.host}:{config.port}"
+    if isinstance(config, (FhirDestination, StowDestination)):
+        return f"{config.kind.upper()} {config.base_url}"
+    return f"folder {getattr(config, 'path', '')}"
 
 
 def _echo(config: DicomDestination) -> Probe:
@@ -87,6 +102,14 @@ def _mllp(config: MllpDestination) -> Probe:
         ack = client.send(nmq_message(config, control_id, dt.datetime.now(dt.UTC)))
     said = f" ({masked(ack.text, 120)})" if ack.text else ""
     return Probe(True, f"MLLP {where}: answered {ack.code} to NMQ^N01 {control_id}{said}")
+
+
+def _tcp(config: MllpDestination) -> Probe:
+    import socket
+
+    with socket.create_connection((config.host, config.port), timeout=config.connect_timeout_s):
+        pass
+    return Probe(True, f"MLLP {config.host}:{config.port}: accepting connections")
 
 
 def _fhir(config: FhirDestination) -> Probe:

@@ -149,6 +149,7 @@ class ScpHandle:
     host: str
     port: int
     stats: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicate": 0, "conflict": 0, "refused": 0})
+    accept_thread: threading.Thread | None = None
     _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, outcome: str) -> None:
@@ -156,9 +157,24 @@ class ScpHandle:
         with self._stats_lock:
             self.stats[outcome] += 1
 
+    @property
+    def serving(self) -> bool:
+        """The association server is running (not shut down)."""
+        return self.server in self.ae._servers  # noqa: SLF001 - pynetdicom offers no public check
+
+    def accepting(self) -> bool:
+        """Serving, its accept thread alive and its socket listening: the health check of the DICOM
+        door. It does not connect: a loopback connection the allow-list refuses would be audited
+        as a refused peer at every check."""
+        try:
+            listening = self.server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:  # closed
+            return False
+        return self.serving and bool(listening) and (self.accept_thread is None or self.accept_thread.is_alive())
+
     def shutdown(self) -> None:
         """Stop accepting and close the socket (idempotent)."""
-        if self.server in self.ae._servers:  # noqa: SLF001 - pynetdicom offers no public check
+        if self.serving:
             self.server.shutdown()
 
 
@@ -254,9 +270,10 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
     )
     # What AE.start_server(block=False) does, with our server class: serve in a daemon thread,
     # and register with the AE (AssociationServer.shutdown removes itself from ae._servers).
-    threading.Thread(target=server.serve_forever, name="dicom-scp-accept", daemon=True).start()
+    accept = threading.Thread(target=server.serve_forever, name="dicom-scp-accept", daemon=True)
+    accept.start()
     ae._servers.append(server)  # noqa: SLF001 - guarded by tests/test_dicom_accept.py
     host, port = server.server_address[:2]
-    handle = ScpHandle(ae=ae, server=server, host=host, port=port)
+    handle = ScpHandle(ae=ae, server=server, host=host, port=port, accept_thread=accept)
     log.info("DICOM SCP %s listening on %s:%d", settings.dicom_ae_title, host, port)
     return handle
