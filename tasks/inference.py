@@ -53,9 +53,11 @@ def local_cache_key(*parts: object) -> str:
     plus the data directory, since cached results point at mask files inside it.
 
     Not run-scoped: the same inputs in a later run (a re-drive) reuse the result.
+    The key is a digest: Prefect stores it on the task run and names the result file by it, and
+    the parts carry DICOM UIDs, which would link the pseudonymous study key back to PACS.
     """
-    data_dir = hashlib.sha256(str(get_settings().data_dir.resolve()).encode()).hexdigest()[:12]
-    return ":".join([data_dir, *map(str, parts)])
+    parts_text = "\x1f".join([str(get_settings().data_dir.resolve()), *map(str, parts)])
+    return hashlib.sha256(parts_text.encode()).hexdigest()
 
 
 def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001

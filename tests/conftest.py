@@ -69,13 +69,14 @@ def registry():
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    """A real, temporary Prefect API (Prefect's own test harness) for a module's flow tests;
-    yields its URL."""
-    from prefect.settings import PREFECT_API_URL
+def prefect_api(tmp_path_factory):
+    """A real, temporary Prefect API (Prefect's own test harness) for a module's flow tests, with
+    result storage of its own (not ~/.prefect/storage, shared by every session); yields its URL."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results")}):
         yield PREFECT_API_URL.value()
 
 

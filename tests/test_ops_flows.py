@@ -24,6 +24,7 @@ from tests.conftest import make_ready
 pytestmark = pytest.mark.slow
 PATHWAY = "heart-failure-cardiac-ct"
 IDENTITIES: list[str] = []  # every patient identifier these tests sent through Prefect
+LINKABLE: list[str] = []  # accession and DICOM UIDs: not identity, but they link a study key back to RIS and PACS
 STUDY_KEYS: list[str] = []
 
 
@@ -44,18 +45,28 @@ def spec_mode(registry):
     registry.specs[PATHWAY] = original
 
 
-def _ready_run(tmp_path: Path, registry, seed: int) -> str:
+def _ready_run(tmp_path: Path, registry, seed: int, kind: str = "cardiac-ct") -> str:
     from radpath.synth import generate
 
-    (study,) = generate("cardiac-ct", 1, seed, tmp_path / "synthetic")
+    (study,) = generate(kind, 1, seed, tmp_path / "synthetic")
     raw = Path(study.order_path).read_text()
     order = parse_order(raw)
     receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
     (run_id,) = make_ready(study.study_uid, registry)
     IDENTITIES.extend(_identity_forms(order))
+    LINKABLE.extend([order.accession_number, study.study_uid, *_series_and_instance_uids(study.study_uid)])
     STUDY_KEYS.append(ledger.run_view(run_id).study_key)
     return run_id
+
+
+def _series_and_instance_uids(study_uid: str) -> list[str]:
+    from integrations.db.models import Instance, Series, Study
+
+    with session_scope() as s:
+        rows = s.exec(select(Series.series_uid, Instance.sop_instance_uid).join(Instance, Instance.series_id == Series.id)
+                      .join(Study, Study.id == Series.study_id).where(Study.study_uid == study_uid)).all()
+    return sorted({uid for row in rows for uid in row})
 
 
 def _identity_forms(order) -> list[str]:  # noqa: ANN001
@@ -358,16 +369,32 @@ def test_a_permanent_rejection_dead_letters_and_names_the_state(prefect_api, rad
     assert ops.runs_to_redrive(grace_seconds=0) == []  # a dead letter is for people, not for re-driving
 
 
+def test_a_cached_inference_result_is_keyed_and_stored_without_dicom_uids(prefect_api, radpath_env, registry, tmp_path):
+    """The echo pathway's LV segmentation is cached across runs (a re-drive reuses it): its cache
+    key, which Prefect stores on the task run and names the result file by, is a digest."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    state = _run(_ready_run(tmp_path, registry, seed=31, kind="echo"))
+    assert state.name in {"Delivered", "NotMeasurable"}, state.message
+    stored = [p.name for p in Path(PREFECT_LOCAL_STORAGE_PATH.value()).rglob("*") if p.is_file()]
+    assert stored and all(set(name) <= set("0123456789abcdef") for name in stored), stored  # digests and uuids
+
+
 def test_prefect_holds_no_patient_identifier(prefect_api):
     """Scan everything Prefect stored for these runs (its database, logs, artifacts, events,
     task inputs, and any persisted results) for the patients' identifiers."""
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_LOCAL_STORAGE_PATH
 
     assert IDENTITIES and STUDY_KEYS, "run this module whole: the earlier tests feed the scan"
     db_path = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
     time.sleep(2)  # events and logs are sent in the background; let them land
-    blobs = [p.read_bytes() for p in db_path.parent.rglob("*") if p.is_file()]
+    stored = [p for root in {db_path.parent, Path(PREFECT_LOCAL_STORAGE_PATH.value())} for p in root.rglob("*") if p.is_file()]
+    blobs = [p.read_bytes() for p in stored]
+    names = [str(p).encode() for p in stored]
     assert blobs and any(STUDY_KEYS[0].encode() in b for b in blobs), "the scan sees the runs (their study keys)"
     for identity in IDENTITIES:
         for encoding in ("utf-8", "utf-16-le"):
             assert not any(identity.encode(encoding) in b for b in blobs), "a patient identifier reached Prefect"
+    assert LINKABLE
+    for linkable in LINKABLE:  # task parameters, cache keys, state data, events, result files and their names
+        assert not any(linkable.encode() in b for b in blobs + names), "an accession or DICOM UID reached Prefect"
