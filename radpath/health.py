@@ -97,7 +97,9 @@ class HealthChecker:
         (they are in `radpath status` and the radpath-health table)."""
         doors = await self.check_doors()
         ledger_ok = await asyncio.to_thread(health.ledger_reachable)
-        rows = await asyncio.to_thread(health.health_rows, self.destinations, ()) if ledger_ok else []
+        stale_after = 3 * self.settings.health_check_seconds  # a stalled check loop reads "unknown", not a stale "up"
+        rows = (await asyncio.to_thread(lambda: health.health_rows(self.destinations, (), stale_after_s=stale_after))
+                if ledger_ok else [])
         door_rows = [health.PeerStatus("door", name, "up" if probe.ok else "down", None, None, probe.detail)
                      for name, probe in doors.items()]
         found = health.problems([*door_rows, *rows], ledger_ok)
