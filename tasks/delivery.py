@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from integrations.db import deliveries, health, ledger, ops
 from integrations.db.models import utcnow
 from integrations.delivery.send import send
-from integrations.errors import PermanentError, is_transient, masked
+from integrations.delivery.probe import where
+from integrations.errors import PermanentError, is_transient
 from integrations.settings import Settings, get_settings
 from tasks.events import emit, emit_health_change
 
@@ -68,10 +69,12 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
     try:
         receipt = send(row.destination, config, row.idempotency_key, row.payloads)
     except Exception as exc:
-        if is_transient(exc):  # the peer did not answer (a refusal of this message says nothing of the peer)
-            _peer_seen(row.destination, False, masked(f"delivery attempt: {exc.__class__.__name__}: {exc}"), now)
         outcome = ledger.record_delivery_attempt(delivery_id, ok=False, response=f"{exc.__class__.__name__}: {exc}",
                                                  error=exc, schedule=config.retry, now=now or utcnow(), rand=rand)
+        if is_transient(exc):  # the peer did not answer (a refusal of this message says nothing of the peer)
+            # The address and the error's class only: the peer's own words may quote the message (they stay
+            # in the ledger's last_response), and this detail goes to Prefect in the event.
+            _peer_seen(row.destination, False, f"{where(config)}: delivery attempt failed ({exc.__class__.__name__})", now)
         if outcome.status == "dead_letter":
             result_id, order_id, pathway = ops.delivery_context(delivery_id)
             emit("delivery.dead_lettered", "delivery", delivery_id, related={"pathway": pathway, "order": order_id},
