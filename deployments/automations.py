@@ -10,10 +10,15 @@
 - the image store sweep quarantined or failed files (`radpath.store.sweep_problem`);
 - a study not measurable (`radpath.run.not_measurable`: doubtful geometry, input outside the
   model card's domain, or an implausible model answer; no conclusion was delivered);
+- a result's deliveries left to the outbox's retries (`radpath.result.delivery_pending`: the
+  run ended `DeliveryPending`, green in the UI, with a clinical system not yet holding it);
 - per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
   `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
 
-Each notifies through one notification block (a custom webhook by default).
+Each notifies through one notification block (a custom webhook by default), carries a
+description for the Automations page, and, where the event came from a flow run, the run's UI
+link. Messages name pathway, pseudonymous study key, destination and the scrubbed peer error;
+never an identifier of the patient or a DICOM UID.
 """
 
 from __future__ import annotations
@@ -28,21 +33,26 @@ from prefect.events.schemas.automations import EventTrigger, Posture
 from pathways.registry import Registry
 
 BLOCK_NAME = "radpath-ops-webhook"
+# The flow run the event came from (Prefect relates events emitted inside a run to it); absent
+# for events from radpath serve's own loops, so guarded.
+RUN_LINK = "{% if flow_run %} Flow run: {{ flow_run|ui_url }}{% endif %}"
 
 
 def build_automations(registry: Registry, block_document_id: UUID) -> list[Automation]:
     def notify(subject: str, body: str) -> list[SendNotification]:
         return [SendNotification(block_document_id=block_document_id, subject=subject, body=body)]
 
-    def on_event(name: str, event: str, kind: str, body: str) -> Automation:
+    def on_event(name: str, event: str, kind: str, body: str, description: str) -> Automation:
         """Notify once per radpath event `event` about a `kind` entity; the name is the subject."""
         trigger = EventTrigger(expect={event}, match={"prefect.resource.id": f"radpath.{kind}.*"},
                                posture=Posture.Reactive, threshold=1, within=timedelta(0))
-        return Automation(name=name, trigger=trigger, actions=notify(name, body))
+        return Automation(name=name, description=description, trigger=trigger, actions=notify(name, body + RUN_LINK))
 
     automations = [
         Automation(
             name="radpath: pathway run failed or crashed",
+            description="A pathway flow run ended Failed or Crashed. The ledger marks the run failed and the "
+                        "reconciler re-drives it; no result went out from the failed attempt.",
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
                 match={"prefect.resource.id": "prefect.flow-run.*"},
@@ -52,37 +62,56 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                 within=timedelta(0),
             ),
             actions=notify("radpath: pathway run {{ flow_run.name }} {{ flow_run.state.name }}",
-                           "Flow run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"),
+                           "Flow run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"
+                           + RUN_LINK),
         ),
         on_event("radpath: delivery dead-lettered", "radpath.delivery.dead_lettered", "delivery",
                  "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
                  "{{ event.payload.attempts }} attempt(s) ({{ event.payload.reason }}: a permanent refusal, or still "
-                 "failing at the end of its retry window). `radpath status` lists dead letters with the peer's words."),
+                 "failing at the end of its retry window). `radpath status` lists dead letters with the peer's words.",
+                 "A delivery will not be tried again: the peer refused it or its retry window ended. The clinical "
+                 "system lacks the result until ops re-send it (`radpath deliveries retry`)."),
         on_event("radpath: destination down", "radpath.destination.down", "destination",
                  "Destination {{ event.payload.destination }} is not answering: {{ event.payload.detail }}. Its "
                  "deliveries wait in the outbox and are retried on their schedule; `radpath status` shows what is "
-                 "pending, `radpath deliveries test {{ event.payload.destination }}` checks the link."),
+                 "pending, `radpath deliveries test {{ event.payload.destination }}` checks the link.",
+                 "A destination failed its health check (radpath serve, every health_check_seconds) or a delivery "
+                 "attempt found it not answering."),
         on_event("radpath: destination back up", "radpath.destination.up", "destination",
                  "Destination {{ event.payload.destination }} answers again ({{ event.payload.detail }}); pending "
-                 "deliveries go on their next due time. Dead letters need `radpath deliveries retry`."),
+                 "deliveries go on their next due time. Dead letters need `radpath deliveries retry`.",
+                 "A destination that was down answers its health check or accepts a delivery again."),
         on_event("radpath: front door down", "radpath.door.down", "door",
                  "radpath's {{ event.payload.door }} listener is not accepting connections: "
                  "{{ event.payload.detail }}. Senders' messages are refused or queue at their end; restart "
-                 "radpath serve if it does not recover."),
+                 "radpath serve if it does not recover.",
+                 "One of radpath's own listeners (MLLP, DICOM, HTTP) stopped accepting connections."),
         on_event("radpath: clinical review overdue", "radpath.result.review_expired", "result",
                  "Result {{ event.resource.id }} waited longer than its pathway's review timeout; its clinical "
-                 "deliveries stay held. `radpath review list` shows the queue."),
+                 "deliveries stay held. `radpath review list` shows the queue.",
+                 "A result held for clinical review was not reviewed within its pathway's review timeout."),
         on_event("radpath: image store sweep found unreadable files", "radpath.store.sweep_problem", "store",
                  "{{ event.payload.quarantined }} file(s) quarantined and {{ event.payload.failed }} failed while "
-                 "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit."),
+                 "indexing images a crash left without ledger rows; see <data dir>/quarantine/dicom and the audit.",
+                 "The start-up sweep of the image store found files it could not index."),
         on_event("radpath: study not measurable", "radpath.run.not_measurable", "run",
                  "Study {{ event.payload.study_key }} was not measurable by {{ event.payload.pathway }}: "
-                 "{{ event.payload.reason }}. No AI result was delivered; the study is read as usual."),
+                 "{{ event.payload.reason }}. No AI result was delivered; the study is read as usual.",
+                 "A pathway refused to conclude: doubtful geometry, input outside the model card's domain, or an "
+                 "implausible model answer."),
+        on_event("radpath: delivery waiting for retry", "radpath.result.delivery_pending", "result",
+                 "Study {{ event.payload.study_key }} ({{ event.payload.pathway }}): {{ event.payload.pending }} "
+                 "delivery(ies) to {{ event.payload.destinations }} failed their first attempt and wait in the "
+                 "outbox for retry; the run shows DeliveryPending. A dead letter alerts separately.",
+                 "A pathway run finished but a clinical system does not hold its result yet: the deliveries are "
+                 "left to the outbox's retry schedule."),
     ]
     for spec in registry.specs.values():
         automations.append(
             Automation(
                 name=f"radpath: SLA breach {spec.name}",
+                description=f"An order for {spec.name} has no delivered result {spec.sla.turnaround_minutes} min after "
+                            "it was received (the pathway spec's sla.turnaround_minutes).",
                 trigger=EventTrigger(
                     after={"radpath.order.received"},
                     expect={"radpath.result.delivered"},

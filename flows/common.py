@@ -9,6 +9,7 @@ from contextvars import ContextVar
 
 from pydantic import BaseModel
 
+from prefect import get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
@@ -25,6 +26,10 @@ from tasks.delivery import deliver
 from tasks.events import emit, ops_tags
 from tasks.results import record_result
 
+
+# The flow-run tag of a result whose finding is clinically urgent (the order's own priority is
+# the `priority:` tag of tasks.events.ops_tags).
+URGENT_FINDING_TAG = "finding:urgent"
 
 # The lease owner a reconciler holds for the run it is about to re-drive in this process.
 HANDOFF: ContextVar[str | None] = ContextVar("radpath_run_handoff", default=None)
@@ -86,13 +91,17 @@ def already_finished(run_id: str) -> State:
 def _tag_for_ops(run_id: str) -> None:
     """The tags ops filter on, whoever created the flow run (a trigger, the reconciler, the demo):
     pathway, trust, priority and the pseudonymous study key."""
+    _add_flow_run_tags(ops_tags(run_id))
+
+
+def _add_flow_run_tags(wanted: set[str]) -> None:
     from prefect.client.orchestration import get_client
 
     flow_run = get_run_context().flow_run
-    wanted = ops_tags(run_id)
     if not wanted <= set(flow_run.tags):
         with get_client(sync_client=True) as client:
             client.update_flow_run(flow_run.id, tags=sorted(set(flow_run.tags) | wanted))
+            flow_run.tags = sorted(set(flow_run.tags) | wanted)
 
 
 class RunClaimed(RuntimeError):
@@ -159,6 +168,8 @@ def record_and_deliver(
     routing = route(spec)
     with timer.step("outputs"):
         recorded = record_result(run_id, content, assessment, series, mask_path, model_name, model_version)
+    if content.urgent:  # the clinical urgency of the finding, beside the order's priority tag
+        _add_flow_run_tags({URGENT_FINDING_TAG})
     with timer.step("delivery"):
         receipts, failures = deliver_all(ops.delivery_ids(recorded.result_id, "pending"))
     held = ops.delivery_ids(recorded.result_id, "held")
@@ -167,6 +178,13 @@ def record_and_deliver(
     publish_run_summary(pathway, study_key, content, timer.seconds, receipts + [f"FAILED {f}" for f in failures])
     summary = content.conclusion_codes[0].display if content.conclusion_codes else content.conclusion
     mode = f"mode={spec.mode}"
+    pending = ops.delivery_ids(recorded.result_id, "pending")
+    get_run_logger().info(
+        "result recorded (%s, model %s %s): %s; urgent=%s; %d delivered, %d held for review, %d not sent (shadow), "
+        "%d pending retry; steps %s", mode, model_name, model_version, summary, content.urgent,
+        len(ops.delivery_ids(recorded.result_id, "delivered")),
+        len(held), len(routing.withheld), len(pending),
+        ", ".join(f"{k} {v:.1f} s" for k, v in timer.seconds.items()))
     dead = ops.delivery_ids(recorded.result_id, "dead_letter")
     if dead:
         _finish(run_id, RunStatus.DEAD_LETTERED, reason=f"{len(dead)} delivery(ies) dead-lettered")
@@ -181,8 +199,11 @@ def record_and_deliver(
              study_key=study_key, held=len(held), preliminary_sent=len(follow_up))
         request_review(recorded.result_id, study_key, pathway)
         return Completed(name="AwaitingReview", message=f"{waiting}, awaiting review; {mode}; {summary}")
-    if ops.delivery_ids(recorded.result_id, "pending"):
+    if pending:
         _finish(run_id, RunStatus.COMPLETED, reason="deliveries pending retry")
+        emit("result.delivery_pending", "result", recorded.result_id, related={"pathway": pathway, "run": run_id},
+             pathway=pathway, study_key=study_key, pending=len(pending),
+             destinations=", ".join(ops.delivery_destinations(pending)))
         return Completed(name="DeliveryPending", message=f"{len(failures)} deliveries will be retried by the reconciler; {mode}")
     _finish(run_id, RunStatus.COMPLETED)
     return Completed(name="Delivered", message=f"{len(receipts)} deliveries; urgent={content.urgent}; {mode}; {summary}")

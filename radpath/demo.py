@@ -86,8 +86,11 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
     from flows.dispatch import run_pathway
     from tasks.artifacts import publish_ops_tables
 
+    from tasks.events import emit_order_received
+
     settings = get_settings()
-    mllp = await serve_mllp(settings)
+    # As under radpath serve: each committed order starts its pathways' SLA clocks (an event).
+    mllp = await serve_mllp(settings, on_order_committed=lambda o: emit_order_received(o.order_id, o.run_ids, o.eligible))
     scp = start_scp(settings)
     try:
         orders = [Path(s.order_path).read_text() for s in generated]

@@ -31,10 +31,13 @@ def server_command(host: str, port: int) -> list[str]:
 
 def server_env(host: str, port: int) -> dict[str, str]:
     """The server's environment: radpath's Prefect home, no client API URL of its own (the
-    UI then talks to this server), no analytics."""
+    UI then talks to this server), the UI's address for alert links, no analytics."""
     env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "PREFECT_UI_API_URL"}}
     env["PREFECT_HOME"] = str(prefect_home())
     env["PREFECT_UI_API_URL"] = api_url(host, port)
+    # Where alerts link runs to (automations' `ui_url`); behind a reverse proxy, set the address
+    # users reach the UI at.
+    env.setdefault("PREFECT_UI_URL", f"http://{host}:{port}")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return env

@@ -80,6 +80,25 @@ def prefect_api(tmp_path_factory):
         yield PREFECT_API_URL.value()
 
 
+def prefect_events(api_url: str, name: str, timeout: float = 30) -> list[dict]:
+    """The events named `name` the Prefect API holds, once any has been persisted (waits up to
+    `timeout` s: the events worker and the server's persister both batch)."""
+    import time
+
+    import httpx
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        page = httpx.post(f"{api_url}/events/filter", timeout=10,
+                          json={"filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}},
+                                "limit": 50}).json()
+        if page.get("events") or time.monotonic() > deadline:
+            return page.get("events", [])
+        time.sleep(0.5)
+
+
 def dciodvfy_errors(path) -> list[str]:  # noqa: ANN001
     """The "Error" lines dicom3tools' dciodvfy reports for a DICOM file (warnings allowed)."""
     import subprocess

@@ -73,7 +73,7 @@ def live_prefect(radpath_env, tmp_path):
         server.wait(timeout=30)
 
 
-def test_failures_dead_letters_overdue_reviews_store_problems_and_sla_breaches_notify_the_webhook(live_prefect, registry):
+def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems_and_sla_breaches_notify_the_webhook(live_prefect, registry):
     from prefect import flow, tags
     from prefect.events.worker import EventsWorker
 
@@ -101,8 +101,16 @@ def test_failures_dead_letters_overdue_reviews_store_problems_and_sla_breaches_n
     def failing_pathway_run() -> None:
         raise RuntimeError("inference service unavailable")
 
+    @flow(name="lung-cancer-ct", flow_run_name="lung-cancer-ct/S-pending")
+    def pathway_run_left_to_retries() -> str:  # as flows.common.record_and_deliver emits it
+        emit("result.delivery_pending", "result", "r-3", related={"pathway": "lung-cancer-ct", "run": "run-3"},
+             pathway="lung-cancer-ct", study_key="S-pending", pending=1, destinations="ris")
+        from prefect.context import get_run_context
+        return str(get_run_context().flow_run.id)
+
     with tags("pathway:lung-cancer-ct"):
         state = failing_pathway_run(return_state=True)
+        pending_run_id = pathway_run_left_to_retries()
     assert state.is_failed()
     emit("result.delivered", "order", "o-on-time", related={"pathway": "lung-cancer-ct", "result": "r-2"})
     EventsWorker.drain_all(timeout=30)
@@ -115,6 +123,11 @@ def test_failures_dead_letters_overdue_reviews_store_problems_and_sla_breaches_n
     assert sweep["text"].startswith("2 file(s) quarantined and 0 failed")
     failed = receiver.wait_for("radpath: pathway run lung-cancer-ct/S-test Failed", 60)
     assert "inference service unavailable" in failed["text"]
+    assert "Flow run: http" in failed["text"] and "/runs/flow-run/" in failed["text"]  # the UI link
+    pending = receiver.wait_for("radpath: delivery waiting for retry", 60)
+    assert pending["text"].startswith("Study S-pending (lung-cancer-ct): 1 delivery(ies) to ris failed")
+    assert f"/runs/flow-run/{pending_run_id}" in pending["text"]  # the run the event came from
+    assert "Flow run:" not in dead["text"]  # emitted outside a flow run: no link, and no template error
 
     breach = receiver.wait_for("radpath: SLA breach on lung-cancer-ct", 150)
     assert "radpath.order.o-late" in breach["text"]

@@ -17,11 +17,12 @@ import pytest
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
+from integrations.db import ledger
 from integrations.db.models import Delivery
 from integrations.db.studies import sweep_readiness
 from integrations.dicom.scp import start_scp
 from integrations.settings import get_settings, reset_settings
-from tests.conftest import require_tool
+from tests.conftest import prefect_events, require_tool
 from tests.orthanc import Orthanc, free_port
 from tests.hl7_fixtures import receive
 
@@ -67,6 +68,10 @@ def test_storescu_study_runs_the_lung_pathway_and_results_land_in_orthanc_once(p
         # outbox (not Prefect) schedules the next one.
         state = asyncio.run(run_pathway(run_id))
         assert state.name == "DeliveryPending", state.message
+        (pending,) = prefect_events(prefect_api, "radpath.result.delivery_pending")  # what ops are alerted on
+        assert pending["payload"] == {"pathway": "lung-cancer-ct", "study_key": ledger.study_key(study.study_uid),
+                                      "pending": 1, "destinations": "pacs"}
+        assert any(r["prefect.resource.id"].startswith("prefect.flow-run.") for r in pending["related"])  # the UI link
         orthanc.allow("radpath-out", "RADPATH_OUT")
         time.sleep(1.1)  # the retry the outbox scheduled (base 1 s) is due
         swept = asyncio.run(reconciler(grace_seconds=0, return_state=True))

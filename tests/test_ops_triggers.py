@@ -95,6 +95,11 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
     door = _event("radpath.door.down", {"prefect.resource.id": "radpath.door.mllp"}, payload={"door": "mllp"})
     assert triggers["radpath: front door down"].covers(door) and not triggers["radpath: destination down"].covers(door)
 
+    pending = _event("radpath.result.delivery_pending", {"prefect.resource.id": "radpath.result.r-1"},
+                     payload={"pathway": "lung-cancer-ct", "study_key": "S-abc", "pending": 1, "destinations": "ris"})
+    assert triggers["radpath: delivery waiting for retry"].covers(pending)
+    assert not triggers["radpath: clinical review overdue"].covers(pending)
+
     sla = triggers["radpath: SLA breach lung-cancer-ct"]
     order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
                    [{"prefect.resource.id": "radpath.pathway.lung-cancer-ct", "prefect.resource.role": "pathway"}])
@@ -118,4 +123,10 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 8 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 9 + len(registry.specs)
+
+
+def test_every_automation_is_described_for_the_automations_page(registry):
+    """The UI lists automations by description ("A custom trigger" without one)."""
+    automations = build_automations(registry, uuid.uuid4())
+    assert all(len(a.description) > 40 for a in automations), [a.name for a in automations if not a.description]

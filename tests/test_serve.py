@@ -16,7 +16,8 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from integrations.db.models import Delivery, PathwayRun
+from integrations.db.engine import session_scope
+from integrations.db.models import Delivery, PathwayRun, Result
 from integrations.dicom.scu import push_folder
 from integrations.hl7.client import send_messages
 from tests.served import radpath_serve
@@ -36,6 +37,19 @@ def wait_for_run(predicate, timeout: float, served) -> tuple[PathwayRun, list[De
         if run is not None and predicate(run, deliveries):
             return run, deliveries
         assert time.monotonic() < deadline, f"run {run.status if run else 'absent'}\n{served.log_tail()}"
+        time.sleep(1)
+
+
+def _info_logs_of(prefect_api: str, flow_run_id: str, prefix: str, timeout: float = 30) -> list[str]:
+    """The flow run's INFO-or-above log messages starting with `prefix`, once any has arrived
+    (the API log handler sends in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = httpx.post(f"{prefect_api}/logs/filter", timeout=10,
+                          json={"logs": {"flow_run_id": {"any_": [flow_run_id]}, "level": {"ge_": 20}}}).json()
+        found = [entry["message"] for entry in logs if entry["message"].startswith(prefix)]
+        if found or time.monotonic() > deadline:
+            return found or [entry["message"] for entry in logs]
         time.sleep(1)
 
 
@@ -66,6 +80,11 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         assert {"pathway:heart-failure-cardiac-ct", "priority:urgent", "trust:demo-trust"} <= set(flow_run["tags"])
         assert any(t.startswith("study:S-") for t in flow_run["tags"])  # added by the flow: triggers cannot tag per run
         key = next(t for t in flow_run["tags"] if t.startswith("study:S-")).removeprefix("study:")
+        with session_scope() as session:
+            urgent = session.exec(select(Result.urgent)).one()
+        assert ("finding:urgent" in flow_run["tags"]) == urgent  # the finding's urgency, beside the order's priority
+        recorded = _info_logs_of(served.prefect_api, run.flow_run_id, "result recorded")  # INFO, in the run's Logs tab
+        assert len(recorded) == 1 and "3 delivered" in recorded[0]
         task_runs = httpx.post(f"{served.prefect_api}/task_runs/filter", timeout=10,
                                json={"task_runs": {"flow_run_id": {"any_": [run.flow_run_id]}}}).json()
         assert sorted(t["name"] for t in task_runs if t["name"].startswith("deliver-")) == sorted(

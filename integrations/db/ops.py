@@ -324,6 +324,12 @@ def run_pathways(run_ids) -> list[str]:  # noqa: ANN001 - any iterable of run id
         return list(session.exec(select(PathwayRun.pathway).where(PathwayRun.id.in_(ids))).all())
 
 
+def delivery_destinations(delivery_ids: list[str]) -> list[str]:
+    """The destination names of these outbox rows, sorted, each once."""
+    with session_scope() as session:
+        return sorted(set(session.exec(select(Delivery.destination).where(Delivery.id.in_(delivery_ids))).all()))
+
+
 def delivery_context(delivery_id: str) -> tuple[str, str, str]:
     """(result id, order id, pathway) of a delivery."""
     with session_scope() as session:
