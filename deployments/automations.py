@@ -12,8 +12,9 @@
   model card's domain, or an implausible model answer; no conclusion was delivered);
 - a result's deliveries left to the outbox's retries (`radpath.result.delivery_pending`: the
   run ended `DeliveryPending`, green in the UI, with a clinical system not yet holding it);
-- per pathway, an SLA breach: `radpath.order.received` related to the pathway and no
-  `radpath.result.delivered` for the same order within the spec's SLA (a proactive trigger).
+- per pathway and lane (routine, urgent), an SLA breach: `radpath.order.received` related to
+  the pathway and no `radpath.result.delivered` for the same order within the spec's target
+  for that lane (a proactive trigger).
 
 Each notifies through one notification block (a custom webhook by default), carries a
 description for the Automations page, and, where the event came from a flow run, the run's UI
@@ -30,6 +31,7 @@ from prefect.automations import Automation
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
+from pathways.orders import LANES
 from pathways.registry import Registry
 
 BLOCK_NAME = "radpath-ops-webhook"
@@ -107,27 +109,33 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                  "left to the outbox's retry schedule."),
     ]
     for spec in registry.specs.values():
-        automations.append(
-            Automation(
-                name=f"radpath: SLA breach {spec.name}",
-                description=f"An order for {spec.name} has no delivered result {spec.sla.turnaround_minutes} min after "
-                            "it was received (the pathway spec's sla.turnaround_minutes).",
-                trigger=EventTrigger(
-                    after={"radpath.order.received"},
-                    expect={"radpath.result.delivered"},
-                    match={"prefect.resource.id": "radpath.order.*"},
-                    match_related={"prefect.resource.id": f"radpath.pathway.{spec.name}"},
-                    for_each={"prefect.resource.id"},
-                    posture=Posture.Proactive,
-                    threshold=1,
-                    within=timedelta(minutes=spec.sla.turnaround_minutes),
-                ),
-                actions=notify(f"radpath: SLA breach on {spec.name}",
-                               f"No result delivered within {spec.sla.turnaround_minutes} min of the order "
-                               "({{ event.resource.id }})."),
-            )
-        )
+        for lane in LANES:
+            automations.append(sla_breach(spec.name, lane, spec.sla.target_minutes(lane), notify))
     return automations
+
+
+def sla_breach(pathway: str, lane: str, minutes: int, notify) -> Automation:  # noqa: ANN001 - build_automations' notify
+    """One SLA clock per order of this pathway and lane: `radpath.order.received` then no
+    `radpath.result.delivered` for the same order within the target (both events carry the
+    order's lane as the label `radpath.priority`)."""
+    return Automation(
+        name=f"radpath: SLA breach {pathway} ({lane})",
+        description=f"A {lane} order for {pathway} has no delivered result {minutes} min after it was received "
+                    "(the pathway spec's sla).",
+        trigger=EventTrigger(
+            after={"radpath.order.received"},
+            expect={"radpath.result.delivered"},
+            match={"prefect.resource.id": "radpath.order.*", "radpath.priority": lane},
+            match_related={"prefect.resource.id": f"radpath.pathway.{pathway}"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(minutes=minutes),
+        ),
+        actions=notify(f"radpath: SLA breach on {pathway} ({lane})",
+                       f"No result delivered within {minutes} min of the {lane} order ({{{{ event.resource.id }}}}); "
+                       "`radpath status` lists the open work and its stage."),
+    )
 
 
 async def ensure_notification_block(url: str) -> UUID:

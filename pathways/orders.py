@@ -62,6 +62,9 @@ class PatientUpdate:
 URGENT_PRIORITIES = ("urgent", "asap", "stat")
 
 
+LANES = ("routine", "urgent")  # the queues (and SLA targets) an order's priority maps to
+
+
 def urgency(priority: str) -> str:
     """The queue an order's priority goes to: `urgent` (stat, asap, urgent) or `routine`."""
     return "urgent" if priority in URGENT_PRIORITIES else "routine"

@@ -91,7 +91,15 @@ class Review(_Strict):
 
 
 class Sla(_Strict):
-    turnaround_minutes: int = Field(gt=0, description="order received → result delivered")
+    """Turnaround targets, order received → result delivered, per lane (pathways.orders.urgency)."""
+
+    turnaround_minutes: int = Field(gt=0, description="order received → result delivered (routine orders)")
+    urgent_turnaround_minutes: int | None = Field(
+        default=None, gt=0, description="the same for urgent orders (stat, asap, urgent); default: turnaround_minutes")
+
+    def target_minutes(self, lane: str) -> int:
+        """The target of a lane, "routine" or "urgent"."""
+        return self.urgent_turnaround_minutes or self.turnaround_minutes if lane == "urgent" else self.turnaround_minutes
 
 
 class Readiness(_Strict):

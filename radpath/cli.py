@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(help="radpath: radiology AI clinical pathways for NHS trusts", no_args_is_help=True)
 pathways_app = typer.Typer(help="List and validate pathway specs", no_args_is_help=True)
@@ -180,8 +180,7 @@ def db_upgrade() -> None:
 def status() -> None:
     """A summary of the ledger: orders, runs, deliveries."""
     from integrations.db.health import health_table
-    from integrations.db.ops import dead_letters, status_counts, turnaround_table
-    from integrations.db.studies import waiting_runs
+    from integrations.db.ops import dead_letters, open_work_table, sla_table, status_counts, turnaround_table
     from pathways.registry import default_registry
     from radpath.runtime import prepare_ledger
 
@@ -193,24 +192,25 @@ def status() -> None:
         for key, count in rows.items():
             table.add_row(key, str(count))
         console.print(table)
-    turnaround = turnaround_table()
-    if turnaround:
-        table = Table(title="turnaround (minutes)")
-        for column in turnaround[0]:
-            table.add_column(str(column))
-        for row in turnaround:
-            table.add_row(*(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values()))
-        console.print(table)
-    waiting = waiting_runs()
-    console.print(f"orders waiting for images: {len(waiting)}" + (f" (oldest since {waiting[0].since:%Y-%m-%d %H:%M} UTC)" if waiting else ""))
+    _print_rows("turnaround (minutes)", turnaround_table())
+    _print_rows("SLA: order received → result delivered, per pathway and lane", sla_table())
+    work = open_work_table()
+    _print_rows(f"open work ({len(work)} runs, oldest order first)", work[:20])
     letters = dead_letters()
     console.print(f"dead-lettered deliveries: {len(letters)}" if letters else "no dead letters")
     for letter in letters[:10]:
         console.print(f"  {letter}")
-    rows = health_table(default_registry().destination_names())
-    table = Table(*rows[0], title="front doors and destinations (radpath serve checks them)")
+    _print_rows("front doors and destinations (radpath serve checks them)",
+                health_table(default_registry().destination_names()))
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    """Rows of dicts (the ops tables the Prefect artifacts show too) as one table; nothing when empty."""
+    if not rows:
+        return
+    table = Table(*(Column(str(column), overflow="fold") for column in rows[0]), title=title)  # wrap, never cut a name
     for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
+        table.add_row(*(f"{v:.1f}" if isinstance(v, float) else "" if v is None else str(v) for v in row.values()))
     console.print(table)
 
 

@@ -90,7 +90,8 @@ def publish_not_measurable_summary(pathway: str, study_key: str, reasons: list[s
 @task(name="publish-ops-tables", cache_policy=NO_CACHE)
 def publish_ops_tables() -> None:
     """Keyed table artifacts for ops (each key keeps its history in the UI): turnaround per
-    pathway, queue depth, dead letters. Counts, times and opaque ids only."""
+    pathway, SLA per pathway and lane, open work, queue depth, health, dead letters. Counts,
+    times, pseudonymous study keys and opaque ids only."""
     from integrations.db import ops
     from integrations.db.health import health_table
     from pathways.registry import default_registry
@@ -100,6 +101,12 @@ def publish_ops_tables() -> None:
     depth = [{"queue": f"{kind}: {status}", "count": n} for kind, counts in ops.status_counts().items() for status, n in sorted(counts.items())]
     create_table_artifact(key="radpath-queue-depth", table=depth or [{"queue": "empty", "count": 0}],
                           description="Orders, studies, pathway runs and deliveries by status")
+    create_table_artifact(key="radpath-sla", table=ops.sla_table() or [{"pathway": "none yet"}],
+                          description="Turnaround against target per pathway and lane (order received → result "
+                          "delivered; the spec's sla): delivered within target, late, open past target")
+    create_table_artifact(key="radpath-open-work", table=ops.open_work_table() or [{"open work": "none"}],
+                          description="Pathway runs with work left, oldest order first: the stage each waits in, "
+                          "for how long, and whether it is past its SLA target")
     create_table_artifact(key="radpath-health", table=health_table(default_registry().destination_names()),
                           description="Front doors and destinations: the last check of each (every health_check_seconds "
                           "while radpath serve runs), pending deliveries, dead letters, last delivery")

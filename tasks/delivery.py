@@ -86,7 +86,8 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
     _peer_seen(row.destination, True, "delivery accepted", now)
     result_id, order_id, pathway = ops.delivery_context(delivery_id)
     if ops.result_fully_delivered(result_id):
-        emit("result.delivered", "order", order_id, related={"pathway": pathway, "result": result_id})
+        emit("result.delivered", "order", order_id, related={"pathway": pathway, "result": result_id},
+             labels={"priority": ops.order_lane(order_id)})  # stops the order's SLA clock of its lane
     return f"{row.destination}: {receipt}"
 
 

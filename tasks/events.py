@@ -44,11 +44,12 @@ def emit(
 
 
 def emit_order_received(order_id: str, run_ids: tuple[str, ...] | list[str], eligible: bool) -> None:
-    """`radpath.order.received`, related to each pathway the order will run (SLA clocks start here)."""
-    from integrations.db.ops import run_pathways
+    """`radpath.order.received`, related to each pathway the order will run and labelled with the
+    order's lane (the SLA clocks of that lane start here)."""
+    from integrations.db.ops import order_lane, run_pathways
 
     emit("order.received", "order", order_id, related={"pathway": sorted(set(run_pathways(run_ids)))},
-         eligible=eligible, runs=len(run_ids))
+         labels={"priority": order_lane(order_id)}, eligible=eligible, runs=len(run_ids))
 
 
 def emit_health_change(peer: str, state: str, detail: str, **payload: str | int | None) -> None:

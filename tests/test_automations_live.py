@@ -92,7 +92,8 @@ def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems
 
     # SLA clocks: order o-late never gets a result; order o-on-time does, within the minute
     for order in ("o-late", "o-on-time"):
-        emit("order.received", "order", order, related={"pathway": ["lung-cancer-ct"]}, eligible=True, runs=1)
+        emit("order.received", "order", order, related={"pathway": ["lung-cancer-ct"]}, labels={"priority": "routine"},
+             eligible=True, runs=1)
     emit("delivery.dead_lettered", "delivery", "d-1", related={"pathway": "lung-cancer-ct"}, destination="ris", attempts=12)
     emit("result.review_expired", "result", "r-1", related={"pathway": "lung-cancer-ct"})
     emit("store.sweep_problem", "store", "images", quarantined=2, failed=0)
@@ -112,7 +113,8 @@ def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems
         state = failing_pathway_run(return_state=True)
         pending_run_id = pathway_run_left_to_retries()
     assert state.is_failed()
-    emit("result.delivered", "order", "o-on-time", related={"pathway": "lung-cancer-ct", "result": "r-2"})
+    emit("result.delivered", "order", "o-on-time", related={"pathway": "lung-cancer-ct", "result": "r-2"},
+         labels={"priority": "routine"})
     EventsWorker.drain_all(timeout=30)
 
     dead = receiver.wait_for("radpath: delivery dead-lettered", 60)
@@ -129,7 +131,7 @@ def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems
     assert f"/runs/flow-run/{pending_run_id}" in pending["text"]  # the run the event came from
     assert "Flow run:" not in dead["text"]  # emitted outside a flow run: no link, and no template error
 
-    breach = receiver.wait_for("radpath: SLA breach on lung-cancer-ct", 150)
+    breach = receiver.wait_for("radpath: SLA breach on lung-cancer-ct (routine)", 150)
     assert "radpath.order.o-late" in breach["text"]
     time.sleep(10)  # any second breach (o-on-time) would have come with the first
     breaches = [b["text"] for b in receiver.bodies if b.get("subject", "").startswith("radpath: SLA breach")]

@@ -12,7 +12,8 @@ from sqlmodel import select
 
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, PathwayRun, Study
-from integrations.db.studies import sweep_readiness, waiting_runs
+from integrations.db.ops import open_work
+from integrations.db.studies import sweep_readiness
 from integrations.dicom.store import ingest_instances
 from pathways.registry import Registry
 from tests.hl7_fixtures import receive
@@ -56,7 +57,8 @@ def _run(run_id: str) -> PathwayRun:
 def test_quiet_period_then_ready_and_event_after_commit(radpath_env, registry, chest):
     study, thick, thin = chest
     run_id = _order(study, registry)
-    assert [w.reason for w in (sweep_readiness(registry=registry), waiting_runs())[1]] == ["waiting for images"]
+    assert sweep_readiness(registry=registry) == []
+    assert [(w.stage, w.reason, w.study_key) for w in open_work()] == [("waiting for images", "waiting for images", None)]
     last = _ingest(thick + thin)
     assert sweep_readiness(now=last + dt.timedelta(seconds=30), registry=registry) == []
     assert _run(run_id).status_reason.startswith("quiet for 30 s of 60 s")

@@ -100,14 +100,22 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
     assert triggers["radpath: delivery waiting for retry"].covers(pending)
     assert not triggers["radpath: clinical review overdue"].covers(pending)
 
-    sla = triggers["radpath: SLA breach lung-cancer-ct"]
-    order = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-1"},
-                   [{"prefect.resource.id": "radpath.pathway.lung-cancer-ct", "prefect.resource.role": "pathway"}])
-    other_pathway = _event("radpath.order.received", {"prefect.resource.id": "radpath.order.o-2"},
-                           [{"prefect.resource.id": "radpath.pathway.dementia-mri", "prefect.resource.role": "pathway"}])
-    assert sla.covers(order) and not sla.covers(other_pathway)
+    sla = triggers["radpath: SLA breach lung-cancer-ct (routine)"]
+    urgent_sla = triggers["radpath: SLA breach lung-cancer-ct (urgent)"]
+
+    def order_received(order_id: str, pathway: str, lane: str) -> object:
+        return _event("radpath.order.received", {"prefect.resource.id": f"radpath.order.{order_id}", "radpath.priority": lane},
+                      [{"prefect.resource.id": f"radpath.pathway.{pathway}", "prefect.resource.role": "pathway"}])
+
+    routine, urgent = order_received("o-1", "lung-cancer-ct", "routine"), order_received("o-3", "lung-cancer-ct", "urgent")
+    assert sla.covers(routine) and not sla.covers(order_received("o-2", "dementia-mri", "routine"))
+    assert urgent_sla.covers(urgent) and not urgent_sla.covers(routine) and not sla.covers(urgent)  # one clock per lane
     assert sla.posture == "Proactive" and sla.after == {"radpath.order.received"} and sla.expect == {"radpath.result.delivered"}
-    assert sla.within.total_seconds() == registry.get("lung-cancer-ct").sla.turnaround_minutes * 60
+    spec_sla = registry.get("lung-cancer-ct").sla
+    assert sla.within.total_seconds() == spec_sla.turnaround_minutes * 60
+    assert urgent_sla.within.total_seconds() == spec_sla.urgent_turnaround_minutes * 60 == 30 * 60
+    dementia_urgent = triggers["radpath: SLA breach dementia-mri (urgent)"]  # no urgent target: the routine one
+    assert dementia_urgent.within.total_seconds() == registry.get("dementia-mri").sla.turnaround_minutes * 60
     assert sla.for_each == {"prefect.resource.id"}  # one clock per order
 
 
@@ -123,7 +131,7 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 9 + len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 9 + 2 * len(registry.specs)
 
 
 def test_every_automation_is_described_for_the_automations_page(registry):

@@ -18,6 +18,7 @@ from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.runs import REDRIVABLE, RunStatus
 from integrations.db.models import AuditEvent, Delivery, Order, PathwayRun, Result, Study, utcnow
+from pathways.orders import urgency
 
 REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
 
@@ -288,6 +289,8 @@ class Turnaround:
     study_ready: dt.datetime | None
     inference_done: dt.datetime | None  # the result was recorded
     delivered: dt.datetime | None  # the last clinical delivery (or evaluation one in shadow)
+    lane: str = "routine"  # the order's priority lane (pathways.orders.urgency)
+    run_status: str = RunStatus.COMPLETED
 
 
 def turnarounds(pathway: str | None = None) -> list[Turnaround]:
@@ -312,7 +315,7 @@ def turnarounds(pathway: str | None = None) -> list[Turnaround]:
                 ).one()
                 delivered = max(times) if times and not pending else None
             out.append(Turnaround(run.pathway, order.received_at, study.ready_at if study else None,
-                                  result.created_at if result else None, delivered))
+                                  result.created_at if result else None, delivered, urgency(order.priority), run.status))
         return out
 
 
@@ -328,6 +331,12 @@ def delivery_destinations(delivery_ids: list[str]) -> list[str]:
     """The destination names of these outbox rows, sorted, each once."""
     with session_scope() as session:
         return sorted(set(session.exec(select(Delivery.destination).where(Delivery.id.in_(delivery_ids))).all()))
+
+
+def order_lane(order_id: str) -> str:
+    """The lane ("routine" or "urgent") of an order's priority: the label SLA clocks match."""
+    with session_scope() as session:
+        return urgency(session.exec(select(Order.priority).where(Order.id == order_id)).one())
 
 
 def delivery_context(delivery_id: str) -> tuple[str, str, str]:
@@ -463,6 +472,114 @@ def turnaround_table() -> list[dict[str, Any]]:
                 row[f"{leg} p{q} (min)"] = None if value is None else round(value, 2)
         rows.append(row)
     return rows
+
+
+# Runs whose order no longer waits on a result (they count neither as on time nor as late).
+_NO_RESULT_DUE = frozenset({RunStatus.REJECTED, RunStatus.NOT_ELIGIBLE, RunStatus.NOT_MEASURABLE, RunStatus.CANCELLED})
+
+
+def sla_rows(items: list[Turnaround], target_minutes, now: dt.datetime) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Per pathway and lane (pure): the target (`target_minutes(pathway, lane)`), results
+    delivered within it and late, open orders past it, and % within target of those due.
+    Runs that ended without a result due (rejected, not eligible, not measurable, cancelled)
+    are left out."""
+    groups: dict[tuple[str, str], list[Turnaround]] = {}
+    for t in items:
+        if t.run_status not in _NO_RESULT_DUE:
+            groups.setdefault((t.pathway, t.lane), []).append(t)
+    rows = []
+    for (pathway, lane), group in sorted(groups.items()):
+        target = dt.timedelta(minutes=target_minutes(pathway, lane))
+        delivered = [t for t in group if t.delivered is not None]
+        within = sum(1 for t in delivered if t.delivered - t.order_received <= target)
+        open_past = sum(1 for t in group if t.delivered is None and now - t.order_received > target)
+        due = len(delivered) + open_past  # an open order not yet past its target is neither
+        rows.append({"pathway": pathway, "lane": lane, "target (min)": round(target.total_seconds() / 60),
+                     "delivered": len(delivered), "within target": within, "late": len(delivered) - within,
+                     "open": len(group) - len(delivered), "open past target": open_past,
+                     "% within target": round(100 * within / due, 1) if due else None})
+    return rows
+
+
+def sla_table(now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """`sla_rows` over the ledger with the pathway specs' targets."""
+    from pathways.registry import default_registry
+
+    registry = default_registry()
+
+    def target(pathway: str, lane: str) -> int:
+        return registry.get(pathway).sla.target_minutes(lane) if pathway in registry.specs else 0
+
+    return sla_rows(turnarounds(), target, now or utcnow())
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """One pathway run not finished, at the stage it waits in (`open_work`)."""
+
+    pathway: str
+    lane: str
+    stage: str
+    study_key: str | None  # None while no images have come
+    stage_since: dt.datetime
+    order_received: dt.datetime
+    reason: str | None = None  # the run's status reason (readiness: "quiet for 30 s of 60 s", ...)
+
+    def as_row(self, now: dt.datetime, target_minutes: int | None) -> dict[str, Any]:
+        age = (now - self.order_received).total_seconds() / 60
+        return {"pathway": self.pathway, "lane": self.lane, "stage": self.stage, "study": self.study_key or "—",
+                "in stage (min)": round(max(0.0, (now - self.stage_since).total_seconds() / 60), 1),
+                "since order (min)": round(age, 1), "target (min)": target_minutes,
+                "past target": "yes" if target_minutes is not None and age > target_minutes else "",
+                "detail": self.reason or ""}
+
+
+# What an open run waits for, by its status (a completed run may still wait for its deliveries).
+_STAGES = {RunStatus.WAITING: "waiting for images", RunStatus.READY: "ready, not started",
+           RunStatus.RUNNING: "running", RunStatus.AWAITING_REVIEW: "awaiting review",
+           RunStatus.FAILED: "failed, to be re-driven", RunStatus.DEAD_LETTERED: "dead-lettered delivery"}
+
+
+def open_work(limit: int = 200) -> list[OpenWork]:
+    """Pathway runs with work left, oldest order first: waiting for images (or still receiving
+    them), ready, running, awaiting review, failed, or completed with deliveries pending."""
+    from integrations.db.ledger import study_key
+
+    pending_result = select(Delivery.result_id).where(Delivery.status == "pending")
+    with session_scope() as session:
+        rows = session.exec(
+            select(PathwayRun, Order, Study, Result)
+            .join(Order, Order.id == PathwayRun.order_id)
+            .join(Study, Study.id == PathwayRun.study_id, isouter=True)
+            .join(Result, (Result.run_id == PathwayRun.id) & Result.superseded_by.is_(None), isouter=True)
+            .where(or_(PathwayRun.status.in_(list(_STAGES)),
+                       and_(PathwayRun.status == RunStatus.COMPLETED, Result.id.in_(pending_result))))
+            .order_by(Order.received_at).limit(limit)
+        ).all()
+        out = []
+        for run, order, study, result in rows:
+            if run.status == RunStatus.COMPLETED:
+                stage, since = "deliveries pending retry", result.created_at
+            elif run.status == RunStatus.WAITING and study is not None:
+                stage, since = "receiving images", study.first_received_at
+            else:
+                stage = _STAGES[RunStatus(run.status)]
+                since = {RunStatus.WAITING: run.created_at, RunStatus.READY: study.ready_at if study else None,
+                         RunStatus.RUNNING: run.started_at}.get(RunStatus(run.status)) or (
+                    result.created_at if result is not None else run.finished_at or run.created_at)
+            out.append(OpenWork(run.pathway, urgency(order.priority), stage,
+                                study_key(study.study_uid) if study is not None else None, since, order.received_at,
+                                run.status_reason))
+        return out
+
+
+def open_work_table(now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """`open_work` as table rows with the SLA target of each run's pathway and lane."""
+    from pathways.registry import default_registry
+
+    registry, now = default_registry(), now or utcnow()
+    return [w.as_row(now, registry.get(w.pathway).sla.target_minutes(w.lane) if w.pathway in registry.specs else None)
+            for w in open_work()]
 
 
 def result_run_id(result_id: str) -> str:

@@ -151,25 +151,6 @@ def sweep_readiness(
     return ready
 
 
-@dataclass(frozen=True)
-class WaitingOrder:
-    run_id: str
-    pathway: str
-    accession_number: str
-    since: dt.datetime
-    reason: str | None
-
-
-def waiting_runs() -> list[WaitingOrder]:
-    """Orders still waiting for images (or for their images to become ready), oldest first."""
-    with session_scope() as session:
-        rows = session.exec(
-            select(PathwayRun, Order).join(Order, Order.id == PathwayRun.order_id).where(PathwayRun.status == RunStatus.WAITING)
-        ).all()
-        out = [WaitingOrder(r.id, r.pathway, o.accession_number, r.created_at, r.status_reason) for r, o in rows]
-    return sorted(out, key=lambda w: w.since)
-
-
 def accession_has_images(accession_number: str) -> bool:
     with session_scope() as session:
         return session.exec(select(Study.id).where(Study.accession_number == accession_number)).first() is not None
