@@ -474,6 +474,42 @@ audit_app = typer.Typer(help="The tamper-evident audit trail: verify its hash ch
 app.add_typer(audit_app, name="audit")
 
 
+runs_app = typer.Typer(help="Pathway runs in the ledger and their Prefect flow runs", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("find")
+def runs_find(study_key: str = _KEY, accession: str = _ACC) -> None:
+    """The pathway runs of an accession number or study key, with their Prefect UI links: how a
+    radiologist's question about one exam reaches its runs (Prefect holds no accession)."""
+    from radpath.runtime import prepare_ledger
+
+    if not (study_key or accession):
+        console.print("[red]give --accession or --study-key[/red]")
+        raise typer.Exit(2)
+    prepare_ledger()
+    from integrations.db.ops import find_runs
+
+    found = find_runs(accession=accession, study_key=study_key)
+    if not found:
+        console.print("no pathway run for that " + ("accession number" if accession else "study key"))
+        raise typer.Exit(1)
+    ui = _prefect_ui_url()
+    _print_rows("pathway runs", [
+        {"run": run.run_id, "pathway": run.pathway, "status": run.status + (f" ({run.reason})" if run.reason else ""),
+         "study": run.study_key or "no images yet", "ordered (UTC)": f"{run.ordered_at:%Y-%m-%d %H:%M}",
+         "flow run": f"{ui}/runs/flow-run/{run.flow_run_id}" if run.flow_run_id and ui else run.flow_run_id or "not started"}
+        for run in found])
+
+
+def _prefect_ui_url() -> str | None:
+    """The Prefect UI's address: PREFECT_UI_URL, else the API URL without its /api."""
+    import os
+
+    url = os.environ.get("PREFECT_UI_URL") or (os.environ.get("PREFECT_API_URL") or "").removesuffix("/").removesuffix("/api")
+    return url.rstrip("/") or None
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Seal what is unsealed, then recompute the whole chain: exit 1 if any event was edited,

@@ -50,10 +50,14 @@ def postgres():
 
 @pytest.fixture
 def served_ledger(monkeypatch):
-    """Point this test process's ledger at a data dir another process (`radpath serve`) owns."""
+    """Point this test process's ledger and pseudonyms at a data dir another process (`radpath
+    serve`) owns."""
+
+    from tests.served import SERVE_PSEUDONYM_KEY
 
     def use(data_dir) -> None:  # noqa: ANN001
         monkeypatch.setenv("RADPATH_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("RADPATH_PSEUDONYM_KEY", SERVE_PSEUDONYM_KEY)  # the same study keys as the served process
         reset_settings()
         get_engine.cache_clear()
 

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+# The served process's pseudonym key (the served_ledger fixture gives the test process the same).
+SERVE_PSEUDONYM_KEY = "serve-test"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,7 +81,7 @@ def radpath_serve(tmp_path: Path, extra_env: dict[str, str] | None = None, start
         "RADPATH_HTTP_PORT": str(served.http_port),
         "RADPATH_PREFECT_PORT": str(served.prefect_port),
         "RADPATH_DICOM_QUIET_PERIOD_SECONDS": json.dumps({"CT": 0}),
-        "RADPATH_PSEUDONYM_KEY": "serve-test",
+        "RADPATH_PSEUDONYM_KEY": SERVE_PSEUDONYM_KEY,
         **(extra_env or {}),
     }
     env.pop("PREFECT_API_URL", None)

@@ -64,10 +64,14 @@ def send_cardiac_ct(tmp_path: Path, served):  # noqa: ANN001, ANN201 - the Gener
     return study
 
 
-def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_ledger):
+def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_ledger, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radpath import cli
+
     with radpath_serve(tmp_path) as served:
         served_ledger(served.data_dir)
-        send_cardiac_ct(tmp_path, served)
+        study = send_cardiac_ct(tmp_path, served)
         run, deliveries = wait_for_run(lambda r, d: r.status in {"completed", "failed"} and d, 300, served)
         assert run.status == "completed" and run.pathway == "heart-failure-cardiac-ct"
         assert sorted(d.destination for d in deliveries) == ["ehr", "pacs", "ris"]
@@ -85,6 +89,15 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         assert ("finding:urgent" in flow_run["tags"]) == urgent  # the finding's urgency, beside the order's priority
         recorded = _info_logs_of(served.prefect_api, run.flow_run_id, "result recorded")  # INFO, in the run's Logs tab
         assert len(recorded) == 1 and "3 delivered" in recorded[0]
+
+        # From the exam's accession number (which Prefect never holds) to the run in the UI
+        monkeypatch.setattr(cli.console, "width", 300)
+        monkeypatch.setenv("PREFECT_UI_URL", served.prefect_api.removesuffix("/api"))
+        found = CliRunner().invoke(cli.app, ["runs", "find", "--accession", study.accession_number])
+        assert found.exit_code == 0, found.output
+        assert f"{served.prefect_api.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}" in found.output
+        assert key in found.output and study.accession_number not in found.output
+        assert CliRunner().invoke(cli.app, ["runs", "find", "--accession", "NOT-AN-EXAM"]).exit_code == 1
         task_runs = httpx.post(f"{served.prefect_api}/task_runs/filter", timeout=10,
                                json={"task_runs": {"flow_run_id": {"any_": [run.flow_run_id]}}}).json()
         assert sorted(t["name"] for t in task_runs if t["name"].startswith("deliver-")) == sorted(

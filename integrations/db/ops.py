@@ -582,6 +582,40 @@ def open_work_table(now: dt.datetime | None = None) -> list[dict[str, Any]]:
             for w in open_work()]
 
 
+@dataclass(frozen=True)
+class FoundRun:
+    """A pathway run found from an accession number or study key (`radpath runs find`)."""
+
+    run_id: str
+    pathway: str
+    status: str
+    reason: str | None
+    study_key: str | None
+    flow_run_id: str | None  # the Prefect flow run that last worked on it
+    ordered_at: dt.datetime
+
+
+def find_runs(*, accession: str | None = None, study_key: str | None = None) -> list[FoundRun]:
+    """The pathway runs of the order with this accession number, or of the study with this
+    pseudonymous key, oldest first. The accession is compared in the ledger and never returned."""
+    from integrations.db.ledger import study_key as key_of
+
+    if not (accession or study_key):
+        raise ValueError("give an accession number or a study key")
+    with session_scope() as session:
+        query = (select(PathwayRun, Order.received_at, Study.study_uid)
+                 .join(Order, Order.id == PathwayRun.order_id)
+                 .join(Study, Study.id == PathwayRun.study_id, isouter=True))
+        if accession:
+            query = query.where(Order.accession_number == accession)
+        if study_key:  # the key is an HMAC of the UID: only runs with a study can match
+            query = query.where(PathwayRun.study_id.is_not(None))
+        rows = session.exec(query.order_by(Order.received_at)).all()
+        found = [FoundRun(run.id, run.pathway, run.status, run.status_reason, key_of(uid) if uid else None,
+                          run.flow_run_id, received) for run, received, uid in rows]
+    return [f for f in found if not study_key or f.study_key == study_key]
+
+
 def result_run_id(result_id: str) -> str:
     with session_scope() as session:
         return session.get(Result, result_id).run_id
