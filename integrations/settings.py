@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from integrations.delivery.config import DestinationConfig, FileDropDestination
 from integrations.dicom.config import PacsSource
 from integrations.errors import PermanentError
@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     health_check_seconds: float = Field(
         default=30, gt=0, description="`radpath serve` checks each front door and destination this often (/health, "
         "`radpath status`, the radpath-health table; a change of state emits radpath.destination.down/up)")
+    ui_auth: SecretStr | None = Field(
+        default=None, description='"user:password": HTTP basic auth in front of the Prefect UI and API that `radpath '
+        'serve` and `radpath ui` start (the UI asks for it; every Prefect client radpath starts sends it)')
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
     runner_limit: int = Field(default=2, ge=1, description="Routine flow runs (and the reconciler) `radpath serve` runs "
@@ -143,6 +146,14 @@ class Settings(BaseSettings):
     serve_deployments: bool = Field(
         default=True, description="`radpath serve` runs the flows itself; False: front doors only, process workers on "
         "the `radpath` work pool run them (scale-out, `radpath deploy`)")
+
+    @field_validator("ui_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        user, _, password = value.get_secret_value().partition(":") if value else ("u", ":", "p")
+        if not (user and password):
+            raise ValueError('give "user:password", both non-empty')
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -29,6 +29,8 @@ def configure_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if settings.ui_auth is not None:  # the Prefect server radpath starts asks for it (radpath.ui.server_env)
+        os.environ.setdefault("PREFECT_API_AUTH_STRING", settings.ui_auth.get_secret_value())
 
 
 def prepare_ledger() -> None:
