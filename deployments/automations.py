@@ -68,9 +68,11 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                            + RUN_LINK),
         ),
         on_event("radpath: delivery dead-lettered", "radpath.delivery.dead_lettered", "delivery",
-                 "Delivery {{ event.resource.id }} to {{ event.payload.destination }} was dead-lettered after "
-                 "{{ event.payload.attempts }} attempt(s) ({{ event.payload.reason }}: a permanent refusal, or still "
-                 "failing at the end of its retry window). `radpath status` lists dead letters with the peer's words.",
+                 "Delivery {{ event.resource.id }} to {{ event.payload.destination }} (study {{ event.payload.study_key }}, "
+                 "{{ event.payload.pathway }}) was dead-lettered after {{ event.payload.attempts }} attempt(s) "
+                 "({{ event.payload.reason }}, {{ event.payload.error }}: a permanent refusal, or still failing at the "
+                 "end of its retry window). `radpath deliveries list` shows the peer's words; `radpath deliveries "
+                 "retry` re-sends.",
                  "A delivery will not be tried again: the peer refused it or its retry window ended. The clinical "
                  "system lacks the result until ops re-send it (`radpath deliveries retry`)."),
         on_event("radpath: destination down", "radpath.destination.down", "destination",

@@ -76,18 +76,20 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
             # in the ledger's last_response), and this detail goes to Prefect in the event.
             _peer_seen(row.destination, False, f"{where(config)}: delivery attempt failed ({exc.__class__.__name__})", now)
         if outcome.status == "dead_letter":
-            result_id, order_id, pathway = ops.delivery_context(delivery_id)
-            emit("delivery.dead_lettered", "delivery", delivery_id, related={"pathway": pathway, "order": order_id},
-                 destination=row.destination, attempts=outcome.attempts, reason=outcome.dead_reason)
+            context = ops.delivery_context(delivery_id)
+            emit("delivery.dead_lettered", "delivery", delivery_id,
+                 related={"pathway": context.pathway, "order": context.order_id},
+                 destination=row.destination, attempts=outcome.attempts, reason=outcome.dead_reason,
+                 pathway=context.pathway, study_key=context.study_key, error=exc.__class__.__name__)
             raise DeadLettered(f"{row.destination}: dead-lettered after {outcome.attempts} attempt(s) "
                                f"({outcome.dead_reason}): {exc}") from exc
         raise
     ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt, now=now)
     _peer_seen(row.destination, True, "delivery accepted", now)
-    result_id, order_id, pathway = ops.delivery_context(delivery_id)
-    if ops.result_fully_delivered(result_id):
-        emit("result.delivered", "order", order_id, related={"pathway": pathway, "result": result_id},
-             labels={"priority": ops.order_lane(order_id)})  # stops the order's SLA clock of its lane
+    context = ops.delivery_context(delivery_id)
+    if ops.result_fully_delivered(context.result_id):
+        emit("result.delivered", "order", context.order_id, related={"pathway": context.pathway, "result": context.result_id},
+             labels={"priority": ops.order_lane(context.order_id)})  # stops the order's SLA clock of its lane
     return f"{row.destination}: {receipt}"
 
 

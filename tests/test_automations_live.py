@@ -94,7 +94,8 @@ def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems
     for order in ("o-late", "o-on-time"):
         emit("order.received", "order", order, related={"pathway": ["lung-cancer-ct"]}, labels={"priority": "routine"},
              eligible=True, runs=1)
-    emit("delivery.dead_lettered", "delivery", "d-1", related={"pathway": "lung-cancer-ct"}, destination="ris", attempts=12)
+    emit("delivery.dead_lettered", "delivery", "d-1", related={"pathway": "lung-cancer-ct"}, destination="ris", attempts=12,
+         reason="retry window ended", pathway="lung-cancer-ct", study_key="S-dead", error="ConnectionRefusedError")
     emit("result.review_expired", "result", "r-1", related={"pathway": "lung-cancer-ct"})
     emit("store.sweep_problem", "store", "images", quarantined=2, failed=0)
 
@@ -118,7 +119,8 @@ def test_failures_dead_letters_pending_deliveries_overdue_reviews_store_problems
     EventsWorker.drain_all(timeout=30)
 
     dead = receiver.wait_for("radpath: delivery dead-lettered", 60)
-    assert "radpath.delivery.d-1" in dead["text"] and "ris" in dead["text"] and "12 attempt" in dead["text"]
+    assert dead["text"].startswith("Delivery radpath.delivery.d-1 to ris (study S-dead, lung-cancer-ct) was "
+                                    "dead-lettered after 12 attempt(s) (retry window ended, ConnectionRefusedError")
     overdue = receiver.wait_for("radpath: clinical review overdue", 60)
     assert "radpath.result.r-1" in overdue["text"]
     sweep = receiver.wait_for("radpath: image store sweep found unreadable files", 60)

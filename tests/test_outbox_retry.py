@@ -22,7 +22,7 @@ from sqlmodel import select
 import tasks.delivery
 from integrations.db import ledger, ops
 from integrations.db.engine import session_scope
-from integrations.db.models import AuditEvent, Delivery, utcnow
+from integrations.db.models import AuditEvent, Delivery, PeerHealth, utcnow
 from integrations.errors import RadpathError
 from integrations.fhir.report import RESULT_SYSTEM, build_report_bundle
 from integrations.settings import reset_settings
@@ -209,7 +209,11 @@ def test_a_permanent_refusal_dead_letters_at_once_with_the_servers_words(
     dead = [a for a in _audit(delivery_id) if a.action == "delivery.dead_lettered"]
     assert len(dead) == 1 and dead[0].detail["dead_reason"] == "permanent"
     assert 400 <= dead[0].detail["peer"]["http_status"] < 500 and dead[0].detail["peer"]["outcome"]
-    assert events == [("delivery.dead_lettered", {"destination": "ehr", "attempts": 1, "reason": "permanent"})]
+    ((name, payload),) = events
+    assert name == "delivery.dead_lettered" and payload == {
+        "destination": "ehr", "attempts": 1, "reason": "permanent", "pathway": letter.pathway,
+        "study_key": payload["study_key"], "error": "FhirRejected"}  # the error's class: the peer's words stay in the ledger
+    assert payload["study_key"].startswith("S-")
     assert ops.deliveries_due(grace_seconds=0, now=utcnow() + dt.timedelta(days=2)) == []  # never tried again
 
 
@@ -227,4 +231,10 @@ def test_an_ehr_down_past_the_window_is_dead_lettered_at_the_windows_end(
     dead = [a for a in _audit(delivery_id) if a.action == "delivery.dead_lettered"]
     assert len(dead) == 1 and dead[0].detail["dead_reason"] == "window"
     assert dead[0].detail["peer"]["http_status"] == 503
-    assert events == [("delivery.dead_lettered", {"destination": "ehr", "attempts": row.attempts, "reason": "window"})]
+    ((name, payload),) = events
+    assert name == "delivery.dead_lettered" and {k: payload[k] for k in ("destination", "attempts", "reason")} == {
+        "destination": "ehr", "attempts": row.attempts, "reason": "window"}
+    assert "503" not in payload["error"] and payload["study_key"].startswith("S-")
+    with session_scope() as session:  # the attempts told health only the address and the error's class
+        health = session.get(PeerHealth, "destination:ehr")
+    assert health.state == "down" and health.detail == f"FHIR {peer.base_url}: delivery attempt failed ({payload['error']})"

@@ -339,16 +339,27 @@ def order_lane(order_id: str) -> str:
         return urgency(session.exec(select(Order.priority).where(Order.id == order_id)).one())
 
 
-def delivery_context(delivery_id: str) -> tuple[str, str, str]:
-    """(result id, order id, pathway) of a delivery."""
+@dataclass(frozen=True)
+class DeliveryContext:
+    """What an event about one delivery names: its result, order, pathway and pseudonymous study key."""
+
+    result_id: str
+    order_id: str
+    pathway: str
+    study_key: str
+
+
+def delivery_context(delivery_id: str) -> DeliveryContext:
+    from integrations.db.ledger import study_key
+
     with session_scope() as session:
-        row = session.exec(
-            select(Delivery.result_id, PathwayRun.order_id, PathwayRun.pathway)
+        result_id, order_id, pathway, study_uid = session.exec(
+            select(Delivery.result_id, PathwayRun.order_id, PathwayRun.pathway, Result.study_uid)
             .join(Result, Result.id == Delivery.result_id)
             .join(PathwayRun, PathwayRun.id == Result.run_id)
             .where(Delivery.id == delivery_id)
         ).one()
-        return row[0], row[1], row[2]
+    return DeliveryContext(result_id, order_id, pathway, study_key(study_uid))
 
 
 def delivery_run_name(delivery_id: str) -> str:
