@@ -20,6 +20,7 @@ from integrations.errors import PermanentError
 from pathways.spec import Destination, Review
 from tests.hl7_fixtures import receive
 from tests.conftest import make_ready
+from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
 
 pytestmark = pytest.mark.slow
 PATHWAY = "heart-failure-cardiac-ct"
@@ -54,31 +55,10 @@ def _ready_run(tmp_path: Path, registry, seed: int, kind: str = "cardiac-ct") ->
     receive(raw, registry)
     ingest_instances(f.read_bytes() for f in sorted(Path(study.dicom_dir).rglob("*.dcm")))
     (run_id,) = make_ready(study.study_uid, registry)
-    IDENTITIES.extend(_identity_forms(order))
-    LINKABLE.extend([order.accession_number, study.study_uid, *_series_and_instance_uids(study.study_uid)])
+    IDENTITIES.extend(identity_forms(order))
+    LINKABLE.extend(linkable_values(order.accession_number, study.study_uid))
     STUDY_KEYS.append(ledger.run_view(run_id).study_key)
     return run_id
-
-
-def _series_and_instance_uids(study_uid: str) -> list[str]:
-    from integrations.db.models import Instance, Series, Study
-
-    with session_scope() as s:
-        rows = s.exec(select(Series.series_uid, Instance.sop_instance_uid).join(Instance, Instance.series_id == Series.id)
-                      .join(Study, Study.id == Series.study_id).where(Study.study_uid == study_uid)).all()
-    return sorted({uid for row in rows for uid in row})
-
-
-def _identity_forms(order) -> list[str]:  # noqa: ANN001
-    """The NHS number (bare and spaced), names, and birth date as ISO, HL7 and UK text."""
-    forms = [order.family_name, order.given_name]
-    if order.nhs_number:
-        n = order.nhs_number
-        forms += [n, f"{n[:3]} {n[3:6]} {n[6:]}"]
-    if order.birth_date:
-        b = order.birth_date
-        forms += [b.isoformat(), b.strftime("%Y%m%d"), b.strftime("%d/%m/%Y")]
-    return [f for f in forms if f and len(f) >= 3]
 
 
 def _deliveries() -> dict[str, Delivery]:
@@ -388,13 +368,5 @@ def test_prefect_holds_no_patient_identifier(prefect_api):
     assert IDENTITIES and STUDY_KEYS, "run this module whole: the earlier tests feed the scan"
     db_path = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
     time.sleep(2)  # events and logs are sent in the background; let them land
-    stored = [p for root in {db_path.parent, Path(PREFECT_LOCAL_STORAGE_PATH.value())} for p in root.rglob("*") if p.is_file()]
-    blobs = [p.read_bytes() for p in stored]
-    names = [str(p).encode() for p in stored]
-    assert blobs and any(STUDY_KEYS[0].encode() in b for b in blobs), "the scan sees the runs (their study keys)"
-    for identity in IDENTITIES:
-        for encoding in ("utf-8", "utf-16-le"):
-            assert not any(identity.encode(encoding) in b for b in blobs), "a patient identifier reached Prefect"
-    assert LINKABLE
-    for linkable in LINKABLE:  # task parameters, cache keys, state data, events, result files and their names
-        assert not any(linkable.encode() in b for b in blobs + names), "an accession or DICOM UID reached Prefect"
+    assert_prefect_holds_none([db_path.parent, Path(PREFECT_LOCAL_STORAGE_PATH.value())], IDENTITIES, LINKABLE,
+                              STUDY_KEYS[0])

@@ -62,15 +62,15 @@ def test_an_incomplete_answer_is_asked_again_and_a_rejection_sends_nothing_clini
         assert not (served.data_dir / "outbox").exists() or not any((served.data_dir / "outbox").rglob("*.*"))
 
         # Nothing Prefect stored for the pathway and review runs (parameters, form inputs and
-        # their description, logs, events, artifacts) names the patient.
+        # their description, logs, events, artifacts, results) names the patient, or holds the
+        # accession or a DICOM UID.
         from pathlib import Path
 
         from integrations.hl7.orders import parse_order
-        from tests.test_ops_flows import _identity_forms
+        from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
 
-        identities = _identity_forms(parse_order(Path(study.order_path).read_text()))
+        order = parse_order(Path(study.order_path).read_text())
         time.sleep(2)  # events and logs land in the background
-        blobs = [p.read_bytes() for p in (served.data_dir / "prefect").rglob("*") if p.is_file()]
-        assert any(first["name"].removeprefix("review/").encode() in b for b in blobs), "the scan sees the runs"
-        for identity in identities:
-            assert not any(identity.encode() in b for b in blobs), "a patient identifier reached Prefect"
+        assert_prefect_holds_none([served.data_dir / "prefect"], identity_forms(order),
+                                  linkable_values(order.accession_number, study.study_uid),
+                                  first["name"].removeprefix("review/"))

@@ -20,6 +20,8 @@ from integrations.db.engine import session_scope
 from integrations.db.models import Delivery, PathwayRun, Result
 from integrations.dicom.scu import push_folder
 from integrations.hl7.client import send_messages
+from integrations.hl7.orders import parse_order
+from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
 from tests.served import radpath_serve
 
 pytestmark = pytest.mark.slow
@@ -98,6 +100,12 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
         assert f"{served.prefect_api.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}" in found.output
         assert key in found.output and study.accession_number not in found.output
         assert CliRunner().invoke(cli.app, ["runs", "find", "--accession", "NOT-AN-EXAM"]).exit_code == 1
+
+        # What the served Prefect stored for the whole journey (events from every front door,
+        # runs, logs, artifacts, results) holds no identifier, accession or DICOM UID.
+        order = parse_order(Path(study.order_path).read_text())
+        assert_prefect_holds_none([served.data_dir / "prefect"], identity_forms(order),
+                                  linkable_values(order.accession_number, study.study_uid), key)
         task_runs = httpx.post(f"{served.prefect_api}/task_runs/filter", timeout=10,
                                json={"task_runs": {"flow_run_id": {"any_": [run.flow_run_id]}}}).json()
         assert sorted(t["name"] for t in task_runs if t["name"].startswith("deliver-")) == sorted(
