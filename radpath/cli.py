@@ -93,6 +93,9 @@ def ui(
     from radpath.ui import api_url, prefect_home, server_command, server_env
 
     env = server_env(host, port)
+    if "PREFECT_SERVER_API_AUTH_STRING" not in env and host not in {"127.0.0.1", "localhost", "::1"}:
+        console.print(f"[yellow]the UI on {host} has no login: anyone who reaches it can read results and decide "
+                      "reviews; set RADPATH_UI_AUTH=user:password[/yellow]")
     console.print(f"Prefect UI: http://{host}:{port}  (database in {prefect_home()})")
     console.print(f"Point runs at it:  PREFECT_API_URL={api_url(host, port)} radpath demo   (or radpath serve)")
     sys.stdout.flush()
