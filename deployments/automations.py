@@ -122,7 +122,8 @@ def sla_breach(pathway: str, lane: str, minutes: int, notify) -> Automation:  # 
     order's lane as the label `radpath.priority`)."""
     return Automation(
         name=f"radpath: SLA breach {pathway} ({lane})",
-        description=f"A {lane} order for {pathway} has no delivered result {minutes} min after it was received "
+        description=f"{'An' if lane == 'urgent' else 'A'} {lane} order for {pathway} has no delivered result {minutes} "
+                    "min after it was received "
                     "(the pathway spec's sla).",
         trigger=EventTrigger(
             after={"radpath.order.received"},

@@ -156,6 +156,20 @@ def test_prefect_ui_shows_the_run_and_its_summary(prefect_ui, browser, radpath_e
     _page_shows(browser, f"{prefect_ui}/artifacts/artifact/{artifact['id']}", ["Findings", conclusion[:60]])
     _screenshot(browser, "artifact.png")
 
+    # The ops tables a reconciler pass publishes, and the automations with their descriptions
+    from deployments.automations import apply_automations
+    from tasks.artifacts import publish_ops_tables
+
+    with temporary_settings(updates={PREFECT_API_URL: f"{prefect_ui}/api"}):
+        publish_ops_tables()
+        asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
+    found = httpx.post(f"{prefect_ui}/api/artifacts/filter", json={"artifacts": {"key": {"any_": ["radpath-sla"]}}}, timeout=10)
+    (sla,) = found.json()
+    _page_shows(browser, f"{prefect_ui}/artifacts/artifact/{sla['id']}", ["% within target", "heart-failure-cardiac-ct"])
+    _screenshot(browser, "ops-sla.png")
+    _page_shows(browser, f"{prefect_ui}/automations", ["radpath: delivery waiting for retry", "left to the outbox"])
+    _screenshot(browser, "automations.png")
+
 
 def _review_specs(tmp_path: Path) -> Path:
     """The shipped specs, with cardiac CT in qa mode: every clinical delivery held for a
