@@ -150,7 +150,9 @@ class Settings(BaseSettings):
     @field_validator("ui_auth")
     @classmethod
     def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
-        user, _, password = value.get_secret_value().partition(":") if value else ("u", ":", "p")
+        if value is None:
+            return None
+        user, _, password = value.get_secret_value().partition(":")
         if not (user and password):
             raise ValueError('give "user:password", both non-empty')
         return value

@@ -99,7 +99,9 @@ class Sla(_Strict):
 
     def target_minutes(self, lane: str) -> int:
         """The target of a lane, "routine" or "urgent"."""
-        return self.urgent_turnaround_minutes or self.turnaround_minutes if lane == "urgent" else self.turnaround_minutes
+        if lane == "urgent" and self.urgent_turnaround_minutes is not None:
+            return self.urgent_turnaround_minutes
+        return self.turnaround_minutes
 
 
 class Readiness(_Strict):

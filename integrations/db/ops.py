@@ -531,8 +531,8 @@ class OpenWork:
     pathway: str
     lane: str
     stage: str
-    study_key: str | None  # None while no images have come
     stage_since: dt.datetime
+    study_key: str | None  # None while no images have come
     order_received: dt.datetime
     reason: str | None = None  # the run's status reason (readiness: "quiet for 30 s of 60 s", ...)
 
@@ -567,21 +567,23 @@ def open_work(limit: int = 200) -> list[OpenWork]:
                        and_(PathwayRun.status == RunStatus.COMPLETED, Result.id.in_(pending_result))))
             .order_by(Order.received_at).limit(limit)
         ).all()
-        out = []
-        for run, order, study, result in rows:
-            if run.status == RunStatus.COMPLETED:
-                stage, since = "deliveries pending retry", result.created_at
-            elif run.status == RunStatus.WAITING and study is not None:
-                stage, since = "receiving images", study.first_received_at
-            else:
-                stage = _STAGES[RunStatus(run.status)]
-                since = {RunStatus.WAITING: run.created_at, RunStatus.READY: study.ready_at if study else None,
-                         RunStatus.RUNNING: run.started_at}.get(RunStatus(run.status)) or (
-                    result.created_at if result is not None else run.finished_at or run.created_at)
-            out.append(OpenWork(run.pathway, urgency(order.priority), stage,
-                                study_key(study.study_uid) if study is not None else None, since, order.received_at,
-                                run.status_reason))
-        return out
+        return [OpenWork(run.pathway, urgency(order.priority), *_stage(run, study, result),
+                         study_key(study.study_uid) if study is not None else None, order.received_at, run.status_reason)
+                for run, order, study, result in rows]
+
+
+def _stage(run: PathwayRun, study: Study | None, result: Result | None) -> tuple[str, dt.datetime]:
+    """What an open run waits in, and since when."""
+    status = RunStatus(run.status)
+    if status == RunStatus.COMPLETED:  # open only while deliveries are pending
+        return "deliveries pending retry", result.created_at
+    if status == RunStatus.WAITING:
+        return ("receiving images", study.first_received_at) if study is not None else (_STAGES[status], run.created_at)
+    if status == RunStatus.READY:
+        return _STAGES[status], study.ready_at or run.created_at
+    if status == RunStatus.RUNNING:
+        return _STAGES[status], run.started_at or run.created_at
+    return _STAGES[status], result.created_at if result is not None else run.finished_at or run.created_at
 
 
 def open_work_table(now: dt.datetime | None = None) -> list[dict[str, Any]]:
