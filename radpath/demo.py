@@ -85,7 +85,6 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
     """Orders over MLLP, images over C-STORE, readiness from the ledger, then the pathway."""
     from flows.dispatch import run_pathway
     from tasks.artifacts import publish_ops_tables
-
     from tasks.events import emit_order_received
 
     settings = get_settings()

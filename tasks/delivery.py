@@ -89,7 +89,7 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
     context = ops.delivery_context(delivery_id)
     if ops.result_fully_delivered(context.result_id):
         emit("result.delivered", "order", context.order_id, related={"pathway": context.pathway, "result": context.result_id},
-             labels={"priority": ops.order_lane(context.order_id)})  # stops the order's SLA clock of its lane
+             labels={"priority": context.lane})  # stops the order's SLA clock of its lane
     return f"{row.destination}: {receipt}"
 
 

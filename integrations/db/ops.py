@@ -341,25 +341,28 @@ def order_lane(order_id: str) -> str:
 
 @dataclass(frozen=True)
 class DeliveryContext:
-    """What an event about one delivery names: its result, order, pathway and pseudonymous study key."""
+    """What an event about one delivery names: its result, order, pathway, pseudonymous study key
+    and the order's lane."""
 
     result_id: str
     order_id: str
     pathway: str
     study_key: str
+    lane: str  # the order's priority lane: the label that stops its SLA clock
 
 
 def delivery_context(delivery_id: str) -> DeliveryContext:
     from integrations.db.ledger import study_key
 
     with session_scope() as session:
-        result_id, order_id, pathway, study_uid = session.exec(
-            select(Delivery.result_id, PathwayRun.order_id, PathwayRun.pathway, Result.study_uid)
+        result_id, order_id, pathway, study_uid, priority = session.exec(
+            select(Delivery.result_id, PathwayRun.order_id, PathwayRun.pathway, Result.study_uid, Order.priority)
             .join(Result, Result.id == Delivery.result_id)
             .join(PathwayRun, PathwayRun.id == Result.run_id)
+            .join(Order, Order.id == PathwayRun.order_id)
             .where(Delivery.id == delivery_id)
         ).one()
-    return DeliveryContext(result_id, order_id, pathway, study_key(study_uid))
+    return DeliveryContext(result_id, order_id, pathway, study_key(study_uid), urgency(priority))
 
 
 def delivery_run_name(delivery_id: str) -> str:
