@@ -12,6 +12,8 @@
   model card's domain, or an implausible model answer; no conclusion was delivered);
 - a result's deliveries left to the outbox's retries (`radpath.result.delivery_pending`: the
   run ended `DeliveryPending`, green in the UI, with a clinical system not yet holding it);
+- a recommended follow-up scan overdue (`radpath.surveillance.overdue`, from the surveillance
+  failsafe flow);
 - per pathway and lane (routine, urgent), an SLA breach: `radpath.order.received` related to
   the pathway and no `radpath.result.delivered` for the same order within the spec's target
   for that lane (a proactive trigger).
@@ -109,6 +111,15 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                  "outbox for retry; the run shows DeliveryPending. A dead letter alerts separately.",
                  "A pathway run finished but a clinical system does not hold its result yet: the deliveries are "
                  "left to the outbox's retry schedule."),
+        on_event("radpath: follow-up overdue", "radpath.surveillance.overdue", "surveillance_plan",
+                 "Patient {{ event.payload.patient_key }} ({{ event.payload.pathway }}, baseline study "
+                 "{{ event.payload.study_key }}): the {{ event.payload.recommendation }} follow-up was due "
+                 "{{ event.payload.due }} and no follow-up study has arrived ({{ event.payload.days_overdue }} days; "
+                 "follow-up ordered: {{ event.payload.follow_up_ordered }}). `radpath surveillance list` on the "
+                 "ledger host names the accession number.",
+                 "The surveillance failsafe (hourly) found a recommended follow-up scan that did not happen within "
+                 "its due date plus the pathway spec's grace period. It alerts once per plan; the plan stays on "
+                 "the radpath-surveillance table until a study comes."),
     ]
     for spec in registry.specs.values():
         for lane in LANES:

@@ -7,6 +7,7 @@ so a typo never silently changes clinical behaviour.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,6 +117,40 @@ class Readiness(_Strict):
     late_images: Literal["supersede", "ignore"] = "supersede"
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A follow-up scan one result's recommendation calls for: `days` after the baseline study,
+    escalated by the failsafe `grace_days` after that."""
+
+    recommendation_code: str
+    days: int
+    grace_days: int
+
+
+class Surveillance(_Strict):
+    """Follow-up scans the pathway's recommendations call for, and how long after the due date
+    a missing follow-up is escalated (the failsafe, `flows/surveillance.py`).
+
+    `follow_up_days`: recommendation code (the assessment's `recommendation_code`) → days from the
+    baseline study to the follow-up scan. Empty: the pathway opens no surveillance plans."""
+
+    follow_up_days: dict[str, int] = Field(default_factory=dict)
+    grace_days: int = Field(default=28, ge=0, description="after the due date, before the failsafe alerts (trust policy)")
+
+    @field_validator("follow_up_days")
+    @classmethod
+    def _positive(cls, days: dict[str, int]) -> dict[str, int]:
+        bad = sorted(code for code, n in days.items() if n <= 0)
+        if bad:
+            raise ValueError(f"follow-up days must be positive: {', '.join(bad)}")
+        return days
+
+    def follow_up(self, recommendation_code: str | None) -> FollowUp | None:
+        """The follow-up a recommendation code calls for; None where it calls for none."""
+        days = self.follow_up_days.get(recommendation_code or "")
+        return FollowUp(recommendation_code, days, self.grace_days) if days else None
+
+
 class PathwaySpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: str
@@ -131,6 +166,7 @@ class PathwaySpec(_Strict):
     review: Review = Review()
     destinations: tuple[Destination, ...] = Field(min_length=1)
     sla: Sla
+    surveillance: Surveillance = Surveillance()
     citations: dict[str, str] = Field(default_factory=dict, description="source of each code and threshold")
 
     def claims(self, procedure_code: str, modality: str, system: str = "") -> bool:

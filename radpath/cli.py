@@ -181,7 +181,7 @@ def db_upgrade() -> None:
 
 @app.command()
 def status() -> None:
-    """A summary of the ledger: orders, runs, deliveries."""
+    """A summary of the ledger: orders, runs, deliveries, follow-up plans."""
     from integrations.db.health import health_table
     from integrations.db.ops import dead_letters, open_work_table, sla_table, status_counts, turnaround_table
     from pathways.registry import default_registry
@@ -199,6 +199,12 @@ def status() -> None:
     _print_rows("SLA: order received → result delivered, per pathway and lane", sla_table())
     work = open_work_table()
     _print_rows(f"open work ({len(work)} runs, oldest order first)", work[:20])
+    from integrations.db.surveillance import OVERDUE, plans
+
+    open_plans = plans()
+    overdue = sum(plan.status == OVERDUE for plan in open_plans)
+    console.print(f"surveillance: {len(open_plans)} follow-up plan(s) open, {overdue} overdue"
+                  + (" (`radpath surveillance list`)" if open_plans else ""))
     letters = dead_letters()
     console.print(f"dead-lettered deliveries: {len(letters)}" if letters else "no dead letters")
     for letter in letters[:10]:
@@ -503,6 +509,34 @@ def runs_find(study_key: str = _KEY, accession: str = _ACC) -> None:
          "study": run.study_key or "no images yet", "ordered (UTC)": f"{run.ordered_at:%Y-%m-%d %H:%M}",
          "flow run": f"{ui}/runs/flow-run/{run.flow_run_id}" if run.flow_run_id and ui else run.flow_run_id or "not started"}
         for run in found])
+
+
+surveillance_app = typer.Typer(help="Follow-up scans recommended by results, and the failsafe for those that never happened",
+                               no_args_is_help=True)
+app.add_typer(surveillance_app, name="surveillance")
+
+
+@surveillance_app.command("list")
+def surveillance_list(
+    show_closed: bool = typer.Option(False, "--all", help="Also plans received or cancelled"),
+) -> None:
+    """Surveillance plans, earliest due first, with the baseline accession number so the
+    responsible team can act: overdue ones are past due date plus the spec's grace period."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.surveillance import plans
+
+    found = plans(include_closed=show_closed)
+    if not found:
+        console.print("no surveillance plans" + ("" if show_closed else " open"))
+        return
+    _print_rows("surveillance plans", [
+        {"plan": p.plan_id, "pathway": p.pathway, "accession": p.accession_number, "patient": p.patient_key,
+         "recommendation": p.recommendation_code, "due": p.due_on.isoformat(), "escalated from": p.overdue_on.isoformat(),
+         "status": p.status + (f" ({p.closed_reason})" if p.closed_reason else ""),
+         "follow-up ordered": "yes" if p.follow_up_ordered else "no", "alerted": "yes" if p.alerted else "no"}
+        for p in found])
 
 
 def _prefect_ui_url() -> str | None:

@@ -222,6 +222,10 @@ def record_result(
         kind = get_settings().destination(destination.name).kind
         plans.append(ledger.DeliveryPlan(destination=destination.name, kind=kind, payloads=payloads,
                                          held=destination.name in routing.held))
+    # The follow-up scan the recommendation calls for opens a surveillance plan; a shadow result is
+    # never acted on clinically, so it opens none.
+    recommendation = getattr(assessment, "recommendation_code", None)
+    follow_up = None if spec.mode == "shadow" else spec.surveillance.follow_up(recommendation)
     result_id, delivery_ids, created = ledger.record_result(
         run_id,
         result_id=result_id,
@@ -231,6 +235,7 @@ def record_result(
         assessment=assessment.model_dump(mode="json"),
         report=content.model_dump(mode="json"),
         urgent=content.urgent,
+        follow_up=follow_up,
         deliveries=plans,
         study_revision=revision,
         model_name=model_name,

@@ -99,6 +99,10 @@ def test_automations_match_failures_dead_letters_and_sla_clocks(registry):
                      payload={"pathway": "lung-cancer-ct", "study_key": "S-abc", "pending": 1, "destinations": "ris"})
     assert triggers["radpath: delivery waiting for retry"].covers(pending)
     assert not triggers["radpath: clinical review overdue"].covers(pending)
+    follow_up = _event("radpath.surveillance.overdue", {"prefect.resource.id": "radpath.surveillance_plan.p-1"},
+                       payload={"pathway": "lung-cancer-ct", "patient_key": "P-abc", "due": "2027-03-01"})
+    assert triggers["radpath: follow-up overdue"].covers(follow_up)
+    assert not triggers["radpath: clinical review overdue"].covers(follow_up)
 
     sla = triggers["radpath: SLA breach lung-cancer-ct (routine)"]
     urgent_sla = triggers["radpath: SLA breach lung-cancer-ct (urgent)"]
@@ -131,7 +135,7 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 9 + 2 * len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 10 + 2 * len(registry.specs)
 
 
 def test_every_automation_is_described_for_the_automations_page(registry):

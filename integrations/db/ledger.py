@@ -33,6 +33,7 @@ from integrations.delivery.config import RetrySchedule
 from integrations.errors import is_transient, masked, peer_of, retry_after_of
 from integrations.settings import get_settings
 from pathways.identifiers import pseudonymous_key
+from pathways.spec import FollowUp
 
 RESULT_NAMESPACE = uuid.UUID("6d1f0a4e-3c59-4d0b-9a57-2f4c1f6b8e21")  # radpath's own namespace
 
@@ -137,8 +138,11 @@ def _supersede_earlier(session: Session, new: Result) -> None:
             Result.superseded_by.is_(None),
         )
     ).all()
+    from integrations.db.surveillance import cancel_for_result
+
     for old in earlier:
         old.superseded_by = new.id
+        cancel_for_result(session, old.id, "its result was superseded by a later revision of the study", actor="pathway")
         audit(session, "pathway", "result.superseded", "result", old.id, superseded_by=new.id,
               study_revision=new.study_revision)
 
@@ -187,10 +191,13 @@ def record_result(
     study_revision: int = 0,
     model_name: str | None = None,
     source_series_uid: str | None = None,
+    follow_up: FollowUp | None = None,
 ) -> tuple[str, list[str], bool]:
     """Commit the result and its outbox rows together; a second call returns what exists.
 
     A result of a later study revision supersedes the earlier ones in the same transaction.
+    `follow_up`: the follow-up scan its recommendation calls for; its surveillance plan is
+    opened in the same transaction (integrations/db/surveillance.py).
 
     Returns (result id, delivery ids, created).
     """
@@ -212,7 +219,12 @@ def record_result(
                 )
             )
             session.flush()
-            _supersede_earlier(session, session.get(Result, result_id))
+            recorded = session.get(Result, result_id)
+            _supersede_earlier(session, recorded)
+            if follow_up is not None:
+                from integrations.db.surveillance import open_plan
+
+                open_plan(session, recorded, follow_up)
             ids = []
             for plan in deliveries:
                 row = Delivery(

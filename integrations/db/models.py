@@ -315,3 +315,27 @@ class AuditEvent(SQLModel, table=True):
     # The hash chain (0010_audit_chain): set when sealed (integrations/db/audit.py), never before.
     seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True, unique=True, index=True))
     chain: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+
+
+class SurveillancePlan(SQLModel, table=True):
+    """A follow-up scan a result recommended (0012_surveillance), written only by
+    `integrations.db.surveillance`: opened with the result, received when a later study of the
+    same patient reaches a run of the same pathway, cancelled when the result is rejected or
+    superseded. Past `overdue_at` with no study, the failsafe alerts once (`alerted_at`)."""
+
+    __tablename__ = "surveillance_plan"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    result_id: str = Field(foreign_key="result.id", unique=True)  # the result that recommended it
+    patient_key: str = Field(index=True)  # pseudonymous
+    pathway: str
+    recommendation_code: str  # e.g. "ct-3-months" (the spec's surveillance.follow_up_days)
+    baseline_at: dt.datetime = _ts()  # when the baseline study arrived
+    due_at: dt.datetime = _ts()
+    overdue_at: dt.datetime = _ts()  # due_at + the spec's grace period
+    status: str = Field(default="due", index=True)  # due | received | cancelled
+    closed_at: dt.datetime | None = _ts(nullable=True)
+    closed_by_run_id: str | None = None  # the pathway run of the follow-up study
+    close_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    alerted_at: dt.datetime | None = _ts(nullable=True)  # the failsafe's one alert
+    created_at: dt.datetime = _ts()

@@ -188,6 +188,7 @@ def set_review(result_id: str, status: str, *, reviewer: str | None = None, reas
     a new outbox row each carrying `issued`, in the same transaction as the decision, so the
     decision and what it sends are never apart."""
     from integrations.db.ledger import idempotency_key
+    from integrations.db.surveillance import cancel_for_result
 
     with session_scope() as session:
         for destination, files in (follow_ups or {}).items():
@@ -203,6 +204,8 @@ def set_review(result_id: str, status: str, *, reviewer: str | None = None, reas
         if report is not None:
             result.report = report
         release = {"accepted": "pending", "amended": "pending", "rejected": "rejected"}.get(status)
+        if status == "rejected":
+            cancel_for_result(session, result_id, "its result was rejected at review", actor=reviewer or "pathway")
         if release:
             for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all():
                 if payloads and row.destination in payloads:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, func, select
 
 from integrations.db.engine import INDEX_LOCK, session_scope
+from integrations.db import surveillance
 from integrations.db.ledger import audit
 from integrations.db.runs import RunStatus, move as move_run
 from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, utcnow
@@ -80,6 +81,7 @@ def _apply(session: Session, study: Study, decision: StudyDecision, now: dt.date
             run.study_id = study.id
             move_run(session, run, RunStatus.READY, actor="readiness", action="study.ready", reason=d.reason,
                      study_id=study.id, forced=d.action == "force-ready")
+            surveillance.study_arrived(session, run, study, session.get(Order, run.order_id).patient_key)
             attached.append(run.id)
             forced |= d.action == "force-ready"
         elif run.status_reason != d.reason:

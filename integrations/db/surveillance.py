@@ -1,0 +1,147 @@
+"""Surveillance plans: the one write path of `SurveillancePlan` rows, and the failsafe's reads.
+
+A plan's life (issue 17): opened with the result whose recommendation names a follow-up scan
+(`open_plan`, inside `ledger.record_result`'s transaction) → received when a later study of
+the same patient is handed to a run of the same pathway (`study_arrived`, inside the readiness
+sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
+later revision of the same study (`cancel_for_result`). A plan still due past `overdue_at` is
+overdue: the failsafe claims its one alert with a conditional UPDATE (`claim_alert`), so two
+failsafe passes never alert twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from integrations.db.engine import session_scope
+from integrations.db.ledger import audit, study_key
+from integrations.db.models import Order, PathwayRun, Result, Study, SurveillancePlan, utcnow
+from pathways.spec import FollowUp
+
+DUE, RECEIVED, CANCELLED = "due", "received", "cancelled"
+OVERDUE = "overdue"  # a due plan past its grace period (derived, never stored)
+
+
+def open_plan(session: Session, result: Result, follow_up: FollowUp) -> SurveillancePlan:
+    """The plan of a newly recorded result, due `follow_up.days` after its study arrived."""
+    run = session.get(PathwayRun, result.run_id)
+    order = session.get(Order, run.order_id)
+    study = session.get(Study, run.study_id)
+    baseline = study.first_received_at
+    due = baseline + dt.timedelta(days=follow_up.days)
+    plan = SurveillancePlan(result_id=result.id, patient_key=order.patient_key, pathway=result.pathway,
+                            recommendation_code=follow_up.recommendation_code, baseline_at=baseline, due_at=due,
+                            overdue_at=due + dt.timedelta(days=follow_up.grace_days))
+    session.add(plan)
+    audit(session, "pathway", "surveillance.opened", "surveillance_plan", plan.id, result_id=result.id,
+          recommendation=follow_up.recommendation_code, due=due.date().isoformat())
+    return plan
+
+
+def study_arrived(session: Session, run: PathwayRun, study: Study, patient_key: str) -> None:
+    """A study handed to `run`: it is the follow-up of every due plan of the same patient and
+    pathway whose baseline study is another, earlier one."""
+    plans = session.exec(
+        select(SurveillancePlan, Result.study_uid)
+        .join(Result, Result.id == SurveillancePlan.result_id)
+        .where(SurveillancePlan.patient_key == patient_key, SurveillancePlan.pathway == run.pathway,
+               SurveillancePlan.status == DUE, SurveillancePlan.baseline_at < study.first_received_at)
+    ).all()
+    for plan, baseline_uid in plans:
+        if baseline_uid != study.study_uid:
+            _close(session, plan, RECEIVED, f"follow-up study received ({study_key(study.study_uid)})",
+                   actor="readiness", run_id=run.id)
+
+
+def cancel_for_result(session: Session, result_id: str, reason: str, actor: str) -> None:
+    """The plan of a result that no longer stands (rejected at review, superseded) is cancelled."""
+    plan = session.exec(select(SurveillancePlan).where(SurveillancePlan.result_id == result_id,
+                                                       SurveillancePlan.status == DUE)).first()
+    if plan is not None:
+        _close(session, plan, CANCELLED, reason, actor=actor)
+
+
+def _close(session: Session, plan: SurveillancePlan, status: str, reason: str, *, actor: str,
+           run_id: str | None = None) -> None:
+    plan.status, plan.closed_at, plan.close_reason, plan.closed_by_run_id = status, utcnow(), reason, run_id
+    audit(session, actor, f"surveillance.{status}", "surveillance_plan", plan.id, reason=reason, run_id=run_id)
+
+
+def claim_alert(plan_id: str, now: dt.datetime) -> bool:
+    """True for the one caller that may alert on this overdue plan (a conditional UPDATE)."""
+    with session_scope() as session:
+        claimed = session.execute(
+            update(SurveillancePlan)
+            .where(SurveillancePlan.id == plan_id, SurveillancePlan.status == DUE,
+                   SurveillancePlan.alerted_at.is_(None), SurveillancePlan.overdue_at <= now)
+            .values(alerted_at=now)
+        ).rowcount == 1
+        if claimed:
+            audit(session, "failsafe", "surveillance.overdue-alerted", "surveillance_plan", plan_id)
+        return claimed
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One plan as ops and the responsible team see it: pseudonymous keys, dates, status."""
+
+    plan_id: str
+    pathway: str
+    patient_key: str
+    study_key: str  # the baseline study
+    accession_number: str  # of the baseline order: for the responsible team's terminal, never Prefect
+    recommendation_code: str
+    due_on: dt.date
+    overdue_on: dt.date
+    status: str  # due | overdue | received | cancelled
+    follow_up_ordered: bool  # an order of the same pathway for the patient came after the baseline
+    alerted: bool
+    closed_reason: str
+
+
+def plans(now: dt.datetime | None = None, *, include_closed: bool = False) -> list[PlanRow]:
+    """Surveillance plans, earliest due first; `status` says overdue where the grace has passed."""
+    now = now or utcnow()
+    with session_scope() as session:
+        query = (select(SurveillancePlan, Result.study_uid, Result.run_id, Order.accession_number)
+                 .join(Result, Result.id == SurveillancePlan.result_id)
+                 .join(PathwayRun, PathwayRun.id == Result.run_id)
+                 .join(Order, Order.id == PathwayRun.order_id))
+        if not include_closed:
+            query = query.where(SurveillancePlan.status == DUE)
+        rows = session.exec(query.order_by(SurveillancePlan.due_at)).all()
+        ordered = _ordered_since(session, [(plan, run_id) for plan, _, run_id, _ in rows if plan.status == DUE])
+        return [PlanRow(plan.id, plan.pathway, plan.patient_key, study_key(uid), accession, plan.recommendation_code,
+                        plan.due_at.date(), plan.overdue_at.date(),
+                        OVERDUE if plan.status == DUE and plan.overdue_at <= now else plan.status,
+                        plan.id in ordered, plan.alerted_at is not None, plan.close_reason)
+                for plan, uid, _, accession in rows]
+
+
+def surveillance_rows(rows: list[PlanRow]) -> list[dict]:
+    """The radpath-surveillance table (pure): pseudonymous keys and dates, no accession number."""
+    return [{"pathway": r.pathway, "patient": r.patient_key, "baseline study": r.study_key,
+             "recommendation": r.recommendation_code, "due": r.due_on.isoformat(),
+             "escalated from": r.overdue_on.isoformat(), "status": r.status,
+             "follow-up ordered": "yes" if r.follow_up_ordered else "no", "alerted": "yes" if r.alerted else "no"}
+            for r in rows]
+
+
+
+def _ordered_since(session: Session, due: list[tuple[SurveillancePlan, str]]) -> set[str]:
+    """Plans (with their baseline run) whose patient has another order of the same pathway,
+    received after the baseline study: the follow-up was booked, though no study has come yet."""
+    if not due:
+        return set()
+    orders = session.exec(
+        select(Order.patient_key, PathwayRun.pathway, PathwayRun.id, Order.received_at)
+        .join(PathwayRun, PathwayRun.order_id == Order.id)
+        .where(Order.patient_key.in_({plan.patient_key for plan, _ in due}), Order.status != "cancelled")
+    ).all()
+    return {plan.id for plan, baseline_run in due
+            if any(key == plan.patient_key and pathway == plan.pathway and run != baseline_run and at > plan.baseline_at
+                   for key, pathway, run, at in orders)}

@@ -1,0 +1,164 @@
+"""Surveillance plans and their failsafe (issue 17), through the production paths: the order
+through the HL7 intake, images through the store, the readiness sweep, the real lung flow
+under a real (temporary) Prefect API, the failsafe flow, `radpath surveillance list`.
+
+The follow-up study is another synthetic chest CT re-labelled with the baseline patient (its
+order's PID segment and its images' Patient module), as a patient's second scan would come."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlmodel import select
+
+from integrations.db import ledger, ops, surveillance
+from integrations.db.engine import session_scope
+from integrations.db.models import AuditEvent, Result, SurveillancePlan
+from integrations.hl7.orders import parse_order
+from pathways.lung_cancer_ct import CATEGORY_ORDER
+from pathways.spec import Surveillance
+from tests.conftest import ingest_synthetic_study, make_ready, prefect_events
+from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
+
+# Generator seed 17 draws a 7.5 mm solid nodule of 220 mm3 (BTS 2015 Algorithm 1: 80 to < 300 mm3,
+# CT at 3 months) and a 3.1 mm one (no follow-up); seed 18 is another patient's chest CT.
+BASELINE_SEED, FOLLOW_UP_SEED = 17, 18
+
+
+def _relabel_as(baseline, follow_up, out: Path) -> tuple[str, list[bytes]]:  # noqa: ANN001 - GeneratedStudy
+    """The follow-up study's order and images, carrying the baseline patient's identity."""
+    pid = next(s for s in Path(baseline.order_path).read_bytes().decode().split("\r") if s.startswith("PID"))
+    order = "\r".join(pid if s.startswith("PID") else s for s in Path(follow_up.order_path).read_bytes().decode().split("\r"))
+    patient = pydicom.dcmread(next(Path(baseline.dicom_dir).rglob("*.dcm")), stop_before_pixels=True)
+    images = []
+    for path in sorted(Path(follow_up.dicom_dir).rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for element in patient.group_dataset(0x0010):
+            ds[element.tag] = element
+        target = out / path.name
+        ds.save_as(target, enforce_file_format=True)
+        images.append(target.read_bytes())
+    return order, images
+
+
+def _plan() -> SurveillancePlan:
+    with session_scope() as s:
+        return s.exec(select(SurveillancePlan)).one()
+
+
+@pytest.mark.slow
+def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follow_up_study(
+        prefect_api, radpath_env, registry, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.dispatch import run_pathway
+    from flows.surveillance import surveillance_failsafe
+    from integrations.dicom.store import ingest_instances
+    from radpath import cli
+    from radpath.synth import generate
+    from tests.hl7_fixtures import receive
+
+    baseline, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", BASELINE_SEED)
+    state = asyncio.run(run_pathway(run_id))
+    assert state.name == "Delivered", state.message
+    with session_scope() as s:
+        result = s.exec(select(Result)).one()
+    assert result.assessment["recommendation_code"] == "ct-3-months"
+
+    plan = _plan()  # opened with the result, 91 days after the baseline study arrived (the lung spec)
+    assert (plan.result_id, plan.status, plan.recommendation_code) == (result.id, "due", "ct-3-months")
+    assert plan.due_at - plan.baseline_at == dt.timedelta(days=91)
+    assert plan.overdue_at - plan.due_at == dt.timedelta(days=28)
+
+    # Before the grace period has passed: listed as due, nothing alerted.
+    before = surveillance_failsafe(as_of=plan.overdue_at - dt.timedelta(hours=1), return_state=True)
+    assert before.message == "1 plans open, 0 overdue, 0 newly alerted"
+
+    # Past it: one alert, however many passes run.
+    late = plan.overdue_at + dt.timedelta(days=2)
+    first = surveillance_failsafe(as_of=late, return_state=True)
+    second = surveillance_failsafe(as_of=late + dt.timedelta(hours=1), return_state=True)
+    assert first.message == "1 plans open, 1 overdue, 1 newly alerted"
+    assert second.message == "1 plans open, 1 overdue, 0 newly alerted"
+    events = [e for e in prefect_events(prefect_api, "radpath.surveillance.overdue")
+              if e["resource"]["prefect.resource.id"] == f"radpath.surveillance_plan.{plan.id}"]
+    assert len(events) == 1
+    payload = events[0]["payload"]
+    assert payload["recommendation"] == "ct-3-months" and payload["days_overdue"] == 30
+    assert payload["follow_up_ordered"] is False and payload["patient_key"] == plan.patient_key
+    (row,) = surveillance.plans(late)
+    assert (row.status, row.alerted, row.accession_number) == ("overdue", True, baseline.accession_number)
+
+    # The responsible team's terminal names the accession number; the Prefect table does not.
+    monkeypatch.setattr(cli.console, "width", 300)
+    listed = CliRunner().invoke(cli.app, ["surveillance", "list"])
+    assert listed.exit_code == 0 and baseline.accession_number in listed.output and "ct-3-months" in listed.output
+    assert baseline.accession_number not in str(surveillance.surveillance_rows([row]))
+
+    # The follow-up: first its order (booked, no study yet), then its images close the plan.
+    (follow_up,) = generate("chest-ct", 1, FOLLOW_UP_SEED, tmp_path / "follow-up")
+    (tmp_path / "relabelled").mkdir()
+    order, images = _relabel_as(baseline, follow_up, tmp_path / "relabelled")
+    assert receive(order, registry).status == "accepted"
+    (row,) = surveillance.plans(late)
+    assert row.follow_up_ordered and row.status == "overdue"
+    ingest_instances(images)
+    (follow_up_run,) = make_ready(follow_up.study_uid, registry)
+    plan = _plan()
+    assert (plan.status, plan.closed_by_run_id) == ("received", follow_up_run)
+    assert "follow-up study received" in plan.close_reason
+    assert surveillance.plans(late) == []
+    closed = surveillance_failsafe(as_of=late, return_state=True)
+    assert closed.message == "0 plans open, 0 overdue, 0 newly alerted"
+    with session_scope() as s:
+        actions = [a.action for a in s.exec(select(AuditEvent).where(AuditEvent.entity_id == plan.id)
+                                             .order_by(AuditEvent.id)).all()]
+    assert actions == ["surveillance.opened", "surveillance.overdue-alerted", "surveillance.received"]
+
+    # The alert, its table and the failsafe's runs hold pseudonymous keys only.
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_LOCAL_STORAGE_PATH
+
+    db_path = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    assert_prefect_holds_none([db_path.parent, Path(PREFECT_LOCAL_STORAGE_PATH.value())],
+                              identity_forms(parse_order(Path(baseline.order_path).read_bytes().decode())),
+                              linkable_values(baseline.accession_number, baseline.study_uid), plan.patient_key)
+
+
+def test_a_result_rejected_at_review_or_superseded_cancels_its_plan(radpath_env, registry, tmp_path):
+    """The ledger's write path (what tasks/results.record_result and the review decision call),
+    on a real order, study and readiness sweep; no flow is needed to open a plan."""
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", FOLLOW_UP_SEED)
+    follow_up = registry.get("lung-cancer-ct").surveillance.follow_up("ct-12-months")
+
+    def record(revision: int) -> str:
+        result_id = ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0", revision)
+        ledger.record_result(run_id, result_id=result_id, study_uid=study.study_uid, pathway="lung-cancer-ct",
+                             model_version="1.1.0", assessment={"recommendation_code": "ct-12-months"}, report={},
+                             urgent=False, deliveries=[], study_revision=revision, follow_up=follow_up)
+        return result_id
+
+    first = record(0)
+    second = record(1)  # late images re-ran the study: the first result is superseded
+    with session_scope() as s:
+        plans = {p.result_id: p for p in s.exec(select(SurveillancePlan)).all()}
+    assert plans[first].status == "cancelled" and "superseded" in plans[first].close_reason
+    assert plans[second].status == "due" and plans[second].due_at - plans[second].baseline_at == dt.timedelta(days=365)
+    ops.set_review(second, "rejected", reviewer="Dr Test", reason="the nodule is a vessel")
+    with session_scope() as s:
+        plan = s.exec(select(SurveillancePlan).where(SurveillancePlan.result_id == second)).one()
+    assert plan.status == "cancelled" and "rejected at review" in plan.close_reason
+    assert surveillance.plans() == []
+
+
+def test_the_surveillance_spec_names_lung_categories_and_positive_intervals(registry):
+    lung = registry.get("lung-cancer-ct").surveillance
+    assert set(lung.follow_up_days) <= set(CATEGORY_ORDER)
+    assert lung.follow_up("ct-3-months").days == 91 and lung.follow_up("ct-12-months").days == 365
+    assert lung.follow_up("pet-ct") is None and lung.follow_up("no-nodule-detected") is None
+    assert all(not registry.get(name).surveillance.follow_up_days for name in registry.specs if name != "lung-cancer-ct")
+    with pytest.raises(ValueError, match="positive"):
+        Surveillance(follow_up_days={"ct-3-months": 0})
