@@ -27,8 +27,13 @@ system-deps:
 	bash scripts/install-fhir-test-tools.sh
 	bash scripts/install-inference-server.sh
 
+# bandit: a high-severity finding fails the build; lower ones are reviewed, not blocking
+# (`$(BIN)/bandit -r radpath integrations pathways flows tasks deployments` lists them).
+SECURITY_SCAN := radpath integrations pathways flows tasks deployments models bench scripts
+
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/bandit -q -r $(SECURITY_SCAN) --severity-level high
 	$(BIN)/python -m pytest
 
 clean:

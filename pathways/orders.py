@@ -57,6 +57,8 @@ class PatientUpdate:
     given_name: str
     birth_date: dt.date | None
     sex: str
+    local_id_authority: str | None = None
+    deceased: bool = False  # PID-30 Patient Death Indicator "Y" (HL7 table 0136)
 
 
 URGENT_PRIORITIES = ("urgent", "asap", "stat")

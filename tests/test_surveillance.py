@@ -162,3 +162,26 @@ def test_the_surveillance_spec_names_lung_categories_and_positive_intervals(regi
     assert all(not registry.get(name).surveillance.follow_up_days for name in registry.specs if name != "lung-cancer-ct")
     with pytest.raises(ValueError, match="positive"):
         Surveillance(follow_up_days={"ct-3-months": 0})
+
+
+def test_a_patient_recorded_deceased_by_adt_has_their_plans_cancelled(radpath_env, registry, tmp_path):
+    """ADT^A08 with PID-30 (Patient Death Indicator) "Y", through the HL7 intake."""
+    from tests.hl7_fixtures import receive
+
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", FOLLOW_UP_SEED)
+    result_id = ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0")
+    ledger.record_result(run_id, result_id=result_id, study_uid=study.study_uid, pathway="lung-cancer-ct",
+                         model_version="1.1.0", assessment={"recommendation_code": "ct-3-months"}, report={},
+                         urgent=False, deliveries=[],
+                         follow_up=registry.get("lung-cancer-ct").surveillance.follow_up("ct-3-months"))
+    pid = next(s for s in Path(study.order_path).read_bytes().decode().split("\r") if s.startswith("PID")).split("|")
+    alive = "|".join(pid + [""] * (31 - len(pid)))
+    deceased = alive.split("|")
+    deceased[29], deceased[30] = "20270101", "Y"  # PID-29 death date, PID-30 death indicator
+    adt = "MSH|^~\\&|PAS|RXX01|RADPATH|RADPATH|20270102090000||ADT^A08^ADT_A01|{c}|P|2.4\rEVN|A08|20270102090000\r{p}\rPV1|1|O\r"
+    assert receive(adt.format(c="ADT-1", p=alive), registry).status == "accepted"
+    assert [p.status for p in surveillance.plans()] == ["due"]  # an update that is not a death changes nothing
+    assert receive(adt.format(c="ADT-2", p="|".join(deceased)), registry).status == "accepted"
+    assert surveillance.plans() == []
+    (plan,) = surveillance.plans(include_closed=True)
+    assert plan.status == "cancelled" and "deceased" in plan.closed_reason

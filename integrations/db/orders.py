@@ -32,6 +32,7 @@ from sqlmodel import Session, select
 
 from integrations.db import messages
 from integrations.db.engine import session_scope
+from integrations.db import surveillance
 from integrations.db.ledger import audit, audit_values, patient_key
 from integrations.db.runs import OPEN as OPEN_RUNS, RunStatus, move as move_run
 from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values
@@ -350,8 +351,14 @@ def note_status(session: Session, parsed: OrderRequest, message_id: str, *, acto
 
 def update_patient(session: Session, update: PatientUpdate, message_id: str, *, actor: str) -> list[str]:
     """ADT^A08/A31: refresh demographics on the patient's open orders; returns their ids.
+    A death indicator (PID-30 "Y") also cancels the patient's surveillance plans.
 
     The same hospital number under another NHS number is never merged silently."""
+    if update.deceased:
+        keys = {patient_key(update.nhs_number)} if update.nhs_number else set()
+        if update.local_patient_id:
+            keys.add(patient_key(f"{update.local_id_authority}:{update.local_patient_id}"))
+        surveillance.cancel_for_patient(session, keys, "the patient is recorded deceased (ADT PID-30)", actor=actor)
     clauses = []
     if update.nhs_number:
         clauses.append(Order.nhs_number == update.nhs_number)

@@ -4,7 +4,8 @@ A plan's life (issue 17): opened with the result whose recommendation names a fo
 (`open_plan`, inside `ledger.record_result`'s transaction) → received when a later study of
 the same patient is handed to a run of the same pathway (`study_arrived`, inside the readiness
 sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
-later revision of the same study (`cancel_for_result`). A plan still due past `overdue_at` is
+later revision of the same study (`cancel_for_result`), or when an ADT message records the
+patient deceased (`cancel_for_patient`). A plan still due past `overdue_at` is
 overdue: the failsafe claims its one alert with a conditional UPDATE (`claim_alert`), so two
 failsafe passes never alert twice.
 """
@@ -62,6 +63,15 @@ def cancel_for_result(session: Session, result_id: str, reason: str, actor: str)
     plan = session.exec(select(SurveillancePlan).where(SurveillancePlan.result_id == result_id,
                                                        SurveillancePlan.status == DUE)).first()
     if plan is not None:
+        _close(session, plan, CANCELLED, reason, actor=actor)
+
+
+def cancel_for_patient(session: Session, patient_keys: set[str], reason: str, actor: str) -> None:
+    """Every due plan of the patient is cancelled (recorded deceased)."""
+    if not patient_keys:
+        return
+    for plan in session.exec(select(SurveillancePlan).where(SurveillancePlan.patient_key.in_(patient_keys),
+                                                            SurveillancePlan.status == DUE)).all():
         _close(session, plan, CANCELLED, reason, actor=actor)
 
 

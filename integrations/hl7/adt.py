@@ -1,4 +1,5 @@
-"""ADT^A08 (update patient information) and ADT^A31 (update person information): the PID."""
+"""ADT^A08 (update patient information) and ADT^A31 (update person information): the PID,
+including the death indicator (PID-30), which ends the patient's surveillance plans."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def parse_patient_update(raw: str) -> PatientUpdate:
     pid = next((s for s in message.children if s.name == "PID"), None)
     if pid is None:
         raise InvalidInput("PID: segment missing")
-    nhs_number, local_id, _ = patient_identifiers(pid)
+    nhs_number, local_id, local_authority = patient_identifiers(pid)
     birth = _text(pid.pid_7.ts_1) if pid.pid_7 else ""
     try:
         birth_date = dt.datetime.strptime(birth[:8], "%Y%m%d").date() if birth else None
@@ -42,4 +43,6 @@ def parse_patient_update(raw: str) -> PatientUpdate:
         given_name=_text(pid.pid_5.xpn_2) if pid.pid_5 else "",
         birth_date=birth_date,
         sex=sex if sex in ("F", "M") else "U",
+        local_id_authority=local_authority,
+        deceased=_text(pid.pid_30).upper() == "Y" if pid.pid_30 else False,
     )
