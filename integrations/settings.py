@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     ui_auth: SecretStr | None = Field(
         default=None, description='"user:password": HTTP basic auth in front of the Prefect UI and API that `radpath '
         'serve` and `radpath ui` start (the UI asks for it; every Prefect client radpath starts sends it)')
+    prefect_retention_days: int = Field(
+        default=90, ge=1, description="The Prefect server radpath starts deletes finished flow runs (their logs, "
+        "artifacts and task runs) this many days after they ended, and events after Prefect's 7 days, so its "
+        "database does not grow without end; the ledger keeps the clinical record and the audit")
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
     runner_limit: int = Field(default=2, ge=1, description="Routine flow runs (and the reconciler) `radpath serve` runs "

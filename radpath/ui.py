@@ -32,7 +32,7 @@ def server_command(host: str, port: int) -> list[str]:
 def server_env(host: str, port: int) -> dict[str, str]:
     """The server's environment: radpath's Prefect home, no client API URL of its own (the
     UI then talks to this server), the UI's address for alert links, basic auth where
-    RADPATH_UI_AUTH is set, no analytics."""
+    RADPATH_UI_AUTH is set, no analytics, and a database vacuum of old runs and events."""
     env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "PREFECT_UI_API_URL"}}
     env["PREFECT_HOME"] = str(prefect_home())
     env["PREFECT_UI_API_URL"] = api_url(host, port)
@@ -40,6 +40,9 @@ def server_env(host: str, port: int) -> dict[str, str]:
     # users reach the UI at.
     env.setdefault("PREFECT_UI_URL", f"http://{host}:{port}")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # Prefect's database vacuum: events (Prefect's default) and finished flow runs past retention.
+    env["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"] = "events,flow_runs"
+    env["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"] = str(get_settings().prefect_retention_days * 86400)
     env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     auth = get_settings().ui_auth
     if auth is not None:  # the UI asks for it; the API answers 401 without it (health probes excepted)
