@@ -18,6 +18,7 @@ from integrations.db.runs import RunStatus
 from integrations.settings import get_settings
 from pathways.registry import default_registry
 from pathways.routing import route
+from pathways.disclosure import burned_in_problem
 from pathways.findings import SeriesRef
 from pathways.report import ReportContent
 from pathways.model_card import ModelCard, input_problems
@@ -131,11 +132,22 @@ def not_measurable(run_id: str, pathway: str, study_key: str, timer: StepTimer, 
     return Completed(name="NotMeasurable", message=f"not measurable: {reason}")
 
 
-def volume_problems(card: ModelCard, inputs) -> list[str]:  # noqa: ANN001 - tasks.imaging.PreparedInputs
-    """Why a prepared volume is outside the model card's input domain (empty: inside)."""
+def volume_problems(card: ModelCard, inputs, model_name: str) -> list[str]:  # noqa: ANN001 - tasks.imaging.PreparedInputs
+    """Why a prepared volume is outside the model card's input domain, or may not be sent to the
+    model's remote inference service (empty: neither)."""
     volume = inputs.volume
     return input_problems(card, modality=inputs.series.modality, spacing_mm=volume.spacing_zyx_mm,
-                          matrix=volume.shape_zyx[1:], slices=volume.shape_zyx[0], age_years=inputs.patient.age_years)
+                          matrix=volume.shape_zyx[1:], slices=volume.shape_zyx[0], age_years=inputs.patient.age_years
+                          ) + disclosure_problems(model_name, inputs.series.modality, volume.burned_in_annotation)
+
+
+def disclosure_problems(model_name: str, modality: str, burned_in_annotation: str) -> list[str]:
+    """Why these images may not leave the trust for the model's remote inference service: pixels
+    that carry, or may carry, burned-in identifying text (pathways/disclosure.py). Empty where the
+    model runs here or the service is configured `burned_in_annotation: allow`."""
+    service = get_settings().inference_services.get(model_name)
+    problem = burned_in_problem(burned_in_annotation, modality) if service and service.burned_in_annotation == "refuse" else None
+    return [f"not sent to the remote inference service: {problem} (DICOM PS3.15 Annex E, Clean Pixel Data)"] if problem else []
 
 
 def deliver_all(delivery_ids: list[str]) -> tuple[list[str], list[str]]:

@@ -37,7 +37,7 @@ async def dementia_mri(run_id: str, study_key: str):  # noqa: ANN201 - returns a
     if inputs.series is None:
         return not_eligible(run_id, "3D T1 series")
     card = registry.card(PATHWAY)
-    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs):
+    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs, spec.model.name):
         return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("inference"):
         volumetry = measure_brain_volumes(inputs.volume, spec.model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import already_finished, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run
+from flows.common import already_finished, disclosure_problems, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run
 from pathways.model_card import input_problems, output_problems
 from pathways.heart_failure import assess_lv_function
 from pathways.heart_failure_report import calcium_report_content, echo_report_content
@@ -39,7 +39,8 @@ async def heart_failure_echo(run_id: str, study_key: str):  # noqa: ANN201 - ret
         return not_eligible(run_id, "echo cine")
     card, cine = registry.card(ECHO), inputs.cine
     problems = input_problems(card, modality=inputs.series.modality, spacing_mm=(cine.cm_per_pixel * 10,),
-                              matrix=(cine.rows, cine.columns), frames=cine.n_frames, age_years=inputs.age_years)
+                              matrix=(cine.rows, cine.columns), frames=cine.n_frames, age_years=inputs.age_years
+                              ) + disclosure_problems(spec.model.name, inputs.series.modality, cine.burned_in_annotation)
     if problems:
         return not_measurable(run_id, ECHO, study_key, timer, problems)
     with timer.step("inference"):

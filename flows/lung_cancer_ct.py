@@ -37,7 +37,7 @@ async def lung_cancer_ct(run_id: str, study_key: str):  # noqa: ANN201 - returns
     if inputs.series is None:
         return not_eligible(run_id, "thin-slice axial chest CT series")
     card = registry.card(PATHWAY)
-    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs):
+    if problems := [inputs.not_measurable] if inputs.not_measurable else volume_problems(card, inputs, spec.model.name):
         return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("inference"):
         detection = detect_lung_nodules(inputs.volume, spec.model)

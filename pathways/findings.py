@@ -46,6 +46,7 @@ class VolumeRef(_Frozen):
     # The distinct KVP (tube voltage) values of its slices; empty: not recorded (CT)
     kvp_values: tuple[float, ...] = ()
     contrast_agent: str = ""  # Contrast/Bolus Agent (0018,0010) of its slices; empty: none recorded
+    burned_in_annotation: str = ""  # YES | NO | "" not recorded (pathways.disclosure.burned_in_value)
 
     @property
     def content_key(self) -> str:

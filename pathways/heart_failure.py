@@ -72,6 +72,7 @@ class CineRef(_Frozen):
     region: tuple[int, int, int, int]  # min_x, min_y, max_x, max_y, pixels
     frame_time_ms: float | None = None
     heart_rate_bpm: int | None = None
+    burned_in_annotation: str = ""  # YES | NO | "" not recorded (pathways.disclosure.burned_in_value)
 
 
 class EchoRules(_Frozen):

@@ -151,3 +151,39 @@ def test_a_real_brain_is_never_graded_from_the_phantom_fitted_model(prefect_api,
         volumes = result.assessment["volumes"]
         assert abs(volumes["intracranial_ml"] - colin27.brain_mask_ml()) / colin27.brain_mask_ml() < 0.10
         assert all(2.0 <= volumes[f"hippocampus_{s}_ml"] <= 5.0 for s in ("left", "right"))
+
+
+@pytest.mark.parametrize(("tags", "sent"), [({}, False), ({"BurnedInAnnotation": "YES"}, False),
+                                            ({"BurnedInAnnotation": "NO"}, True)])
+def test_an_echo_cine_that_may_carry_burned_in_text_never_goes_to_a_remote_inference_service(
+        prefect_api, radpath_env, registry, tmp_path, monkeypatch, tags, sent):
+    """Ultrasound machines burn the patient's name into the image; the tensors sent to a remote
+    service are pixels. A cine that says Burned In Annotation YES, or does not say NO, is not
+    sent (hazard H-28). The service's address has nothing listening: the cine marked NO is sent,
+    so its run fails on the connection, which shows the refusal is the only thing stopping the others."""
+    import json
+
+    from integrations.settings import reset_settings
+    from tests.served import free_port
+
+    monkeypatch.setenv("RADPATH_INFERENCE_SERVICES", json.dumps({"echo-lv": {"url": f"http://127.0.0.1:{free_port()}",
+                                                                            "timeout_seconds": 5}}))
+    reset_settings()
+    run_id = _study_with(tmp_path, registry, "echo", 5, lambda files: _retagged(files, **tags))
+    state, run, results, deliveries, audits = _outcome(run_id)
+    if sent:
+        assert state.is_failed() and "TransientError" in str(state.message), state.message
+        return
+    assert state.name == "NotMeasurable", state.message
+    assert "not sent to the remote inference service" in state.message and "Burned In Annotation" in run.status_reason
+    assert results == [] and deliveries == [] and len(audits) == 1
+
+
+def test_burned_in_annotation_of_a_series_and_what_it_keeps_from_leaving():
+    from pathways.disclosure import burned_in_problem, burned_in_value
+
+    assert burned_in_value(["NO", "NO"]) == "NO" and burned_in_value(["NO", "YES"]) == "YES"
+    assert burned_in_value(["NO", None]) == "" and burned_in_value([]) == ""
+    assert "YES" in burned_in_problem("YES", "CT")
+    assert "US images commonly carry" in burned_in_problem("", "US") and burned_in_problem("NO", "US") is None
+    assert burned_in_problem("", "CT") is None and burned_in_problem("", "MR") is None

@@ -17,6 +17,7 @@ import pydicom
 from integrations.dicom.store import series_files
 from integrations.errors import InvalidInput
 from integrations.settings import get_settings
+from pathways.disclosure import burned_in_value
 from pathways.heart_failure import CineRef
 
 _CM = 3  # Physical Units X/Y Direction: 3 = cm (PS3.3 C.8.5.5.1.15)
@@ -83,6 +84,7 @@ def load_cine_file(path: Path, cache_dir: Path | None = None) -> CineRef:
         cm_per_pixel=cm_per_pixel, region=region,
         frame_time_ms=float(frame_time) if frame_time not in (None, "") else None,
         heart_rate_bpm=int(heart_rate) if heart_rate not in (None, "") else None,
+        burned_in_annotation=burned_in_value([ds.get("BurnedInAnnotation")]),
     )
 
 

@@ -11,6 +11,7 @@ import pydicom
 from integrations.dicom.store import series_files
 from integrations.errors import InvalidInput
 from integrations.settings import get_settings
+from pathways.disclosure import burned_in_value
 from pathways.findings import VolumeRef
 
 
@@ -92,6 +93,7 @@ def load_volume(series_uid: str) -> VolumeRef:
         sop_instance_uids=tuple(uid for _, uid in files),
         kvp_values=tuple(sorted({float(h.KVP) for h in headers if h.get("KVP") not in (None, "")})),
         contrast_agent=next((str(h.ContrastBolusAgent) for h in headers if str(h.get("ContrastBolusAgent", "")).strip()), ""),
+        burned_in_annotation=burned_in_value(h.get("BurnedInAnnotation") for h in headers),
     )
 
 

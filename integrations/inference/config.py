@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -24,6 +26,9 @@ class InferenceService(BaseModel):
     timeout_seconds: float = Field(default=300.0, gt=0)
     bearer_token: SecretStr | None = None
     bearer_token_file: Path | None = None
+    burned_in_annotation: Literal["refuse", "allow"] = Field(
+        default="refuse", description="refuse: images that carry burned-in text, or may (pathways/disclosure.py), are "
+        "not sent and the run ends not measurable; allow only for a service inside the trust")
 
     def headers(self) -> dict[str, str]:
         token = self.bearer_token.get_secret_value() if self.bearer_token else None
