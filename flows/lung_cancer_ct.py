@@ -1,4 +1,5 @@
-"""Lung cancer — chest CT: nodules detected and measured, Brock risk, BTS follow-up, delivered.
+"""Lung cancer — chest CT: nodules detected and measured, Brock risk, BTS follow-up, growth
+against the patient's prior chest CT, delivered.
 
 The steps and the branching only; what to select, which model, which thresholds and where
 results go all come from `pathways/specs/lung_cancer_ct.yaml`.
@@ -10,7 +11,9 @@ from prefect import flow
 
 from flows.common import already_finished, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
 from pathways.model_card import output_problems
-from pathways.lung_cancer_ct import assess_lung_study
+from integrations.db import surveillance
+from pathways.findings import LungAssessment
+from pathways.lung_cancer_ct import assess_lung_study, compare_to_prior
 from pathways.lung_cancer_report import lung_report_content
 from pathways.registry import default_registry
 from tasks.imaging import prepare_inputs
@@ -45,7 +48,12 @@ async def lung_cancer_ct(run_id: str, study_key: str):  # noqa: ANN201 - returns
     if problems := output_problems(card, measured):
         return not_measurable(run_id, PATHWAY, study_key, timer, problems)
     with timer.step("rules"):
-        assessment = assess_lung_study(detection.nodules, inputs.patient, registry.rules(PATHWAY))
+        rules = registry.rules(PATHWAY)
+        assessment = assess_lung_study(detection.nodules, inputs.patient, rules).model_copy(update={
+            "study_date": inputs.volume.study_date, "lung_centroid_xyz_mm": detection.lung_centroid_xyz_mm})
+        if (prior := surveillance.prior_result(run_id)) is not None:  # growth against the patient's prior CT
+            assessment = compare_to_prior(assessment, LungAssessment.model_validate(prior.assessment), prior.study_key,
+                                          rules)
         content = lung_report_content(assessment)
     return record_and_deliver(PATHWAY, run_id, study_key, timer, content, assessment, inputs.series,
                               detection.mask_path, detection.model_name, detection.model_version)

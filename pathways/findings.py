@@ -6,6 +6,7 @@ name or birth date. Volumes and DICOM files never appear; they travel by referen
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Literal
 
@@ -47,6 +48,7 @@ class VolumeRef(_Frozen):
     kvp_values: tuple[float, ...] = ()
     contrast_agent: str = ""  # Contrast/Bolus Agent (0018,0010) of its slices; empty: none recorded
     burned_in_annotation: str = ""  # YES | NO | "" not recorded (pathways.disclosure.burned_in_value)
+    study_date: dt.date | None = None  # Study Date (0008,0020)
 
     @property
     def content_key(self) -> str:
@@ -97,6 +99,20 @@ class NoduleAssessment(_Frozen):
     recommendation: str  # human-readable sentence citing the guideline
 
 
+class NoduleGrowth(_Frozen):
+    """One nodule compared with the prior chest CT (pathways.lung_growth)."""
+
+    index: int | None  # in the current study (None: resolved)
+    prior_index: int | None  # in the prior study (None: new)
+    status: Literal["growing", "stable", "shrinking", "new", "resolved"]
+    prior_volume_mm3: float | None = None
+    volume_mm3: float | None = None
+    prior_long_axis_mm: float | None = None
+    long_axis_mm: float | None = None
+    volume_change: float | None = None  # (V2 - V1) / V1
+    vdt_days: float | None = None  # volume-doubling time, only for a significant change in volume
+
+
 class LungAssessment(_Frozen):
     """The clinical-rule outcome for one chest CT."""
 
@@ -106,3 +122,11 @@ class LungAssessment(_Frozen):
     urgent: bool
     urgent_reasons: tuple[str, ...] = ()
     guideline: str = "BTS 2015 pulmonary nodule guideline (Callister et al., Thorax 2015;70:ii1-ii54)"
+    # For the next study's comparison (pathways.lung_growth): when this scan was made and where
+    # its lungs' centroid lay (patient coordinates, mm).
+    study_date: dt.date | None = None
+    lung_centroid_xyz_mm: tuple[float, float, float] | None = None
+    # The comparison with the prior chest CT of the same patient, where there was one.
+    prior_study_key: str | None = None
+    interval_days: int | None = None
+    growth: tuple[NoduleGrowth, ...] = ()

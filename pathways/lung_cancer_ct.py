@@ -33,8 +33,9 @@ Patient context
 - Known malignancy: BTS advises considering previous malignancy in the risk assessment
   (summary, "Route of detection", grade D), which Brock cannot express; the category is
   unchanged and the recommendation asks for MDT review. Not expressible here (documented,
-  not handled): benign calcification / macroscopic fat, perifissural nodules, growth and
-  volume-doubling time on follow-up scans, fitness for treatment and patient preference.
+  not handled): benign calcification / macroscopic fat, perifissural nodules, fitness for
+  treatment and patient preference. Growth and volume-doubling time against the prior scan:
+  pathways/lung_growth.py (`compare_to_prior`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pathways.lung_growth import GrowthThresholds, compare_with_prior
 from pathways.findings import (
     LungAssessment,
     Nodule,
@@ -128,6 +130,9 @@ class LungThresholds(BaseModel):
             " exactly 30.0 mm is a nodule) -> NICE NG12 1.1.1 urgent referral"
         ),
     )
+
+    growth: GrowthThresholds = Field(
+        default=GrowthThresholds(), description="BTS 2015 'Nodule growth': comparison with the prior chest CT (pathways/lung_growth.py)")
 
     @model_validator(mode="after")
     def _ordered(self) -> LungThresholds:
@@ -324,6 +329,12 @@ def assess_lung_study(
     )
 
 
+def compare_to_prior(current: LungAssessment, prior: LungAssessment, prior_study_key: str,
+                     thresholds: LungThresholds = LungThresholds()) -> LungAssessment:
+    """The current study's assessment compared with the patient's prior chest CT (BTS 2015 growth)."""
+    return compare_with_prior(current, prior, prior_study_key, thresholds.growth, rank=_RANK)
+
+
 def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:
     reasons = []
     i = a.nodule.index
@@ -369,4 +380,18 @@ def compare_to_truth(result_assessment: dict, truth: dict) -> str:
     hits, false_positives = match_detections(truth["nodules"], found)
     brocks = [n["brock_probability"] for n in result_assessment["nodules"] if n["brock_probability"] is not None]
     brock = f"; max Brock {100 * max(brocks):.1f}%" if brocks else ""
-    return f"{hits}/{len(truth['nodules'])} nodules found, {false_positives} false +{brock}"
+    return f"{hits}/{len(truth['nodules'])} nodules found, {false_positives} false +{brock}{_vdt_vs_truth(result_assessment, truth)}"
+
+
+def _vdt_vs_truth(result_assessment: dict, truth: dict) -> str:
+    """For a follow-up with known growth: each growing nodule's VDT against the truth's."""
+    true_vdt = {g["index"]: g["vdt_days"] for g in truth.get("growth", [])}
+    centres = {n["nodule"]["index"]: n["nodule"]["centre_xyz_mm"] for n in result_assessment["nodules"]}
+    parts = []
+    for g in result_assessment.get("growth", []):
+        if g["status"] != "growing" or g["index"] not in centres:
+            continue
+        nearest = min(truth["nodules"], key=lambda t: math.dist(t["centre_xyz_mm"], centres[g["index"]]), default=None)
+        known = true_vdt.get(nearest["index"]) if nearest else None
+        parts.append(f"VDT {g['vdt_days']:.0f} d" + (f" (truth {known:.0f})" if known else ""))
+    return ("; " + ", ".join(parts)) if parts else ""

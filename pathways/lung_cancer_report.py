@@ -7,7 +7,7 @@ from `ResultContext`.
 from __future__ import annotations
 
 from pathways import codes
-from pathways.findings import LungAssessment, NoduleAssessment
+from pathways.findings import LungAssessment, NoduleAssessment, NoduleGrowth
 from pathways.lung_cancer_ct import NO_NODULE_DETECTED
 from pathways.report import Code, Finding, Measurement, Qualitative, ReportContent
 
@@ -93,6 +93,17 @@ def _nodule_sentence(item: NoduleAssessment) -> str:
     return text + f" {item.recommendation}"
 
 
+def _growth_sentence(g: NoduleGrowth) -> str:
+    if g.status == "new":
+        return f"Nodule {g.index}: new since the prior CT ({g.volume_mm3:.0f} mm3)."
+    if g.status == "resolved":
+        return f"Prior nodule {g.prior_index}: not seen on this CT (resolved, or missed by the AI)."
+    change = f"{g.prior_volume_mm3:.0f} -> {g.volume_mm3:.0f} mm3 ({g.volume_change:+.0%})"
+    if g.status == "stable":
+        return f"Nodule {g.index} (prior nodule {g.prior_index}): {change}, no significant change in volume."
+    return f"Nodule {g.index} (prior nodule {g.prior_index}): {change}, {g.status}; volume-doubling time {g.vdt_days:.0f} days."
+
+
 def lung_report_content(assessment: LungAssessment) -> ReportContent:
     """Report content for one chest CT: one finding per nodule, BTS 2015 conclusion."""
     findings = tuple(_nodule_finding(item) for item in assessment.nodules)
@@ -124,6 +135,10 @@ def _narrative(assessment: LungAssessment) -> str:
         lines.append("No pulmonary nodule was detected by the AI. The AI can miss nodules: this is not an all-clear.")
     for item in assessment.nodules:
         lines.append(_nodule_sentence(item))
+    if assessment.prior_study_key:
+        lines += ["", f"COMPARISON: prior chest CT {assessment.prior_study_key}, {assessment.interval_days} days earlier"
+                      " (aligned on the lungs; volumes by the same AI)."]
+        lines += [_growth_sentence(g) for g in assessment.growth] or ["No nodule on either scan."]
     lines += ["", "CONCLUSION:"]
     if assessment.urgent:
         reasons = "; ".join(assessment.urgent_reasons) or "see findings"

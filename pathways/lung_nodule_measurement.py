@@ -326,3 +326,16 @@ def lung_mask_from_hu(volume_hu: np.ndarray, air_below_hu: float = -400.0) -> np
     keep = np.nonzero(sizes >= 0.05 * sizes.max())[0]
     lungs = np.isin(labels, keep)
     return ndi.binary_fill_holes(lungs, structure=in_plane)
+
+
+def lung_centroid_xyz_mm(volume_hu: np.ndarray, spacing_zyx_mm, origin_xyz_mm, step: int = 2
+                         ) -> tuple[float, float, float] | None:
+    """The lungs' centre of mass in patient coordinates (mm; axial slices, identity in-plane
+    orientation), from every `step`-th voxel: what aligns a scan with the patient's prior
+    (pathways.lung_growth). None when no lung is found."""
+    mask = lung_mask_from_hu(np.asarray(volume_hu)[::step, ::step, ::step])
+    if not mask.any():
+        return None
+    z, y, x = ndi.center_of_mass(mask)
+    return tuple(float(o + c * step * float(s)) for o, c, s in
+                 zip(origin_xyz_mm, (x, y, z), (spacing_zyx_mm[2], spacing_zyx_mm[1], spacing_zyx_mm[0])))

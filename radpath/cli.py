@@ -109,15 +109,34 @@ def synth(
     count: int = typer.Option(1, min=1),
     seed: int = typer.Option(1),
     out: Path = typer.Option(Path("synthetic"), help="Output folder"),
+    follow_up_days: int = typer.Option(0, min=0, help="chest-ct: also the first study's follow-up this many days later"),
+    growth: str = typer.Option("", help='with --follow-up-days: volume ratio per nodule, e.g. "1=2.0,2=0" (0: resolved; default 1)'),
+    new_nodules: int = typer.Option(0, min=0, help="with --follow-up-days: new nodules on the follow-up"),
+    shift_mm: str = typer.Option("0,0,0", help="with --follow-up-days: where the patient lies this time, x,y,z mm"),
 ) -> None:
-    """Write deterministic synthetic studies (DICOM + HL7 order + truth.json)."""
+    """Write deterministic synthetic studies (DICOM + HL7 order + truth.json); for chest CT, also
+    the same patient's follow-up with nodules grown, stable, resolved or new at known VDTs."""
     from rich.progress import Progress
 
-    from radpath.synth import generate
+    from radpath.synth import FollowUpPlan, generate, generate_follow_up
 
+    if follow_up_days and kind != "chest-ct":
+        console.print("[red]--follow-up-days is for chest-ct[/red]")
+        raise typer.Exit(2)
     with Progress(console=console) as progress:
         bar = progress.add_task(f"{kind} studies", total=count)
         studies = generate(kind, count, seed, out, progress=lambda done, total: progress.update(bar, completed=done))
+    if follow_up_days:
+        try:
+            ratios = {int(k): float(v) for k, v in (item.split("=") for item in growth.split(",") if item.strip())}
+            shift = tuple(float(v) for v in shift_mm.split(","))
+        except ValueError:
+            console.print('[red]--growth is "INDEX=RATIO,…" and --shift-mm "x,y,z"[/red]')
+            raise typer.Exit(2) from None
+        if len(shift) != 3:
+            console.print('[red]--shift-mm is "x,y,z"[/red]')
+            raise typer.Exit(2)
+        studies.append(generate_follow_up(seed, FollowUpPlan(follow_up_days, ratios, new_nodules, shift), out))
     for study in studies:
         console.print(f"{study.kind} {study.accession_number} → {study.dicom_dir.parent}")
 

@@ -129,14 +129,21 @@ async def _through_front_doors(generated: list, progress: Progress) -> list[Demo
 
 
 def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = True) -> bool:
-    from radpath.synth import generate
+    from radpath.synth import FollowUpPlan, generate, generate_follow_up
+
+    # The first chest CT's follow-up: nodule 1 grows 80 % in 91 days (VDT about 107 days, in the
+    # range of lung cancer), nodule 2 is stable, and the patient lies elsewhere in the scanner.
+    follow_up = FollowUpPlan(days=91, volume_ratio={1: 1.8, 2: 1.05}, shift_xyz_mm=(10.0, -6.0, 14.0))
 
     settings = get_settings()
     prepare_ledger()
     console.print(f"radpath demo — data in [bold]{settings.data_dir.resolve()}[/bold], ledger {settings.resolved_database_url.split(':')[0]}")
     with Progress(console=console) as progress:
-        bar = progress.add_task("synthetic studies", total=studies + len(OTHER_KINDS))
+        bar = progress.add_task("synthetic studies", total=studies + 1 + len(OTHER_KINDS))
         generated = generate("chest-ct", studies, seed, settings.data_dir / "synthetic", progress=lambda d, t: progress.update(bar, completed=d))
+        # The first chest CT's patient again, 91 days later: compared with the prior (growth, VDT).
+        generated.append(generate_follow_up(seed, follow_up, settings.data_dir / "synthetic"))
+        progress.advance(bar)
         if all_pathways:
             for kind in OTHER_KINDS:
                 generated += generate(kind, 1, seed, settings.data_dir / "synthetic")

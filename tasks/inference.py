@@ -24,6 +24,7 @@ from integrations.settings import get_settings
 from pathways.dementia_mri import BrainVolumes
 from pathways.findings import Nodule, VolumeRef
 from pathways.heart_failure import CineRef, EchoRules, LvVolumes
+from pathways.lung_nodule_measurement import lung_centroid_xyz_mm
 from pathways.registry import model_path
 from pathways.spec import ModelRef, PathwaySpec
 
@@ -46,6 +47,7 @@ class NoduleDetection(BaseModel):
     model_sha256: str
     nodules: tuple[Nodule, ...]
     mask_path: str  # uint8 label mask (.npy) on local disk; label k = nodule k
+    lung_centroid_xyz_mm: tuple[float, float, float] | None = None  # aligns the scan with a prior
 
 
 def local_cache_key(*parts: object) -> str:
@@ -61,7 +63,8 @@ def local_cache_key(*parts: object) -> str:
 
 
 def _detection_cache_key(context, parameters) -> str:  # noqa: ANN001
-    return local_cache_key("lung-nodules", parameters["volume"].content_key, parameters["model"].sha256, parameters.get("threshold"))
+    # "lung-nodules-2": results cached before the lung centroid was part of a detection are not reused.
+    return local_cache_key("lung-nodules-2", parameters["volume"].content_key, parameters["model"].sha256, parameters.get("threshold"))
 
 
 @task(
@@ -89,6 +92,7 @@ def detect_lung_nodules(volume: VolumeRef, model: ModelRef, threshold: float | N
         model_sha256=loaded_model.sha256,
         nodules=tuple(nodules),
         mask_path=str(Path(out)),
+        lung_centroid_xyz_mm=lung_centroid_xyz_mm(hu, volume.spacing_zyx_mm, volume.origin_xyz_mm),
     )
 
 

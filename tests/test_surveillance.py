@@ -2,16 +2,17 @@
 through the HL7 intake, images through the store, the readiness sweep, the real lung flow
 under a real (temporary) Prefect API, the failsafe flow, `radpath surveillance list`.
 
-The follow-up study is another synthetic chest CT re-labelled with the baseline patient (its
-order's PID segment and its images' Patient module), as a patient's second scan would come."""
+The follow-up is the synthetic generator's follow-up of the same patient (`radpath.synth.
+generate_follow_up`): 91 days later, the nodule's volume doubled, the patient lying elsewhere
+in the scanner; its truth gives the volume-doubling time the pathway must find."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from pathlib import Path
 
-import pydicom
 import pytest
 from sqlmodel import select
 
@@ -27,22 +28,7 @@ from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_v
 # Generator seed 17 draws a 7.5 mm solid nodule of 220 mm3 (BTS 2015 Algorithm 1: 80 to < 300 mm3,
 # CT at 3 months) and a 3.1 mm one (no follow-up); seed 18 is another patient's chest CT.
 BASELINE_SEED, FOLLOW_UP_SEED = 17, 18
-
-
-def _relabel_as(baseline, follow_up, out: Path) -> tuple[str, list[bytes]]:  # noqa: ANN001 - GeneratedStudy
-    """The follow-up study's order and images, carrying the baseline patient's identity."""
-    pid = next(s for s in Path(baseline.order_path).read_bytes().decode().split("\r") if s.startswith("PID"))
-    order = "\r".join(pid if s.startswith("PID") else s for s in Path(follow_up.order_path).read_bytes().decode().split("\r"))
-    patient = pydicom.dcmread(next(Path(baseline.dicom_dir).rglob("*.dcm")), stop_before_pixels=True)
-    images = []
-    for path in sorted(Path(follow_up.dicom_dir).rglob("*.dcm")):
-        ds = pydicom.dcmread(path)
-        for element in patient.group_dataset(0x0010):
-            ds[element.tag] = element
-        target = out / path.name
-        ds.save_as(target, enforce_file_format=True)
-        images.append(target.read_bytes())
-    return order, images
+FOLLOW_UP = {"days": 91, "volume_ratio": {1: 2.0}, "shift_xyz_mm": (9.0, -7.0, 16.0)}
 
 
 def _plan() -> SurveillancePlan:
@@ -59,7 +45,7 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
     from flows.surveillance import surveillance_failsafe
     from integrations.dicom.store import ingest_instances
     from radpath import cli
-    from radpath.synth import generate
+    from radpath.synth import FollowUpPlan, generate_follow_up
     from tests.hl7_fixtures import receive
 
     baseline, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", BASELINE_SEED)
@@ -70,6 +56,7 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
     assert result.assessment["recommendation_code"] == "ct-3-months"
 
     plan = _plan()  # opened with the result, 91 days after the baseline study arrived (the lung spec)
+    plan_study_key = surveillance.plans()[0].study_key
     assert (plan.result_id, plan.status, plan.recommendation_code) == (result.id, "due", "ct-3-months")
     assert plan.due_at - plan.baseline_at == dt.timedelta(days=91)
     assert plan.overdue_at - plan.due_at == dt.timedelta(days=28)
@@ -100,13 +87,11 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
     assert baseline.accession_number not in str(surveillance.surveillance_rows([row]))
 
     # The follow-up: first its order (booked, no study yet), then its images close the plan.
-    (follow_up,) = generate("chest-ct", 1, FOLLOW_UP_SEED, tmp_path / "follow-up")
-    (tmp_path / "relabelled").mkdir()
-    order, images = _relabel_as(baseline, follow_up, tmp_path / "relabelled")
-    assert receive(order, registry).status == "accepted"
+    follow_up = generate_follow_up(BASELINE_SEED, FollowUpPlan(**FOLLOW_UP), tmp_path / "follow-up")
+    assert receive(Path(follow_up.order_path).read_bytes().decode(), registry).status == "accepted"
     (row,) = surveillance.plans(late)
     assert row.follow_up_ordered and row.status == "overdue"
-    ingest_instances(images)
+    ingest_instances(f.read_bytes() for f in sorted(Path(follow_up.dicom_dir).rglob("*.dcm")))
     (follow_up_run,) = make_ready(follow_up.study_uid, registry)
     plan = _plan()
     assert (plan.status, plan.closed_by_run_id) == ("received", follow_up_run)
@@ -118,6 +103,22 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
         actions = [a.action for a in s.exec(select(AuditEvent).where(AuditEvent.entity_id == plan.id)
                                              .order_by(AuditEvent.id)).all()]
     assert actions == ["surveillance.opened", "surveillance.overdue-alerted", "surveillance.received"]
+
+    # The follow-up's result compares it with the baseline: growth and VDT against the truth.
+    state = asyncio.run(run_pathway(follow_up_run))
+    assert state.name == "Delivered", state.message
+    with session_scope() as s:
+        current = s.exec(select(Result).where(Result.study_uid == follow_up.study_uid)).one()
+    truth = {g["index"]: g for g in json.loads(Path(follow_up.truth_path).read_text())["truth"]["growth"]}
+    growth = {g["prior_index"]: g for g in current.assessment["growth"]}
+    assert current.assessment["interval_days"] == 91 and current.assessment["prior_study_key"] == plan_study_key
+    grown = growth[1]
+    assert grown["status"] == "growing" and grown["index"] is not None
+    assert grown["vdt_days"] == pytest.approx(truth[1]["vdt_days"], rel=0.25)
+    # Now 9.4 mm: Brock puts it at PET-CT by size alone; the growth adds its own urgent reason.
+    assert current.assessment["recommendation_code"] in {"clinical-review", "pet-ct"} and current.urgent
+    assert any("VDT" in r and "the range of lung cancer" in r for r in current.assessment["urgent_reasons"])
+    assert "COMPARISON: prior chest CT" in current.report["text"] and "volume-doubling time" in current.report["text"]
 
     # The alert, its table and the failsafe's runs hold pseudonymous keys only.
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_LOCAL_STORAGE_PATH

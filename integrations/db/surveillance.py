@@ -155,3 +155,36 @@ def _ordered_since(session: Session, due: list[tuple[SurveillancePlan, str]]) ->
     return {plan.id for plan, baseline_run in due
             if any(key == plan.patient_key and pathway == plan.pathway and run != baseline_run and at > plan.baseline_at
                    for key, pathway, run, at in orders)}
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """The patient's latest earlier result on the same pathway: what a new study is compared with."""
+
+    result_id: str
+    study_key: str
+    assessment: dict
+
+
+def prior_result(run_id: str) -> PriorResult | None:
+    """The current (not superseded, not rejected) result of the same pathway and patient whose
+    study arrived before this run's study, latest first; None for a first study."""
+    with session_scope() as session:
+        run = session.get(PathwayRun, run_id)
+        order = session.get(Order, run.order_id)
+        study = session.get(Study, run.study_id)
+        row = session.exec(
+            select(Result, Study.study_uid)
+            .join(PathwayRun, PathwayRun.id == Result.run_id)
+            .join(Order, Order.id == PathwayRun.order_id)
+            .join(Study, Study.study_uid == Result.study_uid)
+            .where(Order.patient_key == order.patient_key, Result.pathway == run.pathway,
+                   Result.superseded_by.is_(None), Result.study_uid != study.study_uid,
+                   Study.first_received_at <= study.first_received_at,
+                   (Result.review_status.is_(None)) | (Result.review_status != "rejected"))
+            .order_by(Study.first_received_at.desc())
+        ).first()
+        if row is None:
+            return None
+        result, uid = row
+        return PriorResult(result.id, study_key(uid), dict(result.assessment))

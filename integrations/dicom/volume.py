@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -94,7 +95,15 @@ def load_volume(series_uid: str) -> VolumeRef:
         kvp_values=tuple(sorted({float(h.KVP) for h in headers if h.get("KVP") not in (None, "")})),
         contrast_agent=next((str(h.ContrastBolusAgent) for h in headers if str(h.get("ContrastBolusAgent", "")).strip()), ""),
         burned_in_annotation=burned_in_value(h.get("BurnedInAnnotation") for h in headers),
+        study_date=_study_date(first.get("StudyDate")),
     )
+
+
+def _study_date(value) -> dt.date | None:  # noqa: ANN001 - a DA element value
+    try:
+        return dt.datetime.strptime(str(value), "%Y%m%d").date() if value else None
+    except ValueError:
+        return None
 
 
 def read_volume(ref: VolumeRef) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from radpath.synth import dicom_writer as dw
 from radpath.synth.brain_mri import make_brain_mri
 from radpath.synth.cardiac_ct import make_cardiac_ct
-from radpath.synth.chest_ct import make_chest_ct
+from radpath.synth.chest_ct import make_chest_ct, make_follow_up_ct
 from radpath.synth.echo import make_echo
 from radpath.synth.orders import PROCEDURES, Order, build_orm
 from radpath.synth.patients import accession_number, make_patient, placer_order_number
@@ -67,11 +67,34 @@ def generate(kind: str, count: int, seed: int, out_dir: Path,
     return studies
 
 
-def _one_study(kind: str, index: int, sseed: int, base_seed: int, out_dir: Path) -> GeneratedStudy:
+@dataclass(frozen=True)
+class FollowUpPlan:
+    """How a follow-up chest CT differs from its baseline (radpath.synth.chest_ct.make_follow_up_ct)."""
+
+    days: int  # after the baseline study
+    volume_ratio: dict[int, float]  # baseline nodule index -> follow-up volume / baseline volume (0: resolved)
+    new_nodules: int = 0
+    shift_xyz_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # where the patient lies this time
+
+
+def generate_follow_up(seed: int, plan: FollowUpPlan, out_dir: Path) -> GeneratedStudy:
+    """The follow-up chest CT of the first study ``generate("chest-ct", 1, seed, ...)`` writes:
+    the same patient, a new order and study ``plan.days`` later, its nodules grown, stable,
+    resolved or new as `plan` says; truth.json adds the prior and each nodule's true
+    volume-doubling time."""
+    return _one_study("chest-ct", 1, study_seed(seed, "chest-ct", 1), seed, Path(out_dir), follow_up=plan)
+
+
+def _one_study(kind: str, index: int, sseed: int, base_seed: int, out_dir: Path,
+               follow_up: FollowUpPlan | None = None) -> GeneratedStudy:
     rng = np.random.default_rng([sseed, 0x0D])
     when = datetime.combine(date(2025, 1, 6) + timedelta(days=int(index)), datetime.min.time()) \
         + timedelta(minutes=int(8 * 60 + rng.integers(0, 9 * 60)))
     patient = make_patient(rng, when.date(), _AGE_RANGE[kind])
+    baseline_uid = dw.uid("radpath-synth", kind, sseed, "study")
+    if follow_up is not None:  # same patient; a new order, accession and study, days later
+        rng = np.random.default_rng([sseed, 0xF0, follow_up.days])
+        when += timedelta(days=follow_up.days)
     accession = accession_number(rng)
     clinical, reason = _INDICATION[kind]
     order = Order(kind=kind, placer_order_number=placer_order_number(rng), accession_number=accession,
@@ -80,15 +103,19 @@ def _one_study(kind: str, index: int, sseed: int, base_seed: int, out_dir: Path)
                   clinical_info=clinical, reason=reason,
                   family_history_lung_cancer=bool(rng.random() < 0.2) if kind == "chest-ct" else None,
                   emphysema=bool(rng.random() < 0.3) if kind == "chest-ct" else None)
-    study_uid = dw.uid("radpath-synth", kind, sseed, "study")
+    study_uid = baseline_uid if follow_up is None else dw.uid("radpath-synth", kind, sseed, "follow-up", follow_up.days)
     study = dw.StudyInfo(patient=patient, study_uid=study_uid, accession_number=accession,
                          study_date=when.strftime("%Y%m%d"), study_time=when.strftime("%H%M%S"),
                          description=_DESCRIPTION[kind], study_id=str(index),
                          patient_age=f"{patient.age_on(when.date()):03d}Y")
-    folder = out_dir / f"{kind}-{index:03d}"
+    folder = out_dir / (f"{kind}-{index:03d}" if follow_up is None else f"{kind}-{index:03d}-follow-up-{follow_up.days}d")
     dicom_dir = folder / "dicom"
-    writer = {"chest-ct": _chest, "brain-mri": _brain, "echo": _echo, "cardiac-ct": _cardiac}[kind]
-    series, truth = writer(sseed, study, dicom_dir, folder)
+    if follow_up is not None:
+        series, truth = _chest(sseed, study, dicom_dir, folder, follow_up)
+        truth["prior"] = {"study_uid": baseline_uid, "interval_days": follow_up.days}
+    else:
+        writer = {"chest-ct": _chest, "brain-mri": _brain, "echo": _echo, "cardiac-ct": _cardiac}[kind]
+        series, truth = writer(sseed, study, dicom_dir, folder)
 
     order_path = folder / "order.hl7"
     order_path.write_bytes(build_orm(patient, order).encode("ascii"))
@@ -126,8 +153,12 @@ def _series_json(info: dw.SeriesInfo, n: int, thickness: float | None, primary: 
             "slice_thickness_mm": thickness, "primary": primary}
 
 
-def _chest(sseed, study, dicom_dir, folder):
-    ph = make_chest_ct(sseed)
+def _chest(sseed, study, dicom_dir, folder, follow_up: FollowUpPlan | None = None):
+    if follow_up is None:
+        ph = make_chest_ct(sseed)
+    else:
+        ph = make_follow_up_ct(sseed, follow_up.volume_ratio, new_nodules=follow_up.new_nodules,
+                               shift_xyz_mm=follow_up.shift_xyz_mm)
     frame = dw.uid(study.study_uid, "frame-of-reference")
     thin = _series(sseed, study, 2, "CT THORAX 1.0 B45f", "CT", "CHEST", frame)
     dw.write_ct_series(ph.hu, ph.spacing_zyx_mm, ph.origin_xyz_mm, study, thin, dicom_dir,
@@ -148,9 +179,29 @@ def _chest(sseed, study, dicom_dir, folder):
         "volume_rule": "voxels whose centre lies within the nodule ball (incl. ground-glass halo, "
                        "excl. spicules) x voxel volume",
     }
+    if follow_up is not None:
+        truth["growth"] = _growth_truth(make_chest_ct(sseed), ph, follow_up)
     series = [_series_json(thin, ph.hu.shape[0], 1.0, True),
               _series_json(thick, n_thick, 5.0, False)]
     return series, truth
+
+
+def _growth_truth(baseline, follow_up_phantom, plan: FollowUpPlan) -> list[dict]:
+    """Per nodule of either study: baseline and follow-up volume (drawn voxels), and the true
+    volume-doubling time (VDT = interval x ln 2 / ln(V2 / V1); None when the volume did not change)."""
+    import math
+
+    before = {n.index: n for n in baseline.nodules}
+    after = {n.index: n for n in follow_up_phantom.nodules}
+    rows = []
+    for index in sorted(before.keys() | after.keys()):
+        v1 = before[index].volume_mm3 if index in before else None
+        v2 = after[index].volume_mm3 if index in after else None
+        status = "new" if v1 is None else "resolved" if v2 is None else "present"
+        vdt = plan.days * math.log(2) / math.log(v2 / v1) if v1 and v2 and v2 != v1 else None
+        rows.append({"index": index, "status": status, "baseline_volume_mm3": v1, "follow_up_volume_mm3": v2,
+                     "vdt_days": round(vdt, 1) if vdt is not None else None})
+    return rows
 
 
 def _brain(sseed, study, dicom_dir, folder):

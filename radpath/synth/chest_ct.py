@@ -275,8 +275,8 @@ def _draw_nodule(grid: Grid, hu, lung, centre, diameter, kind, core, spiculated,
     return int(np.count_nonzero(dist <= radius))
 
 
-def make_chest_ct(seed: int, n_nodules: int | None = None) -> ChestPhantom:
-    """A chest CT phantom; the same seed gives a byte-identical volume and truth."""
+def _anatomy(seed: int):  # noqa: ANN202 - (rng, grid, hu, lung, origin_xyz)
+    """The chest without nodules or noise, and the generator in the state the nodules draw from."""
     rng = np.random.default_rng([seed, 0xC7])
     nz, ny, nx = SHAPE
     origin_xyz = (-(nx - 1) / 2 * SPACING[2], -(ny - 1) / 2 * SPACING[1], -(nz - 1) / 2 * SPACING[0])
@@ -288,12 +288,20 @@ def make_chest_ct(seed: int, n_nodules: int | None = None) -> ChestPhantom:
     del blocked
     _lung_parenchyma(grid, hu, lung, rng)
     _draw_vessels(grid, hu, lung, rng)
+    return rng, grid, hu, lung, origin_xyz
 
-    count = int(rng.integers(0, 5)) if n_nodules is None else n_nodules
-    lungs = lung_extents_from_mask(lung, SPACING, origin_xyz)
-    placed, truths = [], []
-    voxel_mm3 = SPACING[0] * SPACING[1] * SPACING[2]
-    for index in range(1, count + 1):
+
+def _truth(grid: Grid, lungs, index: int, centre, diameter, kind, core, spiculated, n_vox: int) -> NoduleTruth:
+    zyx_vox = tuple(float((centre[a] - grid.start[a]) / SPACING[a]) for a in range(3))
+    xyz_mm = (float(centre[2]), float(centre[1]), float(centre[0]))
+    return NoduleTruth(index=index, centre_zyx_vox=zyx_vox, centre_xyz_mm=xyz_mm, diameter_mm=diameter,
+                       volume_mm3=round(n_vox * SPACING[0] * SPACING[1] * SPACING[2], 3), nodule_type=kind,
+                       lobe=lungs.lobe_of(xyz_mm), spiculated=spiculated, solid_core_diameter_mm=core)
+
+
+def _add_nodules(grid: Grid, hu, lung, lungs, rng, count: int, placed: list, first_index: int) -> list[NoduleTruth]:
+    truths = []
+    for index in range(first_index, first_index + count):
         diameter, kind, core, spiculated = _nodule_spec(rng)
         centre = None
         while centre is None:
@@ -303,16 +311,63 @@ def make_chest_ct(seed: int, n_nodules: int | None = None) -> ChestPhantom:
                 core = round(core * 0.8, 1) if core is not None else None
         placed.append((centre, diameter / 2.0))
         n_vox = _draw_nodule(grid, hu, lung, centre, diameter, kind, core, spiculated, rng)
-        zyx_vox = tuple(float((centre[a] - grid.start[a]) / SPACING[a]) for a in range(3))
-        xyz_mm = (float(centre[2]), float(centre[1]), float(centre[0]))
-        truths.append(NoduleTruth(
-            index=index, centre_zyx_vox=zyx_vox, centre_xyz_mm=xyz_mm, diameter_mm=diameter,
-            volume_mm3=round(n_vox * voxel_mm3, 3), nodule_type=kind, lobe=lungs.lobe_of(xyz_mm),
-            spiculated=spiculated, solid_core_diameter_mm=core))
+        truths.append(_truth(grid, lungs, index, centre, diameter, kind, core, spiculated, n_vox))
+    return truths
 
+
+def _finish(hu, lung, rng, origin_xyz, truths) -> ChestPhantom:
     hu += rng.standard_normal(SHAPE, dtype=np.float32) * NOISE_SIGMA_HU
     np.rint(hu, out=hu)
     np.clip(hu, -1024, 3071, out=hu)
     return ChestPhantom(hu=hu.astype(np.int16), spacing_zyx_mm=SPACING,
                         origin_xyz_mm=tuple(float(v) for v in origin_xyz),
                         nodules=tuple(truths), lung_mask=lung)
+
+
+def make_chest_ct(seed: int, n_nodules: int | None = None) -> ChestPhantom:
+    """A chest CT phantom; the same seed gives a byte-identical volume and truth."""
+    rng, grid, hu, lung, origin_xyz = _anatomy(seed)
+    count = int(rng.integers(0, 5)) if n_nodules is None else n_nodules
+    lungs = lung_extents_from_mask(lung, SPACING, origin_xyz)
+    truths = _add_nodules(grid, hu, lung, lungs, rng, count, [], 1)
+    return _finish(hu, lung, rng, origin_xyz, truths)
+
+
+def make_follow_up_ct(seed: int, volume_ratio: dict[int, float], *, new_nodules: int = 0,
+                      shift_xyz_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                      n_nodules: int | None = None) -> ChestPhantom:
+    """The same patient's chest re-imaged: the anatomy of `make_chest_ct(seed, n_nodules)`, each of its
+    nodules at the same place with its volume times `volume_ratio[index]` (default 1: stable;
+    0: resolved), `new_nodules` new ones, and the patient lying `shift_xyz_mm` elsewhere in the
+    scanner (the whole image's patient position moves). The truth's volumes are the drawn
+    voxels, so truth VDT = interval x ln 2 / ln(V_follow-up / V_baseline) of these truths."""
+    baseline = make_chest_ct(seed, n_nodules)
+    rng, grid, hu, lung, origin_xyz = _anatomy(seed)
+    lungs = lung_extents_from_mask(lung, SPACING, origin_xyz)
+    draw = np.random.default_rng([seed, 0xF0])
+    truths, placed = [], []
+    for prior in baseline.nodules:
+        ratio = volume_ratio.get(prior.index, 1.0)
+        centre = np.array(prior.centre_xyz_mm[::-1])
+        placed.append((centre, prior.diameter_mm / 2.0))
+        if ratio <= 0:
+            continue
+        scale = ratio ** (1.0 / 3.0)
+        diameter = round(prior.diameter_mm * scale, 2)
+        core = round(prior.solid_core_diameter_mm * scale, 2) if prior.solid_core_diameter_mm else None
+        n_vox = _draw_nodule(grid, hu, lung, centre, diameter, prior.nodule_type, core, prior.spiculated, draw)
+        truths.append(_truth(grid, lungs, prior.index, centre, diameter, prior.nodule_type, core, prior.spiculated, n_vox))
+    first_new = max((n.index for n in baseline.nodules), default=0) + 1
+    truths += _add_nodules(grid, hu, lung, lungs, draw, new_nodules, placed, first_new)
+    shifted = tuple(o + d for o, d in zip(origin_xyz, shift_xyz_mm))
+    phantom = _finish(hu, lung, draw, origin_xyz, truths)
+    moved = tuple(_moved(t, shift_xyz_mm) for t in phantom.nodules)
+    return ChestPhantom(hu=phantom.hu, spacing_zyx_mm=SPACING, origin_xyz_mm=tuple(float(v) for v in shifted),
+                        nodules=moved, lung_mask=lung)
+
+
+def _moved(truth: NoduleTruth, shift_xyz_mm) -> NoduleTruth:
+    """A nodule's truth in the shifted patient position (its voxel position is unchanged)."""
+    from dataclasses import replace
+
+    return replace(truth, centre_xyz_mm=tuple(c + d for c, d in zip(truth.centre_xyz_mm, shift_xyz_mm)))
