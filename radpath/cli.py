@@ -123,19 +123,19 @@ def synth(
     if follow_up_days and kind != "chest-ct":
         console.print("[red]--follow-up-days is for chest-ct[/red]")
         raise typer.Exit(2)
+    try:
+        ratios = {int(k): float(v) for k, v in (item.split("=") for item in growth.split(",") if item.strip())}
+        shift = tuple(float(v) for v in shift_mm.split(","))
+    except ValueError:
+        console.print('[red]--growth is "INDEX=RATIO,…" and --shift-mm "x,y,z"[/red]')
+        raise typer.Exit(2) from None
+    if len(shift) != 3:
+        console.print('[red]--shift-mm is "x,y,z"[/red]')
+        raise typer.Exit(2)
     with Progress(console=console) as progress:
         bar = progress.add_task(f"{kind} studies", total=count)
         studies = generate(kind, count, seed, out, progress=lambda done, total: progress.update(bar, completed=done))
     if follow_up_days:
-        try:
-            ratios = {int(k): float(v) for k, v in (item.split("=") for item in growth.split(",") if item.strip())}
-            shift = tuple(float(v) for v in shift_mm.split(","))
-        except ValueError:
-            console.print('[red]--growth is "INDEX=RATIO,…" and --shift-mm "x,y,z"[/red]')
-            raise typer.Exit(2) from None
-        if len(shift) != 3:
-            console.print('[red]--shift-mm is "x,y,z"[/red]')
-            raise typer.Exit(2)
         studies.append(generate_follow_up(seed, FollowUpPlan(follow_up_days, ratios, new_nodules, shift), out))
     for study in studies:
         console.print(f"{study.kind} {study.accession_number} → {study.dicom_dir.parent}")

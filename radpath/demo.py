@@ -48,6 +48,9 @@ TRUTH_COMPARISONS = {
 }
 # The other pathways' studies, one each, beside the chest CTs.
 OTHER_KINDS = ("brain-mri", "echo", "cardiac-ct")
+# Generator seed of the demo's never-followed-up chest CT: a 7.5 mm solid nodule of 220 mm3, CT at
+# 3 months (BTS 2015 Algorithm 1); tests/test_surveillance.py uses the same study.
+SURVEILLANCE_SEED = 17
 
 
 @dataclass
@@ -139,10 +142,12 @@ def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = Tru
     prepare_ledger()
     console.print(f"radpath demo — data in [bold]{settings.data_dir.resolve()}[/bold], ledger {settings.resolved_database_url.split(':')[0]}")
     with Progress(console=console) as progress:
-        bar = progress.add_task("synthetic studies", total=studies + 1 + len(OTHER_KINDS))
+        bar = progress.add_task("synthetic studies", total=studies + 2 + len(OTHER_KINDS))
         generated = generate("chest-ct", studies, seed, settings.data_dir / "synthetic", progress=lambda d, t: progress.update(bar, completed=d))
         # The first chest CT's patient again, 91 days later: compared with the prior (growth, VDT).
         generated.append(generate_follow_up(seed, follow_up, settings.data_dir / "synthetic"))
+        # A chest CT whose nodule calls for CT at 3 months (BTS 2015), never followed up: the failsafe's case.
+        generated += generate("chest-ct", 1, SURVEILLANCE_SEED, settings.data_dir / "synthetic" / "surveillance")
         progress.advance(bar)
         if all_pathways:
             for kind in OTHER_KINDS:
@@ -158,7 +163,30 @@ def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = Tru
             _point_radpath_at(peers)
             rows = asyncio.run(_through_front_doors(generated, progress))
     ok = _report(rows, console)
-    return _report_peers(peers, console) and ok
+    ok = _report_peers(peers, console) and ok
+    return _report_failsafe(console) and ok
+
+
+def _report_failsafe(console: Console) -> bool:
+    """The surveillance plans the results opened, then the failsafe with its clock moved past the
+    due date plus grace: the follow-up that never came is alerted (radpath.surveillance.overdue)."""
+    import datetime as dt
+
+    from flows.surveillance import surveillance_failsafe
+    from integrations.db.models import utcnow
+    from integrations.db.surveillance import plans
+
+    due = plans()
+    for plan in due:
+        console.print(f"surveillance: {plan.pathway} study {plan.study_key}: {plan.recommendation_code} due {plan.due_on}, "
+                      f"escalated from {plan.overdue_on}")
+    if not due:
+        console.print("[red]surveillance: no follow-up plan was opened[/red]")
+        return False
+    later = max(plan.overdue_on for plan in due) + dt.timedelta(days=1)
+    state = surveillance_failsafe(as_of=utcnow() + (later - utcnow().date()), return_state=True)
+    console.print(f"surveillance failsafe with its clock moved to {later} (no follow-up came): {state.message}")
+    return "newly alerted" in state.message and not state.message.endswith(" 0 newly alerted")
 
 
 def _report_peers(peers: DemoPeers, console: Console) -> bool:

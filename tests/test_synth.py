@@ -314,3 +314,26 @@ def test_generate_is_deterministic(tmp_path):
     assert c[0].study_uid != a[0].study_uid
     with pytest.raises(ValueError):
         generate("pet-ct", 1, 1, tmp_path / "d")
+
+
+def test_a_chest_ct_follow_up_is_the_same_patient_later_with_known_growth(tmp_path):
+    """`generate_follow_up`: the same patient and anatomy, a new order and study 91 days later,
+    nodule 1 doubled (true VDT = 91 days from the drawn voxels), nodule 2 resolved, one new, and
+    the patient lying 5, -3, 8 mm elsewhere."""
+    import datetime as dt
+
+    from radpath.synth import FollowUpPlan, generate, generate_follow_up
+
+    (baseline,) = generate("chest-ct", 1, 17, tmp_path)
+    follow = generate_follow_up(17, FollowUpPlan(days=91, volume_ratio={1: 2.0, 2: 0.0}, new_nodules=1,
+                                                 shift_xyz_mm=(5.0, -3.0, 8.0)), tmp_path)
+    b, f = (json.loads(Path(s.truth_path).read_text()) for s in (baseline, follow))
+    assert f["patient"] == b["patient"] and follow.accession_number != baseline.accession_number
+    assert follow.study_uid != baseline.study_uid and f["truth"]["prior"]["study_uid"] == baseline.study_uid
+    day = lambda d: dt.datetime.strptime(d, "%Y%m%d").date()  # noqa: E731
+    assert day(f["study"]["study_date"]) - day(b["study"]["study_date"]) == dt.timedelta(days=91)
+    growth = {g["index"]: g for g in f["truth"]["growth"]}
+    assert growth[1]["status"] == "present" and abs(growth[1]["vdt_days"] - 91) < 91 * 0.05
+    assert growth[2]["status"] == "resolved" and growth[3]["status"] == "new"
+    before, after = b["truth"]["nodules"][0], f["truth"]["nodules"][0]
+    assert [round(a - c, 6) for a, c in zip(after["centre_xyz_mm"], before["centre_xyz_mm"])] == [5.0, -3.0, 8.0]
