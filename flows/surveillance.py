@@ -40,6 +40,6 @@ def surveillance_failsafe(as_of: dt.datetime | None = None) -> State:
                  days_overdue=(now.date() - plan.due_on).days,
                  follow_up_ordered=plan.follow_up_ordered)
             alerted += 1
-    publish_surveillance_table(open_plans)
+    publish_surveillance_table(surveillance.surveillance_rows(open_plans))
     return Completed(name="FailsafeChecked",
                      message=f"{len(open_plans)} plans open, {len(overdue)} overdue, {alerted} newly alerted")

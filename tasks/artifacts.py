@@ -94,6 +94,7 @@ def publish_ops_tables() -> None:
     times, pseudonymous study keys and opaque ids only."""
     from integrations.db import ops
     from integrations.db.health import health_table
+    from integrations.db.surveillance import plans, surveillance_rows
     from pathways.registry import default_registry
 
     create_table_artifact(key="radpath-turnaround", table=ops.turnaround_table() or [{"pathway": "none yet"}],
@@ -110,20 +111,17 @@ def publish_ops_tables() -> None:
     create_table_artifact(key="radpath-health", table=health_table(default_registry().destination_names()),
                           description="Front doors and destinations: the last check of each (every health_check_seconds "
                           "while radpath serve runs), pending deliveries, dead letters, last delivery")
-    from integrations.db.surveillance import plans
-
-    publish_surveillance_table.fn(plans())
+    publish_surveillance_table.fn(surveillance_rows(plans()))
     create_table_artifact(key="radpath-dead-letters", table=dead_letter_rows(ops.dead_letters()),
                           description="Deliveries that will not be retried; act on each: fix the peer, then "
                           "`radpath deliveries retry --destination NAME` (or the deliveries-admin deployment)")
 
 
 @task(name="publish-surveillance-table", cache_policy=NO_CACHE)
-def publish_surveillance_table(plans) -> None:  # noqa: ANN001 - integrations.db.surveillance.PlanRow rows
-    """The radpath-surveillance table: open follow-up plans, earliest due first."""
-    from integrations.db.surveillance import surveillance_rows
-
-    create_table_artifact(key="radpath-surveillance", table=surveillance_rows(plans) or [{"surveillance": "no open plans"}],
+def publish_surveillance_table(rows: list[dict]) -> None:
+    """The radpath-surveillance table (`integrations.db.surveillance.surveillance_rows`: no
+    accession numbers): open follow-up plans, earliest due first."""
+    create_table_artifact(key="radpath-surveillance", table=rows or [{"surveillance": "no open plans"}],
                           description="Follow-up scans recommended and not yet received, earliest due first: due date, "
                           "when the failsafe escalates, whether a follow-up is ordered. `radpath surveillance list` "
                           "on the ledger host shows the accession numbers")

@@ -9,7 +9,6 @@ spec's model name. The same split as destinations: the pathway never changes.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
