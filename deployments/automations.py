@@ -118,8 +118,8 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                  "follow-up ordered: {{ event.payload.follow_up_ordered }}). `radpath surveillance list` on the "
                  "ledger host names the accession number.",
                  "The surveillance failsafe (hourly) found a recommended follow-up scan that did not happen within "
-                 "its due date plus the pathway spec's grace period. It alerts once per plan; the plan stays on "
-                 "the radpath-surveillance table until a study comes."),
+                 "its due date plus the pathway spec's grace period. It alerts, and again every realert_days (7) "
+                 "while the plan stays overdue; the plan stays on the radpath-surveillance table until a study comes."),
     ]
     for spec in registry.specs.values():
         for lane in LANES:

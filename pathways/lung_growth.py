@@ -60,9 +60,9 @@ def match_nodules(prior: Sequence[Nodule], current: Sequence[Nodule], shift_xyz_
                   max_distance_mm: float) -> list[tuple[Nodule | None, Nodule | None]]:
     """(prior, current) pairs: closest pairs first (after moving prior nodules by the shift),
     then unmatched current nodules (new) and unmatched prior ones (resolved)."""
-    moved = {id(p): tuple(c + d for c, d in zip(p.centre_xyz_mm, shift_xyz_mm)) for p in prior}
-    candidates = sorted((math.dist(moved[id(p)], c.centre_xyz_mm), i, j)
-                        for i, p in enumerate(prior) for j, c in enumerate(current))
+    moved = [tuple(c + d for c, d in zip(p.centre_xyz_mm, shift_xyz_mm)) for p in prior]
+    candidates = sorted((math.dist(moved[i], c.centre_xyz_mm), i, j)
+                        for i in range(len(prior)) for j, c in enumerate(current))
     used_prior, used_current, pairs = set(), set(), []
     for distance, i, j in candidates:
         if distance <= max_distance_mm and i not in used_prior and j not in used_current:

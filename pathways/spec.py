@@ -136,6 +136,7 @@ class Surveillance(_Strict):
 
     follow_up_days: dict[str, int] = Field(default_factory=dict)
     grace_days: int = Field(default=28, ge=0, description="after the due date, before the failsafe alerts (trust policy)")
+    realert_days: int = Field(default=7, ge=1, description="a plan still overdue is alerted again this often (trust policy)")
 
     @field_validator("follow_up_days")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def _plan() -> SurveillancePlan:
 
 
 @pytest.mark.slow
-def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follow_up_study(
+def test_an_overdue_follow_up_is_alerted_then_again_weekly_and_closed_by_the_follow_up_study(
         prefect_api, radpath_env, registry, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -71,12 +72,22 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
     second = surveillance_failsafe(as_of=late + dt.timedelta(hours=1), return_state=True)
     assert first.message == "1 plans open, 1 overdue, 1 newly alerted"
     assert second.message == "1 plans open, 1 overdue, 0 newly alerted"
-    events = [e for e in prefect_events(prefect_api, "radpath.surveillance.overdue")
-              if e["resource"]["prefect.resource.id"] == f"radpath.surveillance_plan.{plan.id}"]
-    assert len(events) == 1
+    # Still overdue a week after the first alert (the spec's realert_days): alerted again.
+    week = surveillance_failsafe(as_of=late + dt.timedelta(days=7), return_state=True)
+    assert week.message == "1 plans open, 1 overdue, 1 newly alerted"
+    deadline = time.monotonic() + 30  # both events persisted (the server's persister batches)
+    while True:
+        events = sorted((e for e in prefect_events(prefect_api, "radpath.surveillance.overdue")
+                         if e["resource"]["prefect.resource.id"] == f"radpath.surveillance_plan.{plan.id}"),
+                        key=lambda e: e["payload"]["days_overdue"])
+        if len(events) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(events) == 2, events
     payload = events[0]["payload"]
-    assert payload["recommendation"] == "ct-3-months" and payload["days_overdue"] == 30
+    assert payload["recommendation"] == "ct-3-months" and payload["days_overdue"] == 30 and payload["repeated"] is False
     assert payload["follow_up_ordered"] is False and payload["patient_key"] == plan.patient_key
+    assert events[1]["payload"]["days_overdue"] == 37 and events[1]["payload"]["repeated"] is True
     (row,) = surveillance.plans(late)
     assert (row.status, row.alerted, row.accession_number) == ("overdue", True, baseline.accession_number)
 
@@ -102,7 +113,8 @@ def test_a_follow_up_plan_is_escalated_once_when_overdue_and_closed_by_the_follo
     with session_scope() as s:
         actions = [a.action for a in s.exec(select(AuditEvent).where(AuditEvent.entity_id == plan.id)
                                              .order_by(AuditEvent.id)).all()]
-    assert actions == ["surveillance.opened", "surveillance.overdue-alerted", "surveillance.received"]
+    assert actions == ["surveillance.opened", "surveillance.overdue-alerted", "surveillance.overdue-alerted",
+                       "surveillance.received"]
 
     # The follow-up's result compares it with the baseline: growth and VDT against the truth.
     state = asyncio.run(run_pathway(follow_up_run))

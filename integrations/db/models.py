@@ -321,7 +321,8 @@ class SurveillancePlan(SQLModel, table=True):
     """A follow-up scan a result recommended (0012_surveillance), written only by
     `integrations.db.surveillance`: opened with the result, received when a later study of the
     same patient reaches a run of the same pathway, cancelled when the result is rejected or
-    superseded. Past `overdue_at` with no study, the failsafe alerts once (`alerted_at`)."""
+    superseded. Past `overdue_at` with no study, the failsafe alerts, and again every
+    `surveillance.realert_days` while it stays overdue (`alerted_at`: the last alert)."""
 
     __tablename__ = "surveillance_plan"
 
@@ -337,5 +338,5 @@ class SurveillancePlan(SQLModel, table=True):
     closed_at: dt.datetime | None = _ts(nullable=True)
     closed_by_run_id: str | None = None  # the pathway run of the follow-up study
     close_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
-    alerted_at: dt.datetime | None = _ts(nullable=True)  # the failsafe's one alert
+    alerted_at: dt.datetime | None = _ts(nullable=True)  # the failsafe's last alert
     created_at: dt.datetime = _ts()

@@ -6,8 +6,8 @@ the same patient is handed to a run of the same pathway (`study_arrived`, inside
 sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
 later revision of the same study (`cancel_for_result`), or when an ADT message records the
 patient deceased (`cancel_for_patient`). A plan still due past `overdue_at` is
-overdue: the failsafe claims its one alert with a conditional UPDATE (`claim_alert`), so two
-failsafe passes never alert twice.
+overdue: the failsafe claims each alert with a conditional UPDATE (`claim_alert`), so two
+failsafe passes never alert together, and alerts again every `realert_days` while it stays overdue.
 """
 
 from __future__ import annotations
@@ -81,13 +81,15 @@ def _close(session: Session, plan: SurveillancePlan, status: str, reason: str, *
     audit(session, actor, f"surveillance.{status}", "surveillance_plan", plan.id, reason=reason, run_id=run_id)
 
 
-def claim_alert(plan_id: str, now: dt.datetime) -> bool:
-    """True for the one caller that may alert on this overdue plan (a conditional UPDATE)."""
+def claim_alert(plan_id: str, now: dt.datetime, realert_days: int) -> bool:
+    """True for the one caller that may alert on this overdue plan now: never alerted, or last
+    alerted `realert_days` ago (a conditional UPDATE, so two failsafe passes never both alert)."""
+    again = now - dt.timedelta(days=realert_days)
     with session_scope() as session:
         claimed = session.execute(
             update(SurveillancePlan)
-            .where(SurveillancePlan.id == plan_id, SurveillancePlan.status == DUE,
-                   SurveillancePlan.alerted_at.is_(None), SurveillancePlan.overdue_at <= now)
+            .where(SurveillancePlan.id == plan_id, SurveillancePlan.status == DUE, SurveillancePlan.overdue_at <= now,
+                   SurveillancePlan.alerted_at.is_(None) | (SurveillancePlan.alerted_at <= again))
             .values(alerted_at=now)
         ).rowcount == 1
         if claimed:
