@@ -12,9 +12,10 @@ from prefect import flow
 from flows.common import already_finished, mark_run_failed, not_eligible, not_measurable, record_and_deliver, start_run, volume_problems
 from pathways.model_card import output_problems
 from integrations.db import surveillance
+from integrations.dicom.seg import tracking_uid
 from pathways.findings import LungAssessment
 from pathways.lung_cancer_ct import assess_lung_study, compare_to_prior
-from pathways.lung_cancer_report import lung_report_content
+from pathways.lung_cancer_report import lung_report_content, nodule_key
 from pathways.registry import default_registry
 from tasks.imaging import prepare_inputs
 from tasks.inference import detect_lung_nodules
@@ -52,8 +53,11 @@ async def lung_cancer_ct(run_id: str, study_key: str):  # noqa: ANN201 - returns
         assessment = assess_lung_study(detection.nodules, inputs.patient, rules).model_copy(update={
             "study_date": inputs.volume.study_date, "lung_centroid_xyz_mm": detection.lung_centroid_xyz_mm})
         if (prior := surveillance.prior_result(run_id)) is not None:  # growth against the patient's prior CT
-            assessment = compare_to_prior(assessment, LungAssessment.model_validate(prior.assessment), prior.study_key,
-                                          rules)
+            earlier = LungAssessment.model_validate(prior.assessment)
+            tracking = {a.nodule.index: tracking_uid(prior.result_id, nodule_key(a.nodule.index), a.tracking_uid)
+                        for a in earlier.nodules}
+            assessment = compare_to_prior(assessment, earlier, prior.study_key, rules, prior_result_id=prior.result_id,
+                                          prior_tracking=tracking)
         content = lung_report_content(assessment)
     return record_and_deliver(PATHWAY, run_id, study_key, timer, content, assessment, inputs.series,
                               detection.mask_path, detection.model_name, detection.model_version)

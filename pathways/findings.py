@@ -97,6 +97,9 @@ class NoduleAssessment(_Frozen):
     brock_probability: float | None = Field(default=None, ge=0, le=1)
     bts_category: str  # a stable code, e.g. "no-follow-up", "ct-12-months", "ct-3-months", "pet-ct"
     recommendation: str  # human-readable sentence citing the guideline
+    # The SR/SEG Tracking UID of the same nodule on the patient's earlier CT (issue 17), so that
+    # PACS links its measurements across studies (TID 1500); None: first seen on this study.
+    tracking_uid: str | None = None
 
 
 class NoduleGrowth(_Frozen):
@@ -128,5 +131,6 @@ class LungAssessment(_Frozen):
     lung_centroid_xyz_mm: tuple[float, float, float] | None = None
     # The comparison with the prior chest CT of the same patient, where there was one.
     prior_study_key: str | None = None
+    prior_result_id: str | None = None  # the ledger result compared with: the SR references its SR
     interval_days: int | None = None
     growth: tuple[NoduleGrowth, ...] = ()

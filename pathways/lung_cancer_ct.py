@@ -41,7 +41,7 @@ Patient context
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -330,9 +330,12 @@ def assess_lung_study(
 
 
 def compare_to_prior(current: LungAssessment, prior: LungAssessment, prior_study_key: str,
-                     thresholds: LungThresholds = LungThresholds()) -> LungAssessment:
-    """The current study's assessment compared with the patient's prior chest CT (BTS 2015 growth)."""
-    return compare_with_prior(current, prior, prior_study_key, thresholds.growth, rank=_RANK)
+                     thresholds: LungThresholds = LungThresholds(), *, prior_result_id: str | None = None,
+                     prior_tracking: Mapping[int, str] | None = None) -> LungAssessment:
+    """The current study's assessment compared with the patient's prior chest CT (BTS 2015 growth);
+    matched nodules keep their `prior_tracking` UIDs (pathways.lung_growth.compare_with_prior)."""
+    return compare_with_prior(current, prior, prior_study_key, thresholds.growth, rank=_RANK,
+                              prior_result_id=prior_result_id, prior_tracking=prior_tracking)
 
 
 def _urgent_reasons(a: NoduleAssessment, t: LungThresholds) -> list[str]:

@@ -42,6 +42,11 @@ def _percent(probability: float) -> str:
     return f"{probability * 100:.1f}%"
 
 
+def nodule_key(index: int) -> str:
+    """The finding key of nodule `index` (its SEG segment's tracking id)."""
+    return f"nodule-{index}"
+
+
 def _nodule_finding(item: NoduleAssessment) -> Finding:
     n = item.nodule
     measurements = [
@@ -68,7 +73,7 @@ def _nodule_finding(item: NoduleAssessment) -> Finding:
         Qualitative(concept=codes.SPICULATED, value=codes.YES if n.spiculated else codes.NO),
     )
     return Finding(
-        key=f"nodule-{n.index}",
+        key=nodule_key(n.index),
         label=f"Nodule {n.index}",
         finding_type=codes.NODULE,
         site=codes.LOBES[n.lobe],
@@ -77,6 +82,7 @@ def _nodule_finding(item: NoduleAssessment) -> Finding:
         segment_number=n.index,
         summary=_nodule_sentence(item),
         centre_xyz_mm=n.centre_xyz_mm,
+        tracking_uid=item.tracking_uid,
     )
 
 

@@ -24,7 +24,7 @@ the shift.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from pathways.findings import LungAssessment, Nodule, NoduleGrowth
@@ -121,11 +121,16 @@ def growth_action(growth: NoduleGrowth, nodule_type: str, thresholds: GrowthThre
 
 
 def compare_with_prior(current: LungAssessment, prior: LungAssessment, prior_study_key: str,
-                       thresholds: GrowthThresholds = GrowthThresholds(), *, rank: dict[str, int]) -> LungAssessment:
+                       thresholds: GrowthThresholds = GrowthThresholds(), *, rank: dict[str, int],
+                       prior_result_id: str | None = None, prior_tracking: Mapping[int, str] | None = None
+                       ) -> LungAssessment:
     """The current assessment with its comparison: growth per nodule, and a category raised to at
-    least clinical review (never lowered) for a growing nodule, urgent where its VDT is in the
-    range of lung cancer. `rank`: the categories' order (pathways.lung_cancer_ct). Unchanged
-    where either scan lacks its date or lung centroid: no comparison is claimed."""
+    least clinical review (never lowered) for a growing nodule or a followed-up nodule no longer
+    found, urgent where a VDT is in the range of lung cancer. `rank`: the categories' order (pathways.lung_cancer_ct). Unchanged
+    where either scan lacks its date or lung centroid: no comparison is claimed.
+
+    `prior_tracking`: the Tracking UID of each prior nodule (by its index); a matched nodule keeps
+    its prior's, so the SRs of both studies name it with one UID."""
     if not (current.study_date and prior.study_date and current.lung_centroid_xyz_mm and prior.lung_centroid_xyz_mm):
         return current
     interval = (current.study_date - prior.study_date).days
@@ -143,12 +148,24 @@ def compare_with_prior(current: LungAssessment, prior: LungAssessment, prior_stu
             if action[1]:
                 reasons.append(f"nodule {g.index}: grew {g.volume_change:+.0%} in {interval} days, VDT "
                                f"{g.vdt_days:.0f} days <= {thresholds.vdt_cancer_range_days:g} (BTS 2015: the range of lung cancer)")
+    # A nodule under surveillance that the AI no longer finds may have resolved (BTS 2015:
+    # discharge) or been missed: a radiologist confirms before surveillance ends (hazard H-30).
+    prior_category = {a.nodule.index: a.bts_category for a in prior.nodules}
+    for g in growth:
+        if g.status == "resolved" and rank.get(prior_category.get(g.prior_index, ""), 0) >= rank["ct-12-months"]:
+            sentences.append(f"prior nodule {g.prior_index} ({prior_category[g.prior_index]}) not found: resolved, or "
+                             "missed by the AI; a radiologist confirms before surveillance ends")
     code = current.recommendation_code
     if sentences and rank[code] < rank["clinical-review"]:
         code = "clinical-review"
     summary = "; ".join(sentences) if sentences else (
         f"no nodule grew significantly (volume change < {thresholds.significant_volume_change:.0%})")
+    carried = {g.index: prior_tracking[g.prior_index] for g in growth
+               if g.index is not None and g.prior_index is not None and g.prior_index in (prior_tracking or {})}
+    nodules = tuple(a.model_copy(update={"tracking_uid": carried[a.nodule.index]}) if a.nodule.index in carried else a
+                    for a in current.nodules)
     return current.model_copy(update={
+        "nodules": nodules, "prior_result_id": prior_result_id,
         "prior_study_key": prior_study_key, "interval_days": interval, "growth": tuple(growth),
         "recommendation_code": code,
         "recommendation": f"{current.recommendation} Compared with the prior CT {interval} days earlier: {summary}.",

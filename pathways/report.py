@@ -53,6 +53,9 @@ class Finding(_Frozen):
     # Centre in patient coordinates (LPS, mm), where known: lets the SR point at the finding
     # when no SEG exists
     centre_xyz_mm: tuple[float, float, float] | None = None
+    # The Tracking UID this finding had on an earlier study of the patient (TID 1500 allows it
+    # to be reused); None: a new finding, whose UID is derived from the result and its key.
+    tracking_uid: str | None = None
 
 
 class ReportContent(_Frozen):
@@ -88,6 +91,15 @@ class PatientIdentity(_Frozen):
     sex: Sex = "U"
 
 
+class PriorReport(_Frozen):
+    """The patient's earlier result this one was compared with (issue 17): the new SR lists that
+    result's SR in its Pertinent Other Evidence Sequence (PS3.3 C.17.2)."""
+
+    result_id: str
+    study_uid: str
+    verified: bool  # accepted or amended at review: its SR is the verified instance
+
+
 class ResultContext(_Frozen):
     """Everything about a result's provenance that output messages must carry."""
 
@@ -110,3 +122,4 @@ class ResultContext(_Frozen):
     observed_at: dt.datetime  # when the result was produced (UTC)
     sending_application: str = "RADPATH"
     sending_facility: str = "RADPATH"
+    prior_report: PriorReport | None = None

@@ -192,7 +192,8 @@ def record_result(
     revision = view.study_revision
     result_id = ledger.result_id_for(view.study_uid, spec.name, model_version, revision)
     ctx = ledger.result_context(
-        run_id, result_id=result_id, model_name=model_name, model_version=model_version, source_series_uid=series.series_uid
+        run_id, result_id=result_id, model_name=model_name, model_version=model_version, source_series_uid=series.series_uid,
+        prior_result_id=getattr(assessment, "prior_result_id", None),
     )
     existing = ledger.existing_result(view.study_uid, spec.name, model_version, revision)
     if existing is not None:  # a re-driven run: the outputs were built and committed before
@@ -282,7 +283,8 @@ def finalise_held_report(result_id: str, reviewer: str, reason: str, conclusion:
         content = content.with_reviewed_conclusion(conclusion, reviewer, reason)
     status = issued_status(reviewer=reviewer, replaces_final=held.replaces_final)
     ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
-                                model_version=held.model_version, source_series_uid=held.source_series_uid)
+                                model_version=held.model_version, source_series_uid=held.source_series_uid,
+                                prior_result_id=held.prior_result_id)
     result_dir = get_settings().data_dir / "results" / result_id
     out_dir = result_dir / ("final" if conclusion is None else "amended")
     follow_up = _follow_up_destinations(held.pathway)
@@ -324,7 +326,8 @@ def cancel_sent_reports(result_id: str) -> dict[str, list[str]]:
         raise ValueError("this result was recorded without provenance (before 0005)")
     content = ReportContent.model_validate(held.report)
     ctx = ledger.result_context(held.run_id, result_id=result_id, model_name=held.model_name,
-                                model_version=held.model_version, source_series_uid=held.source_series_uid)
+                                model_version=held.model_version, source_series_uid=held.source_series_uid,
+                                prior_result_id=held.prior_result_id)
     out_dir = get_settings().data_dir / "results" / result_id / "cancelled"
     cancels = {}
     for destination, files in sent.items():

@@ -92,3 +92,28 @@ def test_growth_raises_the_category_and_flags_a_cancer_range_vdt_but_never_lower
     assert compare_to_prior(mass, prior, "S-prior").recommendation_code == "mass"  # never lowered
     undated = grown.model_copy(update={"study_date": None})
     assert compare_to_prior(undated, prior, "S-prior") == undated  # no date, no comparison claimed
+
+
+def test_a_followed_up_nodule_no_longer_found_goes_to_review_not_discharge():
+    """BTS 2015 discharges a resolved nodule, but the AI not finding it may be a miss: the category
+    rises to clinical review so a radiologist confirms before surveillance ends (hazard H-30).
+    A prior nodule that needed no follow-up changes nothing when it is not found again."""
+    prior = _assessment([_nodule(1, (50.0, 10.0, 100.0), 200), _nodule(2, (-60.0, 20.0, 90.0), 30)], "ct-3-months",
+                        dt.date(2026, 1, 5), (0.0, 0.0, 0.0))
+    prior = prior.model_copy(update={"nodules": (prior.nodules[0],
+                                                 prior.nodules[1].model_copy(update={"bts_category": "no-follow-up"}))})
+    only_small = _assessment([_nodule(1, (-57.0, 22.0, 91.0), 31)], "no-follow-up", dt.date(2026, 4, 6), (3.0, 2.0, 1.0))
+    compared = compare_to_prior(only_small, prior, "S-prior")
+    assert [g.status for g in compared.growth if g.status == "resolved"] == ["resolved"]
+    assert compared.recommendation_code == "clinical-review" and not compared.urgent
+    assert "prior nodule 1 (ct-3-months) not found" in compared.recommendation
+    only_big = _assessment([_nodule(1, (53.0, 12.0, 101.0), 205)], "ct-3-months", dt.date(2026, 4, 6), (3.0, 2.0, 1.0))
+    assert compare_to_prior(only_big, prior, "S-prior").recommendation_code == "ct-3-months"
+
+
+def test_a_matched_nodule_keeps_its_prior_tracking_uid_and_a_new_one_gets_none():
+    prior = _assessment([_nodule(1, (50.0, 10.0, 100.0), 200)], "ct-3-months", dt.date(2026, 1, 5), (0.0, 0.0, 0.0))
+    current = _assessment([_nodule(1, (-40.0, 30.0, 80.0), 90), _nodule(2, (53.0, 12.0, 101.0), 210)], "ct-3-months",
+                          dt.date(2026, 4, 6), (3.0, 2.0, 1.0))
+    compared = compare_to_prior(current, prior, "S-prior", prior_result_id="r-1", prior_tracking={1: "2.25.1"})
+    assert [a.tracking_uid for a in compared.nodules] == [None, "2.25.1"] and compared.prior_result_id == "r-1"

@@ -324,10 +324,12 @@ def record_delivery_attempt(
         return AttemptOutcome(row.status, row.attempts, due, reason)
 
 
-def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str):  # noqa: ANN201
-    """Provenance and identity for output messages. Stays inside the delivery step."""
+def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str,  # noqa: ANN201
+                   prior_result_id: str | None = None):
+    """Provenance and identity for output messages. Stays inside the delivery step.
+    `prior_result_id`: the patient's earlier result the assessment was compared with."""
     from pathways.registry import default_registry
-    from pathways.report import Code, PatientIdentity, ResultContext
+    from pathways.report import Code, PatientIdentity, PriorReport, ResultContext
 
     systems = {"SCT": "http://snomed.info/sct", "LN": "http://loinc.org"}
     with session_scope() as session:
@@ -336,7 +338,10 @@ def result_context(run_id: str, *, result_id: str, model_name: str, model_versio
         study = session.get(Study, run.study_id)
         spec = default_registry().specs.get(run.pathway)
         model = spec.model if spec is not None else None
+        prior = session.get(Result, prior_result_id) if prior_result_id else None
         return ResultContext(
+            prior_report=PriorReport(result_id=prior.id, study_uid=prior.study_uid,
+                                     verified=prior.review_status in ("accepted", "amended")) if prior else None,
             result_id=result_id,
             pathway=run.pathway,
             pathway_version=run.pathway_version,

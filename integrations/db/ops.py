@@ -162,6 +162,7 @@ class HeldResult:
     held_payloads: dict[str, list[str]]  # destination -> payload files
     pathway: str = ""
     sent_payloads: dict[str, list[str]] = field(default_factory=dict)  # destination -> preliminary files sent (or on their way)
+    prior_result_id: str | None = None  # the patient's earlier result it was compared with
 
 
 def held_result(result_id: str) -> HeldResult:
@@ -173,7 +174,7 @@ def held_result(result_id: str) -> HeldResult:
                 if d.result_status == "preliminary" and d.status in ("pending", "delivered", "dead_letter")}
         predecessor = session.exec(select(Result.id).where(Result.superseded_by == result_id)).first()
         return HeldResult(result.run_id, result.report, result.model_name, result.model_version, result.source_series_uid,
-                          predecessor is not None, held, result.pathway, sent)
+                          predecessor is not None, held, result.pathway, sent, result.assessment.get("prior_result_id"))
 
 
 def set_review(result_id: str, status: str, *, reviewer: str | None = None, reason: str | None = None,

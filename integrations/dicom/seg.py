@@ -28,9 +28,10 @@ SEG_SERIES_NUMBER = 9902
 MANUFACTURER = "radpath"
 
 
-def tracking_uid(ctx: ResultContext, finding_key: str) -> str:
-    """The Tracking Unique Identifier shared by a finding's SEG segment and SR group."""
-    return result_uid(ctx.result_id, f"tracking/{finding_key}")
+def tracking_uid(result_id: str, finding_key: str, carried: str | None = None) -> str:
+    """The Tracking Unique Identifier shared by a finding's SEG segment and SR group: the one it
+    `carried` from the patient's earlier study, else derived from the result and the finding."""
+    return carried or result_uid(result_id, f"tracking/{finding_key}")
 
 
 def build_segmentation(
@@ -73,7 +74,7 @@ def build_segmentation(
             segmented_property_type=coded_concept(f.finding_type),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-            tracking_uid=tracking_uid(ctx, f.key),
+            tracking_uid=tracking_uid(ctx.result_id, f.key, f.tracking_uid),
             tracking_id=f.key,
             anatomic_regions=[coded_concept(f.site)] if f.site else None,
         )

@@ -5,7 +5,9 @@ when a SEG is given, else by a 3D point at its centre, else (no location known) 
 group. The report-level conclusion and urgent flag form one more TID 1501 group. The
 observer is the AI model (a device). Patient and study attributes are copied by highdicom
 from the source images; UIDs and dates come from the result, so a rebuild is identical.
-An SR that supersedes an earlier one names it in the Predecessor Documents Sequence.
+An SR that supersedes an earlier one names it in the Predecessor Documents Sequence; one
+compared with the patient's earlier result names that result's SR in the Pertinent Other
+Evidence Sequence, and a finding matched to an earlier one keeps its Tracking UID.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.uid import Comprehensive3DSRStorage
 from pydicom.sr.codedict import codes as dicom_codes
 
 from integrations.dicom.coding import (
@@ -29,7 +32,7 @@ from integrations.dicom.coding import (
 from integrations.dicom.seg import MANUFACTURER, tracking_uid
 from integrations.uids import result_uid, uid_from_name
 from pathways import codes
-from pathways.report import Code, Finding, ReportContent, ResultContext
+from pathways.report import Code, Finding, PriorReport, ReportContent, ResultContext
 
 SR_SERIES_NUMBER = 9901
 
@@ -93,7 +96,7 @@ def _finding_group(
 ):
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid(ctx, finding.key), identifier=finding.label
+            uid=tracking_uid(ctx.result_id, finding.key, finding.tracking_uid), identifier=finding.label
         ),
         finding_type=coded_concept(finding.finding_type),
         algorithm_id=algorithm,
@@ -132,7 +135,7 @@ def _conclusion_group(content: ReportContent, ctx: ResultContext, algorithm):
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid(ctx, "conclusion"), identifier="Conclusion"
+            uid=tracking_uid(ctx.result_id, "conclusion"), identifier="Conclusion"
         ),
         algorithm_id=algorithm,
         qualitative_evaluations=evaluations,
@@ -167,6 +170,20 @@ def predecessor_srs(path: Path) -> list[pydicom.Dataset]:
     if not path.is_file():
         return []
     return [pydicom.dcmread(path, stop_before_pixels=True)]
+
+
+def sr_uids(result_id: str, *, verified: bool) -> tuple[str, str]:
+    """The Series and SOP Instance UIDs of a result's SR, preliminary or verified."""
+    return result_uid(result_id, "sr-series"), result_uid(result_id, "sr-instance/verified" if verified else "sr-instance")
+
+
+def _prior_sr(prior: PriorReport) -> pydicom.Dataset:
+    """The identity of the earlier result's SR, as evidence (Hierarchical SOP Instance Reference)."""
+    ref = pydicom.Dataset()
+    ref.StudyInstanceUID = prior.study_uid
+    ref.SeriesInstanceUID, ref.SOPInstanceUID = sr_uids(prior.result_id, verified=prior.verified)
+    ref.SOPClassUID = Comprehensive3DSRStorage
+    return ref
 
 
 def build_measurement_report_sr(
@@ -208,13 +225,16 @@ def build_measurement_report_sr(
         title=coded_concept(codes.IMAGING_MEASUREMENT_REPORT),
     )
     evidence = list(source_datasets) + ([seg] if seg is not None else [])
+    if ctx.prior_report is not None:  # another study: highdicom lists it as Pertinent Other Evidence
+        evidence.append(_prior_sr(ctx.prior_report))
     when_date, when_time = dicom_date_time(ctx.observed_at)
+    series_uid, instance_uid = sr_uids(ctx.result_id, verified=verifier is not None)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
-        series_instance_uid=result_uid(ctx.result_id, "sr-series"),
+        series_instance_uid=series_uid,
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(ctx.result_id, "sr-instance/verified" if verifier else "sr-instance"),
+        sop_instance_uid=instance_uid,
         instance_number=2 if verifier else 1,
         manufacturer=MANUFACTURER,
         # PS3.3 Table C.17-2: Completion Flag COMPLETE; Preliminary Flag PRELIMINARY and
