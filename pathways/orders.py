@@ -60,6 +60,30 @@ class PatientUpdate:
     local_id_authority: str | None = None
     deceased: bool = False  # PID-30 Patient Death Indicator "Y" (HL7 table 0136)
 
+    @property
+    def key_identifier(self) -> str:
+        """What the pseudonymous patient key is derived from (as for an order): the NHS number,
+        else the authority-qualified local id."""
+        return self.nhs_number or f"{self.local_id_authority}:{self.local_patient_id}"
+
+
+@dataclass(frozen=True)
+class PatientMerge:
+    """ADT^A40 (merge patient - patient identifier list): the prior patient's records become the
+    surviving patient's (identity data: ledger only, never logs)."""
+
+    surviving: PatientUpdate  # PID: the identifiers that survive, and their demographics
+    prior_nhs_number: str | None  # MRG-1: the identifiers that are retired
+    prior_local_patient_id: str | None
+    prior_local_id_authority: str | None = None
+
+    @property
+    def prior_key_identifiers(self) -> set[str]:
+        keys = {self.prior_nhs_number} if self.prior_nhs_number else set()
+        if self.prior_local_patient_id:
+            keys.add(f"{self.prior_local_id_authority}:{self.prior_local_patient_id}")
+        return keys
+
 
 URGENT_PRIORITIES = ("urgent", "asap", "stat")
 

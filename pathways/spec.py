@@ -137,6 +137,16 @@ class Surveillance(_Strict):
     follow_up_days: dict[str, int] = Field(default_factory=dict)
     grace_days: int = Field(default=28, ge=0, description="after the due date, before the failsafe alerts (trust policy)")
     realert_days: int = Field(default=7, ge=1, description="a plan still overdue is alerted again this often (trust policy)")
+    discharge_codes: list[str] = Field(default_factory=list,
+                                       description="recommendation codes of a follow-up that end surveillance")
+
+    def outcome(self, recommendation_code: str | None) -> str:
+        """Where the follow-up's recommendation leaves the patient: "on surveillance" (another
+        follow-up scan), "discharged" (a `discharge_codes` code), else "referred" (anything
+        beyond surveillance: clinical review, PET-CT, a suspected cancer pathway)."""
+        if self.follow_up(recommendation_code) is not None:
+            return "on surveillance"
+        return "discharged" if recommendation_code in self.discharge_codes else "referred"
 
     @field_validator("follow_up_days")
     @classmethod

@@ -554,7 +554,8 @@ def surveillance_list(
         {"plan": p.plan_id, "pathway": p.pathway, "accession": p.accession_number, "patient": p.patient_key,
          "recommendation": p.recommendation_code, "due": p.due_on.isoformat(), "escalated from": p.overdue_on.isoformat(),
          "status": p.status + (f" ({p.closed_reason})" if p.closed_reason else ""),
-         "follow-up ordered": "yes" if p.follow_up_ordered else "no", "alerted": "yes" if p.alerted else "no"}
+         "follow-up ordered": "yes" if p.follow_up_ordered else "no", "alerted": "yes" if p.alerted else "no",
+         "outcome": p.outcome}
         for p in found])
 
 

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 from sqlmodel import select
 
@@ -21,7 +22,8 @@ from integrations.db import ledger, ops, surveillance
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Result, SurveillancePlan
 from integrations.hl7.orders import parse_order
-from pathways.lung_cancer_ct import CATEGORY_ORDER
+from integrations.settings import get_settings
+from pathways.lung_cancer_ct import CATEGORY_ORDER, NO_NODULE_DETECTED as NO_NODULE
 from pathways.spec import Surveillance
 from tests.conftest import ingest_synthetic_study, make_ready, prefect_events
 from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
@@ -30,6 +32,23 @@ from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_v
 # CT at 3 months) and a 3.1 mm one (no follow-up); seed 18 is another patient's chest CT.
 BASELINE_SEED, FOLLOW_UP_SEED = 17, 18
 FOLLOW_UP = {"days": 91, "volume_ratio": {1: 2.0}, "shift_xyz_mm": (9.0, -7.0, 16.0)}
+
+
+def _tracking(sr: pydicom.Dataset) -> dict[str, str]:
+    """Tracking Identifier (DCM 112039) -> Tracking Unique Identifier (DCM 112040) of every
+    measurement group in an SR's content tree."""
+    found: dict[str, str] = {}
+
+    def walk(items) -> None:  # noqa: ANN001
+        for item in items:
+            children = item.get("ContentSequence", [])
+            by_code = {c.ConceptNameCodeSequence[0].CodeValue: c for c in children if "ConceptNameCodeSequence" in c}
+            if "112039" in by_code and "112040" in by_code:
+                found[by_code["112039"].TextValue] = by_code["112040"].UID
+            walk(children)
+
+    walk(sr.ContentSequence)
+    return found
 
 
 def _plan() -> SurveillancePlan:
@@ -131,6 +150,23 @@ def test_an_overdue_follow_up_is_alerted_then_again_weekly_and_closed_by_the_fol
     assert current.assessment["recommendation_code"] in {"clinical-review", "pet-ct"} and current.urgent
     assert any("VDT" in r and "the range of lung cancer" in r for r in current.assessment["urgent_reasons"])
     assert "COMPARISON: prior chest CT" in current.report["text"] and "volume-doubling time" in current.report["text"]
+    # The plan's outcome follows the follow-up's recommendation: beyond surveillance, referred.
+    (closed,) = surveillance.plans(include_closed=True)
+    assert closed.outcome == f"referred ({current.assessment['recommendation_code']})"
+    # PACS links the two studies: the follow-up SR names the baseline SR as pertinent other
+    # evidence, and the grown nodule keeps its Tracking UID in both SRs and the follow-up SEG.
+    assert current.assessment["prior_result_id"] == result.id
+    sr_of = {r.id: pydicom.dcmread(get_settings().data_dir / "results" / r.id / "sr.dcm") for r in (result, current)}
+    (evidence,) = sr_of[current.id].PertinentOtherEvidenceSequence
+    assert evidence.StudyInstanceUID == baseline.study_uid
+    referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    assert referenced == sr_of[result.id].SOPInstanceUID
+    tracked = {rid: _tracking(sr) for rid, sr in sr_of.items()}
+    assert tracked[current.id][f"Nodule {grown['index']}"] == tracked[result.id]["Nodule 1"]
+    assert tracked[current.id]["Conclusion"] != tracked[result.id]["Conclusion"]
+    seg = pydicom.dcmread(get_settings().data_dir / "results" / current.id / "seg.dcm")
+    segment = next(d for d in seg.SegmentSequence if d.SegmentNumber == grown["index"])
+    assert segment.TrackingUID == tracked[result.id]["Nodule 1"]
 
     # The alert, its table and the failsafe's runs hold pseudonymous keys only.
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_LOCAL_STORAGE_PATH
@@ -198,3 +234,62 @@ def test_a_patient_recorded_deceased_by_adt_has_their_plans_cancelled(radpath_en
     assert surveillance.plans() == []
     (plan,) = surveillance.plans(include_closed=True)
     assert plan.status == "cancelled" and "deceased" in plan.closed_reason
+
+
+def test_a_patient_merge_moves_plans_and_priors_to_the_surviving_patient(radpath_env, registry, tmp_path):
+    """ADT^A40 (HL7 v2.5.1 ch. 3.3.40) through the HL7 intake: the baseline chest CT was made under
+    one record (seed 17's patient), the PAS merges it into another (seed 18's patient, MRG-1 naming
+    the retired identifiers); that patient's next chest CT then closes the plan and is compared
+    with the baseline."""
+    from radpath.synth import generate
+    from tests.hl7_fixtures import receive
+
+    baseline, run_id = ingest_synthetic_study(tmp_path / "a", registry, "chest-ct", BASELINE_SEED)
+    result_id = ledger.result_id_for(baseline.study_uid, "lung-cancer-ct", "1.1.0")
+    ledger.record_result(run_id, result_id=result_id, study_uid=baseline.study_uid, pathway="lung-cancer-ct",
+                         model_version="1.1.0", assessment={"recommendation_code": "ct-3-months"}, report={},
+                         urgent=False, deliveries=[],
+                         follow_up=registry.get("lung-cancer-ct").surveillance.follow_up("ct-3-months"))
+    prior_key = _plan().patient_key
+
+    def pid_of(study) -> str:  # noqa: ANN001
+        return next(s for s in Path(study.order_path).read_bytes().decode().split("\r") if s.startswith("PID"))
+
+    (survivor,) = generate("chest-ct", 1, FOLLOW_UP_SEED, tmp_path / "peek")
+    a40 = ("MSH|^~\\&|PAS|RXX01|RADPATH|RADPATH|20270102090000||ADT^A40^ADT_A39|{c}|P|2.4\r"
+           "EVN|A40|20270102090000\r{pid}\r{mrg}")
+    with pytest.raises(AssertionError, match=r"ERR\|MRG\^1\^1\^101"):  # no prior identifiers: refused, nothing moved
+        receive(a40.format(c="A40-0", pid=pid_of(survivor), mrg="PV1|1|O\r"), registry)
+    assert _plan().patient_key == prior_key
+    mrg = f"MRG|{pid_of(baseline).split('|')[3]}\r"
+    assert receive(a40.format(c="A40-1", pid=pid_of(survivor), mrg=mrg), registry).status == "accepted"
+
+    plan = _plan()
+    assert plan.patient_key != prior_key and plan.status == "due"
+    with session_scope() as s:
+        merged = s.exec(select(AuditEvent).where(AuditEvent.action == "patient.merged")).one()
+        assert s.exec(select(AuditEvent).where(AuditEvent.action == "surveillance.patient-merged",
+                                               AuditEvent.entity_id == plan.id)).one()
+    assert len(merged.detail["orders"]) == 1 and merged.detail["into"] == plan.patient_key
+
+    # The surviving patient's chest CT: it closes the plan and finds the baseline as its prior.
+    follow_up, follow_up_run = ingest_synthetic_study(tmp_path / "b", registry, "chest-ct", FOLLOW_UP_SEED)
+    plan = _plan()
+    assert (plan.status, plan.closed_by_run_id) == ("received", follow_up_run)
+    prior = surveillance.prior_result(follow_up_run)
+    assert prior is not None and prior.result_id == result_id
+
+
+def test_the_follow_up_recommendation_says_whether_the_patient_stays_on_surveillance(registry):
+    lung = registry.get("lung-cancer-ct").surveillance
+    assert lung.outcome("ct-12-months") == "on surveillance" and lung.outcome("ct-3-months") == "on surveillance"
+    assert lung.outcome("no-follow-up") == "discharged"
+    assert {lung.outcome(c) for c in ("clinical-review", "pet-ct", "mass", NO_NODULE)} == {"referred"}
+
+
+def test_the_interval_counts_from_the_scan_date_unless_radpath_received_it_earlier():
+    arrived = dt.datetime(2026, 3, 20, 14, 5, tzinfo=dt.UTC)
+    scanned = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    assert surveillance.baseline_time("2026-03-02", arrived) == scanned  # arrived 18 days late: no extra time
+    assert surveillance.baseline_time("2026-04-01", arrived) == arrived  # a date after arrival is not believed
+    assert surveillance.baseline_time(None, arrived) == surveillance.baseline_time("not a date", arrived) == arrived

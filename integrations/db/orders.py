@@ -36,7 +36,7 @@ from integrations.db import surveillance
 from integrations.db.ledger import audit, audit_values, patient_key
 from integrations.db.runs import OPEN as OPEN_RUNS, RunStatus, move as move_run
 from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values
-from pathways.orders import OrderRequest, PatientUpdate, age_on
+from pathways.orders import OrderRequest, PatientMerge, PatientUpdate, age_on
 from pathways.registry import Registry
 
 
@@ -379,6 +379,35 @@ def update_patient(session: Session, update: PatientUpdate, message_id: str, *, 
         ids.append(order.id)
     audit(session, actor, "patient.updated", "inbound_message", message_id, orders=ids)
     return ids
+
+
+def merge_patient(session: Session, merge: PatientMerge, message_id: str, *, actor: str) -> list[str]:
+    """ADT^A40: every order of the prior patient (open or closed: a later study's comparison with
+    a prior needs the closed ones too) takes the surviving patient's identifiers and key, and so
+    do their surveillance plans; then the survivor's demographics refresh the open orders.
+    Returns the ids of the orders moved. An unknown prior patient moves nothing (audited)."""
+    prior_keys = {patient_key(identifier) for identifier in merge.prior_key_identifiers}
+    clauses = [Order.patient_key.in_(prior_keys)]
+    if merge.prior_nhs_number:
+        clauses.append(Order.nhs_number == merge.prior_nhs_number)
+    if merge.prior_local_patient_id:
+        clauses.append(Order.local_patient_id == merge.prior_local_patient_id)
+    survivor = merge.surviving
+    surviving_key = patient_key(survivor.key_identifier)
+    moved = []
+    for order in session.exec(select(Order).where(or_(*clauses))).all():
+        if order.patient_key == surviving_key:
+            continue
+        prior_key = order.patient_key
+        prior_keys.add(prior_key)
+        order.patient_key = surviving_key
+        order.nhs_number = survivor.nhs_number or order.nhs_number
+        order.local_patient_id = survivor.local_patient_id or order.local_patient_id
+        moved.append(order.id)
+    surveillance.merge_patient(session, prior_keys, surviving_key, actor=actor)
+    audit(session, actor, "patient.merged", "inbound_message", message_id, orders=moved, into=surviving_key)
+    update_patient(session, survivor, message_id, actor=actor)
+    return moved
 
 
 def commit_order(order: OrderRequest, raw: str, registry: Registry, *, protocol: str, actor: str, reason: str

@@ -5,7 +5,8 @@ A plan's life (issue 17): opened with the result whose recommendation names a fo
 the same patient is handed to a run of the same pathway (`study_arrived`, inside the readiness
 sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
 later revision of the same study (`cancel_for_result`), or when an ADT message records the
-patient deceased (`cancel_for_patient`). A plan still due past `overdue_at` is
+patient deceased (`cancel_for_patient`). An ADT^A40 merge moves the prior patient's plans to the
+surviving patient (`merge_patient`). A plan still due past `overdue_at` is
 overdue: the failsafe claims each alert with a conditional UPDATE (`claim_alert`), so two
 failsafe passes never alert together, and alerts again every `realert_days` while it stays overdue.
 """
@@ -28,11 +29,11 @@ OVERDUE = "overdue"  # a due plan past its grace period (derived, never stored)
 
 
 def open_plan(session: Session, result: Result, follow_up: FollowUp) -> SurveillancePlan:
-    """The plan of a newly recorded result, due `follow_up.days` after its study arrived."""
+    """The plan of a newly recorded result, due `follow_up.days` after its baseline scan."""
     run = session.get(PathwayRun, result.run_id)
     order = session.get(Order, run.order_id)
     study = session.get(Study, run.study_id)
-    baseline = study.first_received_at
+    baseline = baseline_time(result.assessment.get("study_date"), study.first_received_at)
     due = baseline + dt.timedelta(days=follow_up.days)
     plan = SurveillancePlan(result_id=result.id, patient_key=order.patient_key, pathway=result.pathway,
                             recommendation_code=follow_up.recommendation_code, baseline_at=baseline, due_at=due,
@@ -41,6 +42,18 @@ def open_plan(session: Session, result: Result, follow_up: FollowUp) -> Surveill
     audit(session, "pathway", "surveillance.opened", "surveillance_plan", plan.id, result_id=result.id,
           recommendation=follow_up.recommendation_code, due=due.date().isoformat())
     return plan
+
+
+def baseline_time(study_date: str | None, arrived_at: dt.datetime) -> dt.datetime:
+    """When the follow-up interval starts: the day the scan was made (DICOM Study Date, as the
+    assessment records it; BTS 2015 counts from the scan), or when radpath received it where the
+    date is unknown or later (a study that arrives weeks late is not given weeks more)."""
+    try:
+        scanned = dt.datetime.combine(dt.date.fromisoformat(study_date), dt.time(), dt.timezone.utc) if study_date else None
+    except ValueError:
+        scanned = None
+    arrived = arrived_at if arrived_at.tzinfo else arrived_at.replace(tzinfo=dt.timezone.utc)
+    return min(scanned, arrived) if scanned else arrived
 
 
 def study_arrived(session: Session, run: PathwayRun, study: Study, patient_key: str) -> None:
@@ -73,6 +86,13 @@ def cancel_for_patient(session: Session, patient_keys: set[str], reason: str, ac
     for plan in session.exec(select(SurveillancePlan).where(SurveillancePlan.patient_key.in_(patient_keys),
                                                             SurveillancePlan.status == DUE)).all():
         _close(session, plan, CANCELLED, reason, actor=actor)
+
+
+def merge_patient(session: Session, prior_keys: set[str], surviving_key: str, actor: str) -> None:
+    """ADT^A40: the prior patient's plans (due or closed) become the surviving patient's."""
+    for plan in session.exec(select(SurveillancePlan).where(SurveillancePlan.patient_key.in_(prior_keys))).all():
+        plan.patient_key = surviving_key
+        audit(session, actor, "surveillance.patient-merged", "surveillance_plan", plan.id, into=surviving_key)
 
 
 def _close(session: Session, plan: SurveillancePlan, status: str, reason: str, *, actor: str,
@@ -113,6 +133,9 @@ class PlanRow:
     follow_up_ordered: bool  # an order of the same pathway for the patient came after the baseline
     alerted: bool
     closed_reason: str
+    # Where the patient stands: on surveillance (due, or the follow-up asked for another scan),
+    # discharged or referred (the follow-up's recommendation), awaiting result, or cancelled.
+    outcome: str = "on surveillance"
 
 
 def plans(now: dt.datetime | None = None, *, include_closed: bool = False) -> list[PlanRow]:
@@ -127,11 +150,37 @@ def plans(now: dt.datetime | None = None, *, include_closed: bool = False) -> li
             query = query.where(SurveillancePlan.status == DUE)
         rows = session.exec(query.order_by(SurveillancePlan.due_at)).all()
         ordered = _ordered_since(session, [(plan, run_id) for plan, _, run_id, _ in rows if plan.status == DUE])
+        follow_ups = _follow_up_recommendations(session, [plan.closed_by_run_id for plan, *_ in rows
+                                                          if plan.status == RECEIVED])
         return [PlanRow(plan.id, plan.pathway, plan.patient_key, study_key(uid), accession, plan.recommendation_code,
                         plan.due_at.date(), plan.overdue_at.date(),
                         OVERDUE if plan.status == DUE and plan.overdue_at <= now else plan.status,
-                        plan.id in ordered, plan.alerted_at is not None, plan.close_reason)
+                        plan.id in ordered, plan.alerted_at is not None, plan.close_reason,
+                        _outcome(plan, follow_ups.get(plan.closed_by_run_id)))
                 for plan, uid, _, accession in rows]
+
+
+def _follow_up_recommendations(session: Session, run_ids: list[str]) -> dict[str, str]:
+    """The recommendation code of each follow-up run's current result."""
+    if not run_ids:
+        return {}
+    results = session.exec(select(Result.run_id, Result.assessment)
+                           .where(Result.run_id.in_(run_ids), Result.superseded_by.is_(None))).all()
+    return {run_id: assessment.get("recommendation_code", "") for run_id, assessment in results}
+
+
+def _outcome(plan: SurveillancePlan, follow_up_code: str | None) -> str:
+    from pathways.registry import default_registry
+
+    if plan.status == CANCELLED:
+        return "cancelled"
+    if plan.status == DUE:
+        return "on surveillance"
+    if follow_up_code is None:
+        return "awaiting result"
+    spec = default_registry().specs.get(plan.pathway)
+    outcome = spec.surveillance.outcome(follow_up_code) if spec is not None else "referred"
+    return f"{outcome} ({follow_up_code})"
 
 
 def surveillance_rows(rows: list[PlanRow]) -> list[dict]:
@@ -139,7 +188,8 @@ def surveillance_rows(rows: list[PlanRow]) -> list[dict]:
     return [{"pathway": r.pathway, "patient": r.patient_key, "baseline study": r.study_key,
              "recommendation": r.recommendation_code, "due": r.due_on.isoformat(),
              "escalated from": r.overdue_on.isoformat(), "status": r.status,
-             "follow-up ordered": "yes" if r.follow_up_ordered else "no", "alerted": "yes" if r.alerted else "no"}
+             "follow-up ordered": "yes" if r.follow_up_ordered else "no", "alerted": "yes" if r.alerted else "no",
+             "outcome": r.outcome}
             for r in rows]
 
 

@@ -47,8 +47,9 @@ from integrations.hl7.ack import (
     Header,
     acknowledgements,
 )
-from integrations.hl7.adt import ADT_UPDATE_EVENTS, parse_patient_update
+from integrations.hl7.adt import ADT_EVENTS, parse_adt
 from pathways.code_checks import procedure_code_problem
+from pathways.orders import PatientMerge
 from integrations.hl7.er7 import MessageError, RawHeader, decode, field_value, read_header, split_segments
 from integrations.hl7.mllp import FramingError
 from integrations.hl7.orders import PRIORITY, parse_order
@@ -119,11 +120,12 @@ def check_supported(raw: RawHeader) -> str:
         if header.trigger != ORDER_TRIGGERS[kind]:
             raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE, f"{kind} trigger event not supported"), True)
     elif kind == "ADT":
-        if header.trigger not in ADT_UPDATE_EVENTS:
-            raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE, "only ADT^A08 and ADT^A31 are accepted"), True)
+        if header.trigger not in ADT_EVENTS:
+            raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE,
+                                           "only ADT^A08, ADT^A31 and ADT^A40 are accepted"), True)
     else:
         raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_MESSAGE_TYPE,
-                                       "accepted: ORM^O01, OMI^O23, ADT^A08, ADT^A31"), True)
+                                       "accepted: ORM^O01, OMI^O23, ADT^A08, ADT^A31, ADT^A40"), True)
     if header.version not in VERSIONS[kind]:
         raise MessageError(ErrorDetail("MSH", 12, UNSUPPORTED_VERSION_ID,
                                        f"{kind} accepted in versions {', '.join(sorted(VERSIONS[kind]))}"), True)
@@ -135,8 +137,9 @@ def check_supported(raw: RawHeader) -> str:
 # Segments a radpath message may hold once only. ORM^O01/OMI^O23 (HL7 v2.5.1 ch. 4.4.1,
 # 4.4.6) allow one patient group and repeat the order group; radpath records one order per
 # message, so a second ORC/OBR is refused rather than silently dropped (a lost order).
-# ADT^A08/A31 (ch. 3.3.8, 3.3.31) carry one PID.
-_ONCE = {"order": ("MSH", "PID", "ORC", "OBR"), "adt": ("MSH", "PID")}
+# ADT^A08/A31 (ch. 3.3.8, 3.3.31) carry one PID; radpath takes an ADT^A40 (ch. 3.3.40, whose
+# patient group may repeat) one merge at a time: one PID and one MRG.
+_ONCE = {"order": ("MSH", "PID", "ORC", "OBR"), "adt": ("MSH", "PID", "MRG")}
 
 
 def structure_problem(segments: list[str], kind: str) -> ErrorDetail | None:
@@ -152,14 +155,14 @@ def structure_problem(segments: list[str], kind: str) -> ErrorDetail | None:
     return None
 
 
-def parse_for_intake(text: str, kind: str):  # noqa: ANN201 - OrderRequest | PatientUpdate
+def parse_for_intake(text: str, kind: str):  # noqa: ANN201 - OrderRequest | PatientUpdate | PatientMerge
     """Parse (hl7apy) and check one decoded message; MessageError names the field at fault."""
     problem = structure_problem(split_segments(text), kind)
     if problem:
         raise MessageError(problem)
     try:
         if kind == "adt":
-            return parse_patient_update(text)
+            return parse_adt(text)
         order = parse_order(text)
     except InvalidInput as exc:
         raise MessageError(_detail_from(exc)) from None
@@ -336,7 +339,10 @@ class Intake:
                                        message_type=message_type, raw=text)
         reply = Reply(acks=[])
         error = None
-        if kind == "adt":
+        if kind == "adt" and isinstance(parsed, PatientMerge):
+            merged = orders.merge_patient(session, parsed, message.id, actor="hl7")
+            reply.events.append(IntakeEvent("patient.merged", "inbound_message", message.id, {"orders": len(merged)}))
+        elif kind == "adt":
             updated = orders.update_patient(session, parsed, message.id, actor="hl7")
             reply.events.append(IntakeEvent("patient.updated", "inbound_message", message.id, {"orders": len(updated)}))
         else:

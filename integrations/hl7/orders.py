@@ -48,17 +48,22 @@ def patient_identifiers(pid: Segment) -> tuple[str | None, str | None, str | Non
     The NHS number is the repetition typed "NH" (or assigned by "NHS"); its modulus-11 check
     digit must hold. Raises InvalidInput naming PID-3 when no identifier is usable.
     """
+    return identifiers_of(pid.pid_3, "PID-3")
+
+
+def identifiers_of(repetitions, field_name: str) -> tuple[str | None, str | None, str | None]:  # noqa: ANN001
+    """(NHS number, local id, its authority) from a repeated CX field (PID-3, MRG-1)."""
     nhs_number = local_id = local_authority = None
-    for rep in pid.pid_3:
+    for rep in repetitions:
         ident, authority, id_type = _text(rep.cx_1), _text(rep.cx_4), _text(rep.cx_5)
         if id_type == "NH" or authority.upper().startswith("NHS"):
             nhs_number = normalise_nhs_number(ident)
             if not is_valid_nhs_number(nhs_number):
-                raise InvalidInput("PID-3: NHS number fails its modulus-11 check")
+                raise InvalidInput(f"{field_name}: NHS number fails its modulus-11 check")
         elif ident and local_id is None:
             local_id, local_authority = ident, authority or None
     if nhs_number is None and local_id is None:
-        raise InvalidInput("PID-3: no patient identifier")
+        raise InvalidInput(f"{field_name}: no patient identifier")
     return nhs_number, local_id, local_authority
 
 
