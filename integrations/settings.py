@@ -141,6 +141,9 @@ class Settings(BaseSettings):
         default=90, ge=1, description="The Prefect server radpath starts deletes finished flow runs (their logs, "
         "artifacts and task runs) this many days after they ended, and events after Prefect's 7 days, so its "
         "database does not grow without end; the ledger keeps the clinical record and the audit")
+    report_text_retention_days: int = Field(
+        default=30, ge=0, description="The radiologist's report text (ORU^R01 from the RIS) is kept this many days, "
+        "then deleted from the ledger with its raw message; what each pathway read from it stays (the evidence loop)")
     prefect_port: int = Field(default=4200, ge=0, le=65535,
                               description="`radpath serve` without PREFECT_API_URL: port of the local Prefect server and UI")
     runner_limit: int = Field(default=2, ge=1, description="Routine flow runs (and the reconciler) `radpath serve` runs "

@@ -559,6 +559,24 @@ def surveillance_list(
         for p in found])
 
 
+@app.command("monitor")
+def monitor() -> None:
+    """The evidence loop: each pathway's AI results against the radiologists' signed reports, per
+    model version and trust (true/false positives and negatives, sensitivity and specificity with
+    95 % Wilson intervals, size agreement)."""
+    from radpath.runtime import prepare_ledger
+
+    prepare_ledger()
+    from integrations.db.radiologist_reports import concordance
+    from pathways.concordance import concordance_table
+
+    rows = concordance()
+    if not rows:
+        console.print("no AI result has a radiologist's report yet")
+        return
+    _print_rows("concordance with the radiologists' reports", concordance_table(rows))
+
+
 def _prefect_ui_url() -> str | None:
     """The Prefect UI's address: PREFECT_UI_URL, else the API URL without its /api."""
     import os

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -164,7 +166,40 @@ def run_demo(studies: int, seed: int, console: Console, all_pathways: bool = Tru
             rows = asyncio.run(_through_front_doors(generated, progress))
     ok = _report(rows, console)
     ok = _report_peers(peers, console) and ok
-    return _report_failsafe(console) and ok
+    ok = _report_failsafe(console) and ok
+    return _report_concordance(generated, seed, console) and ok
+
+
+def _report_concordance(generated: list, seed: int, console: Console) -> bool:
+    """A simulated radiologist signs each chest CT (one in ten disagreeing with the images), the RIS
+    sends the reports over MLLP, and the evidence loop compares them with the AI's results."""
+    from integrations.db.radiologist_reports import concordance
+    from pathways.concordance import concordance_table
+    from radpath.synth.radiologist import report_message, write_chest_ct_report
+
+    rng = np.random.default_rng([seed, 0x5AD])
+    signed = dt.datetime.now(dt.UTC)
+    reports = [report_message(s.order_path, write_chest_ct_report(json.loads(Path(s.truth_path).read_text())["truth"]["nodules"],
+                                                                  rng, disagreement=0.1),
+                              control_id=f"DEMO-RPT-{i}", signed_at=signed)
+               for i, s in enumerate(g for g in generated if g.kind == "chest-ct")]
+
+    async def send() -> list:
+        settings = get_settings()
+        mllp = await serve_mllp(settings)
+        try:
+            return await asyncio.to_thread(send_messages, settings.bind_host, mllp.port, reports)
+        finally:
+            await mllp.stop()
+
+    acks = asyncio.run(send())
+    rows = concordance_table(concordance())
+    table = Table(*rows[0], title=f"evidence loop: AI against {len(acks)} radiologists' reports") if rows else None
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    if table is not None:
+        console.print(table)
+    return bool(rows) and all(a.accepted for a in acks)
 
 
 def _report_failsafe(console: Console) -> bool:

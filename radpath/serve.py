@@ -18,6 +18,7 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
 
     from deployments.served import runner_deployments
     from integrations.db.audit import seal as seal_audit
+    from integrations.db.models import utcnow
+    from integrations.db.radiologist_reports import purge_texts as purge_report_texts
     from integrations.dicom.pacs import retrieve_for_waiting_orders
     from integrations.db.studies import sweep_readiness
     from integrations.dicom.scp import start_scp
@@ -164,7 +167,14 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
         return {"status": "ok"}
 
     async def sweep_forever() -> None:
+        purged_at = 0.0
         while not stop.is_set():
+            if time.monotonic() - purged_at > 60:  # radiologists' report texts past the trust's retention
+                purged_at = time.monotonic()
+                try:
+                    await asyncio.to_thread(purge_report_texts, utcnow(), settings.report_text_retention_days)
+                except Exception:  # the next minute tries again
+                    log.warning("report text retention failed", exc_info=True)
             try:
                 await asyncio.to_thread(retrieve_for_waiting_orders, settings)  # images for orders the PACS holds
             except Exception:  # each order's attempts are audited; the next pass goes on

@@ -142,7 +142,7 @@ def test_order_no_pathway_claims_is_accepted_and_visibly_not_eligible(listener):
         (order("B1", nhs="9434765918"), "AE", "ERR|PID^1^3^102"),
         (order("B2", procedure="169069001^Bad check digit^SCT"), "AE", "ERR|OBR^1^4^103"),
         (order("B3", procedure="^^SCT"), "AE", "ERR|OBR^1^4^101"),
-        (order("B4").replace("ORM^O01^ORM_O01", "ORU^R01^ORU_R01"), "AR", "ERR|MSH^1^9^200"),
+        (order("B4").replace("ORM^O01^ORM_O01", "SIU^S12^SIU_S12"), "AR", "ERR|MSH^1^9^200"),
         (order("B5").replace("|P|2.4", "|P|2.9"), "AR", "ERR||MSH^1^12|203"),  # answered in the sender's (v2.5+) layout
         (order("B6", charset="UNICODE UTF-16"), "AR", "ERR|MSH^1^18^103"),
         (order("B7", control_code="ZZ"), "AE", "ERR|ORC^1^1^103"),

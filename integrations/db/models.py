@@ -340,3 +340,23 @@ class SurveillancePlan(SQLModel, table=True):
     close_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     alerted_at: dt.datetime | None = _ts(nullable=True)  # the failsafe's last alert
     created_at: dt.datetime = _ts()
+
+
+class RadiologistReport(SQLModel, table=True):
+    """The radiologist's signed report of an order's exam (0013_radiologist_report), written only
+    by `integrations.db.radiologist_reports`: one per order, replaced by a correction. Each of the
+    order's pathways that can read reports keeps its reading (`readings`: pathway -> reading); the
+    report's text goes after `Settings.report_text_retention_days`, the readings stay."""
+
+    __tablename__ = "radiologist_report"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    order_id: str = Field(foreign_key="imaging_order.id", unique=True)
+    message_id: str  # the inbound message of the latest version
+    result_status: str  # final | corrected
+    corrections: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    readings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    text_purged_at: dt.datetime | None = _ts(nullable=True)
+    reported_at: dt.datetime | None = _ts(nullable=True)
+    received_at: dt.datetime = _ts()

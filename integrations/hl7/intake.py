@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # the unit of work the ledger's batch committer hands in; the intake never opens one
     from sqlmodel import Session
 
-from integrations.db import messages, orders
+from integrations.db import messages, orders, radiologist_reports
 from integrations.db.batch import BatchCommitter
 from integrations.db.orders import Conflict, OrderOutcome
 from integrations.errors import InvalidInput
@@ -48,6 +48,7 @@ from integrations.hl7.ack import (
     acknowledgements,
 )
 from integrations.hl7.adt import ADT_EVENTS, parse_adt
+from integrations.hl7.reports import parse_final_report
 from pathways.code_checks import procedure_code_problem
 from pathways.orders import PatientMerge
 from integrations.hl7.er7 import MessageError, RawHeader, decode, field_value, read_header, split_segments
@@ -62,6 +63,7 @@ VERSIONS = {
     "ORM": {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"},
     "OMI": {"2.4", "2.5", "2.5.1"},
     "ADT": {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"},
+    "ORU": {"2.3", "2.3.1", "2.4", "2.5", "2.5.1"},
 }
 ORDER_CONTROLS = {"NW", "CA", "XO", "SC"}  # HL7 table 0119: new, cancel, change, status changed
 ACK_SEPARATOR = "\x1c"  # between stored ACKs (enhanced mode stores two); never inside ER7
@@ -80,7 +82,7 @@ class IntakeConfig:
 class IntakeEvent:
     """Something to tell Prefect after the ACK: opaque ids only."""
 
-    event: str  # order.received | order.cancelled | order.changed | patient.updated | message.rejected
+    event: str  # order.received | order.cancelled | order.changed | patient.updated | patient.merged | report.received | message.rejected
     kind: str  # order | inbound_message | hl7_quarantine
     entity_id: str
     payload: dict[str, Any] = field(default_factory=dict)
@@ -108,12 +110,13 @@ def _detail_from(exc: InvalidInput) -> ErrorDetail:
     if not match:
         return ErrorDetail("MSH", None, DATA_TYPE_ERROR, str(exc)[:200])
     text = match["text"]
-    code = REQUIRED_FIELD_MISSING if ("missing" in text or text.startswith("no ")) else DATA_TYPE_ERROR
+    code = (REQUIRED_FIELD_MISSING if ("missing" in text or text.startswith("no "))
+            else TABLE_VALUE_NOT_FOUND if "(HL7 table " in text else DATA_TYPE_ERROR)
     return ErrorDetail(match["seg"], int(match["field"]) if match["field"] else None, code, text)
 
 
 def check_supported(raw: RawHeader) -> str:
-    """"order" or "adt"; otherwise MessageError (AR) naming MSH-9, MSH-11 or MSH-12."""
+    """"order", "adt" or "report"; otherwise MessageError (AR) naming MSH-9, MSH-11 or MSH-12."""
     header = raw.header
     kind = raw.message_type
     if kind in ORDER_TRIGGERS:
@@ -123,23 +126,27 @@ def check_supported(raw: RawHeader) -> str:
         if header.trigger not in ADT_EVENTS:
             raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE,
                                            "only ADT^A08, ADT^A31 and ADT^A40 are accepted"), True)
+    elif kind == "ORU":
+        if header.trigger != "R01":
+            raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_EVENT_CODE, "only ORU^R01 is accepted"), True)
     else:
         raise MessageError(ErrorDetail("MSH", 9, UNSUPPORTED_MESSAGE_TYPE,
-                                       "accepted: ORM^O01, OMI^O23, ADT^A08, ADT^A31, ADT^A40"), True)
+                                       "accepted: ORM^O01, OMI^O23, ADT^A08, ADT^A31, ADT^A40, ORU^R01"), True)
     if header.version not in VERSIONS[kind]:
         raise MessageError(ErrorDetail("MSH", 12, UNSUPPORTED_VERSION_ID,
                                        f"{kind} accepted in versions {', '.join(sorted(VERSIONS[kind]))}"), True)
     if header.processing_id not in {"P", "T", "D", ""}:
         raise MessageError(ErrorDetail("MSH", 11, UNSUPPORTED_PROCESSING_ID, "processing id must be P, T or D"), True)
-    return "order" if kind in ORDER_TRIGGERS else "adt"
+    return "order" if kind in ORDER_TRIGGERS else "report" if kind == "ORU" else "adt"
 
 
 # Segments a radpath message may hold once only. ORM^O01/OMI^O23 (HL7 v2.5.1 ch. 4.4.1,
 # 4.4.6) allow one patient group and repeat the order group; radpath records one order per
 # message, so a second ORC/OBR is refused rather than silently dropped (a lost order).
 # ADT^A08/A31 (ch. 3.3.8, 3.3.31) carry one PID; radpath takes an ADT^A40 (ch. 3.3.40, whose
-# patient group may repeat) one merge at a time: one PID and one MRG.
-_ONCE = {"order": ("MSH", "PID", "ORC", "OBR"), "adt": ("MSH", "PID", "MRG")}
+# patient group may repeat) one merge at a time: one PID and one MRG; an ORU^R01 (ch. 7.3.1) one
+# signed report of one exam: one OBR.
+_ONCE = {"order": ("MSH", "PID", "ORC", "OBR"), "adt": ("MSH", "PID", "MRG"), "report": ("MSH", "PID", "OBR")}
 
 
 def structure_problem(segments: list[str], kind: str) -> ErrorDetail | None:
@@ -163,6 +170,8 @@ def parse_for_intake(text: str, kind: str):  # noqa: ANN201 - OrderRequest | Pat
     try:
         if kind == "adt":
             return parse_adt(text)
+        if kind == "report":
+            return parse_final_report(text)
         order = parse_order(text)
     except InvalidInput as exc:
         raise MessageError(_detail_from(exc)) from None
@@ -339,7 +348,12 @@ class Intake:
                                        message_type=message_type, raw=text)
         reply = Reply(acks=[])
         error = None
-        if kind == "adt" and isinstance(parsed, PatientMerge):
+        if kind == "report":
+            row = radiologist_reports.record_report(session, parsed, message.id, actor="hl7")
+            if row is not None:
+                reply.events.append(IntakeEvent("report.received", "radiologist_report", row.id,
+                                                {"status": parsed.result_status}))
+        elif kind == "adt" and isinstance(parsed, PatientMerge):
             merged = orders.merge_patient(session, parsed, message.id, actor="hl7")
             reply.events.append(IntakeEvent("patient.merged", "inbound_message", message.id, {"orders": len(merged)}))
         elif kind == "adt":

@@ -1,0 +1,93 @@
+"""The radiologist's signed report back into radpath (issue 16), through the production path: the
+order and images through the HL7 intake, store and readiness sweep; the RIS's ORU^R01 over a real
+MLLP connection to radpath's listener; the readings counted by `radpath monitor`.
+
+The AI result is recorded through the ledger's result write path with a lung assessment (a 7.5 mm
+nodule) rather than by running the model: what is under test is the report's journey."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+from sqlmodel import select
+
+from integrations.db import ledger, radiologist_reports
+from integrations.db.engine import session_scope
+from integrations.db.models import AuditEvent, InboundMessage, RadiologistReport
+from integrations.hl7.client import send_messages
+from radpath.synth.radiologist import WrittenReport, report_message, write_chest_ct_report
+from tests.conftest import ingest_synthetic_study
+from tests.hl7_fixtures import ThreadedListener
+
+SEED = 17  # a 7.5 mm solid nodule and a 3.1 mm one (the synthetic generator's truth)
+AI_ASSESSMENT = {"nodules": [{"nodule": {"long_axis_mm": 7.5}}], "recommendation_code": "ct-3-months"}
+
+
+def _report() -> RadiologistReport:
+    with session_scope() as s:
+        return s.exec(select(RadiologistReport)).one()
+
+
+def test_a_signed_report_arrives_once_is_read_corrected_counted_and_its_text_expires(
+        radpath_env, registry, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radpath import cli
+
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", SEED)
+    result_id = ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0")
+    ledger.record_result(run_id, result_id=result_id, study_uid=study.study_uid, pathway="lung-cancer-ct",
+                         model_version="1.1.0", assessment=AI_ASSESSMENT, report={}, urgent=False, deliveries=[])
+    truth = json.loads(Path(study.truth_path).read_text())["truth"]["nodules"]
+    written = write_chest_ct_report(truth, np.random.default_rng(SEED), disagreement=0.0)
+    signed = dt.datetime(2027, 1, 4, 11, 30, tzinfo=dt.UTC)
+    final = report_message(study.order_path, written, control_id="RPT-1", signed_at=signed)
+    corrected = report_message(study.order_path, WrittenReport("CT CHEST\nNo pulmonary nodules.", False, None, True),
+                               control_id="RPT-2", signed_at=signed + dt.timedelta(hours=2), status="C")
+    preliminary = report_message(study.order_path, written, control_id="RPT-3", signed_at=signed, status="P")
+    other_exam = final.replace(study.accession_number, "RXX00000000").replace("RPT-1", "RPT-4")
+
+    with ThreadedListener() as listener:
+        first, resent = send_messages("127.0.0.1", listener.port, [final, final])
+        assert (first.code, resent.code) == ("AA", "AA")  # the resend is answered as before, stored once
+        report = _report()
+        reading = report.readings["lung-cancer-ct"]
+        assert reading["nodule_present"] and reading["sizes_mm"][0] == written.largest_mm
+        assert report.result_status == "final" and report.reported_at == signed and report.corrections == 0
+        assert "nodule" in report.text
+
+        monkeypatch.setattr(cli.console, "width", 300)
+        shown = CliRunner().invoke(cli.app, ["monitor"])
+        assert shown.exit_code == 0, shown.output
+        assert "1.1.0" in shown.output and "100% (21%-100%)" in shown.output  # 1 TP: sensitivity 1/1
+
+        (fixed,) = send_messages("127.0.0.1", listener.port, [corrected])
+        assert fixed.code == "AA"
+        report = _report()
+        assert report.result_status == "corrected" and report.corrections == 1
+        assert not report.readings["lung-cancer-ct"]["nodule_present"]
+        (studies,) = [r for r in radiologist_reports.reported_results()]
+        assert studies.model_version == "1.1.0" and studies.trust and studies.assessment == AI_ASSESSMENT
+
+        refused, unknown = send_messages("127.0.0.1", listener.port, [preliminary, other_exam])
+        assert refused.code == "AE" and "ERR|OBR^1^25^103" in refused.raw  # a preliminary is not the radiologist's word
+        assert unknown.code == "AA"  # a report of an exam radpath never saw: acknowledged, kept as a message only
+    with session_scope() as s:
+        actions = [a.action for a in s.exec(select(AuditEvent).where(AuditEvent.action.like("report.%"))
+                                             .order_by(AuditEvent.id)).all()]
+    assert actions == ["report.received", "report.corrected", "report.unmatched"]
+    # What the listener tells Prefect carries ids only.
+    reported = [e for e in listener.events if e.event == "report.received"]
+    assert len(reported) == 2 and all(set(e.payload) == {"status"} for e in reported)
+    assert study.accession_number not in repr(listener.events)
+
+    # Past the retention (30 days by default), the text and its raw message go; the reading stays.
+    assert radiologist_reports.purge_texts(signed + dt.timedelta(days=1), 30) == 0
+    assert radiologist_reports.purge_texts(dt.datetime.now(dt.UTC) + dt.timedelta(days=31), 30) == 1
+    report = _report()
+    assert report.text is None and report.text_purged_at is not None and "lung-cancer-ct" in report.readings
+    with session_scope() as s:
+        assert s.get(InboundMessage, report.message_id).raw == ""
