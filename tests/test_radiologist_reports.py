@@ -70,7 +70,7 @@ def test_a_signed_report_arrives_once_is_read_corrected_counted_and_its_text_exp
         assert report.result_status == "corrected" and report.corrections == 1
         assert not report.readings["lung-cancer-ct"]["nodule_present"]
         (studies,) = [r for r in radiologist_reports.reported_results()]
-        assert studies.model_version == "1.1.0" and studies.trust and studies.assessment == AI_ASSESSMENT
+        assert (studies.model_version, studies.trust, studies.assessment) == ("1.1.0", "RXX01", AI_ASSESSMENT)
 
         refused, unknown = send_messages("127.0.0.1", listener.port, [preliminary, other_exam])
         assert refused.code == "AE" and "ERR|OBR^1^25^103" in refused.raw  # a preliminary is not the radiologist's word

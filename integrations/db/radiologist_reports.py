@@ -64,7 +64,7 @@ class ReportedResult:
 
     pathway: str
     model_version: str
-    trust: str  # the ordering facility (the order's MSH-4 or FHIR sender)
+    trust: str  # the ordering facility (the order sender's facility: HL7 MSH-4)
     assessment: dict
     reading: dict
 
@@ -80,7 +80,7 @@ def reported_results() -> list[ReportedResult]:
             .join(RadiologistReport, RadiologistReport.order_id == Order.id)
             .where(Result.superseded_by.is_(None))
         ).all()
-        return [ReportedResult(result.pathway, result.model_version, sender or "", dict(result.assessment),
+        return [ReportedResult(result.pathway, result.model_version, (sender or "").rpartition("^")[2], dict(result.assessment),
                                report.readings[result.pathway])
                 for result, report, sender in rows if result.pathway in report.readings]
 
