@@ -91,3 +91,50 @@ def test_a_signed_report_arrives_once_is_read_corrected_counted_and_its_text_exp
     assert report.text is None and report.text_purged_at is not None and "lung-cancer-ct" in report.readings
     with session_scope() as s:
         assert s.get(InboundMessage, report.message_id).raw == ""
+
+
+def test_a_signed_fhir_diagnostic_report_is_kept_once_and_a_draft_is_refused(radpath_env, registry, tmp_path):
+    """The same report through radpath's FHIR door (POST /fhir/DiagnosticReport, the HTTP router)."""
+    import base64
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from integrations.fhir.api import fhir_router
+
+    study, run_id = ingest_synthetic_study(tmp_path, registry, "chest-ct", SEED)
+    result_id = ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0")
+    ledger.record_result(run_id, result_id=result_id, study_uid=study.study_uid, pathway="lung-cancer-ct",
+                         model_version="1.1.0", assessment=AI_ASSESSMENT, report={}, urgent=False, deliveries=[])
+    acsn = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+            "value": study.accession_number}
+
+    def report(status: str, text: str, **extra) -> dict:  # noqa: ANN003
+        return {"resourceType": "DiagnosticReport", "status": status, "code": {"text": "CT chest"},
+                "basedOn": [{"identifier": acsn}], "issued": "2027-01-04T11:30:00Z",
+                "presentedForm": [{"contentType": "text/plain; charset=utf-8",
+                                   "data": base64.b64encode(text.encode()).decode()}], **extra}
+
+    app = FastAPI()
+    app.include_router(fhir_router(registry), prefix="/fhir")
+    with TestClient(app) as client:
+        def post(resource: dict):  # noqa: ANN202
+            return client.post("/fhir/DiagnosticReport", content=json.dumps(resource),
+                               headers={"Content-Type": "application/fhir+json"})
+
+        signed = report("final", "CT CHEST\nThere is an 8 mm solid nodule in the right upper lobe.")
+        first = post(signed)
+        assert first.status_code == 201, first.text
+        assert post(signed).status_code == 200 and _report().corrections == 0  # a resend: nothing new
+        assert _report().readings["lung-cancer-ct"]["sizes_mm"] == [8.0]
+        amended = post(report("amended", "CT CHEST\nNo pulmonary nodules."))
+        assert amended.status_code == 200 and "corrected" in amended.text and _report().corrections == 1
+        draft = post(report("preliminary", "CT CHEST"))
+        assert draft.status_code == 422 and draft.json()["issue"][0]["expression"] == ["DiagnosticReport.status"]
+        nameless = post(report("final", "x", basedOn=[]))
+        assert nameless.status_code == 422 and "ACSN" in nameless.text
+        other = report("final", "x")
+        other["basedOn"][0]["identifier"] = {**acsn, "value": "RXX00000000"}
+        unknown = post(other)
+        assert unknown.status_code == 200 and unknown.json()["issue"][0]["severity"] == "warning"
+    assert not _report().readings["lung-cancer-ct"]["nodule_present"] and _report().result_status == "corrected"

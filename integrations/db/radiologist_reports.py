@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
+from integrations.db import messages
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.models import InboundMessage, Order, PathwayRun, RadiologistReport, Result, utcnow
@@ -41,6 +42,31 @@ def record_report(session: Session, report: FinalReport, message_id: str, *, act
     audit(session, actor, "report.corrected" if corrected else "report.received", "radiologist_report", row.id,
           order_id=order.id, status=report.result_status, read_by=sorted(row.readings))
     return row
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What became of a report sent to the FHIR door."""
+
+    report_id: str | None  # None: no order has this accession number (nothing kept but the message)
+    duplicate: bool  # the same resource was received before
+    corrected: bool  # it replaced an earlier report of the exam
+
+
+def commit_report(report: FinalReport, raw: str, *, protocol: str, actor: str) -> ReportOutcome:
+    """Record one report and its message in one transaction (the FHIR door; the HL7 intake runs
+    `record_report` inside its batched commit). A resend writes nothing."""
+    with session_scope() as session:
+        earlier = messages.received_message(session, report.sending_application, report.sending_facility,
+                                            report.control_id)
+        if earlier is not None:
+            row = session.exec(select(RadiologistReport).where(RadiologistReport.message_id == earlier.id)).first()
+            return ReportOutcome(row.id if row else None, duplicate=True, corrected=False)
+        message = messages.add_message(session, application=report.sending_application,
+                                       facility=report.sending_facility, control_id=report.control_id,
+                                       message_type=report.message_type, raw=raw, protocol=protocol)
+        row = record_report(session, report, message.id, actor=actor)
+        return ReportOutcome(row.id if row else None, duplicate=False, corrected=bool(row and row.corrections))
 
 
 def purge_texts(now: dt.datetime, retention_days: int) -> int:

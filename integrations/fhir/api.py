@@ -8,6 +8,9 @@ Mount `fhir_router(...)` at `/fhir` on radpath's HTTP app:
   409 for an order whose placer number or accession already names another patient's order
   (the identity rule of `integrations/db/orders.py`; refused and audited, the order already
   recorded untouched).
+- `POST /fhir/DiagnosticReport`: the radiologist's signed report of an exam (the evidence
+  loop, integrations/fhir/diagnostic_report.py): 201 kept, 200 for a resend, a correction or
+  an exam radpath holds no order for, 422 for a report not yet signed.
 - `POST /fhir/notification`: a Subscriptions R4 Backport notification Bundle (type
   `history`, first entry the `Parameters` subscription status) with full-resource content.
 
@@ -29,6 +32,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from integrations.db.orders import Conflict, OrderChange, OrderOutcome, commit_order
+from integrations.db.radiologist_reports import commit_report
+from integrations.fhir.diagnostic_report import parse_diagnostic_report
 from integrations.fhir.servicerequest import (
     FhirInputError,
     contained_resolver,
@@ -229,6 +234,30 @@ def fhir_router(
     @router.put("/ServiceRequest/{resource_id}")
     async def update_service_request(resource_id: str, request: Request, tasks: BackgroundTasks) -> JSONResponse:
         return await handle(request, tasks, expected_id=resource_id)
+
+    @router.post("/DiagnosticReport")
+    async def diagnostic_report(request: Request) -> JSONResponse:
+        """The radiologist's signed report (the evidence loop): 201 kept, 200 a resend, a
+        correction, or an exam radpath holds no order for."""
+        try:
+            client = _client_name(request)
+            resource = await _read_json(request)
+            report = parse_diagnostic_report(resource, client=client)
+            outcome = await run_in_threadpool(commit_report, report, json.dumps(resource), protocol="fhir",
+                                              actor=f"fhir:{client}")
+        except _Refused as refused:
+            return _answer(refused.status, refused.outcome, refused.headers)
+        except FhirInputError as exc:
+            log.info("fhir report refused: %s", exc.expression)
+            return _answer(exc.status, outcome_for(exc))
+        if outcome.report_id is None and not outcome.duplicate:
+            return _answer(200, operation_outcome("no order with this accession number: report not kept",
+                                                  severity="warning", code="not-found"))
+        if outcome.duplicate or outcome.corrected:
+            words = "report already received" if outcome.duplicate else f"report {outcome.report_id} corrected"
+            return _answer(200, operation_outcome(words, severity="information", code="informational"))
+        return _answer(201, operation_outcome(f"report {outcome.report_id} recorded", severity="information",
+                                              code="informational"), {"Location": f"DiagnosticReport/{outcome.report_id}"})
 
     @router.post("/notification")
     async def subscription_notification(request: Request, tasks: BackgroundTasks) -> JSONResponse:

@@ -101,11 +101,11 @@ def check_codes(resource: dict[str, Any]) -> None:
 
 
 def _typed(identifiers: list[dict[str, Any]], type_code: str) -> str | None:
-    ident = _typed_identifier(identifiers, type_code)
+    ident = typed_identifier(identifiers, type_code)
     return ident["value"] if ident else None
 
 
-def _typed_identifier(identifiers: list[dict[str, Any]], type_code: str) -> dict[str, Any] | None:
+def typed_identifier(identifiers: list[dict[str, Any]], type_code: str) -> dict[str, Any] | None:
     for ident in identifiers:
         codings = (ident.get("type") or {}).get("coding") or []
         if any(c.get("system") == V2_0203 and c.get("code") == type_code for c in codings) and ident.get("value"):
@@ -116,7 +116,7 @@ def _typed_identifier(identifiers: list[dict[str, Any]], type_code: str) -> dict
 def _placer_identifier(resource: dict[str, Any]) -> dict[str, Any]:
     """The identifier this ServiceRequest is known by to its placer (see the module docstring)."""
     identifiers = resource.get("identifier") or []
-    typed = _typed_identifier(identifiers, "PLAC")
+    typed = typed_identifier(identifiers, "PLAC")
     if typed:
         return typed
     for ident in identifiers:
