@@ -47,6 +47,7 @@ class LungReading(BaseModel):
     mentions_nodules: bool  # the report says anything about nodules (negated or not)
     nodule_present: bool  # at least one nodule affirmed (hedged counts)
     sizes_mm: tuple[float, ...] = ()  # the affirmed nodules' stated sizes, largest first
+    follow_up_days: int | None = None  # the shortest CT follow-up interval the report asks for (days)
 
     @property
     def largest_mm(self) -> float | None:
@@ -62,6 +63,29 @@ _POST_NEGATION = re.compile(
     r"\b(is|are|was|were)?\s*(not (seen|identified|present|demonstrated|visible)|no longer (seen|visible|present)|"
     r"has resolved|have resolved|resolved)\b", re.I)
 _CLEAR = re.compile(r"\blungs? (are|is) clear\b", re.I)
+# "CT in 3 months", "repeat CT at 12 months", "follow-up CT in 6 weeks", "3-month CT", "CT in one year"
+_NUMBER = r"(\d+|one|two|three|six|twelve)"
+_FOLLOW_UP = re.compile(
+    rf"\b(?:(?:follow[- ]?up|repeat|interval|surveillance)\s+)?CT(?:\s+\w+){{0,3}}?\s+(?:in|at|after)\s+{_NUMBER}\s*"
+    rf"(weeks?|months?|years?)\b|\b{_NUMBER}[- ](week|month|year)\s+(?:follow[- ]?up\s+)?CT\b", re.I)
+_WORDS = {"one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
+_DAYS = {"week": 7, "month": 365.25 / 12, "year": 365.25}
+_NOT_NEEDED = re.compile(r"\b(no|not)\b[^.]*\b(follow[- ]?up|further (CT|imaging))\b|"
+                         r"\b(not|no longer) (required|needed|necessary|indicated)\b", re.I)
+
+
+def follow_up_days(text: str) -> int | None:
+    """The shortest CT follow-up interval a report asks for, in days (a month is 365.25/12 days,
+    so 3 months = 91 days, the lung spec's CT at 3 months); None where it asks for none."""
+    found = []
+    for sentence in _sentences(text):
+        if _NOT_NEEDED.search(sentence):
+            continue
+        for m in _FOLLOW_UP.finditer(sentence):
+            number, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            count = int(number) if number.isdigit() else _WORDS[number.lower()]
+            found.append(round(count * _DAYS[unit.lower().rstrip("s")]))
+    return min(found) if found else None
 
 
 def _sentences(text: str) -> list[str]:
@@ -93,7 +117,7 @@ def read_lung_report(text: str) -> LungReading:
             if 0 < size < 200:
                 sizes.append(size)
     return LungReading(mentions_nodules=mentions, nodule_present=present,
-                       sizes_mm=tuple(sorted(sizes, reverse=True)))
+                       sizes_mm=tuple(sorted(sizes, reverse=True)), follow_up_days=follow_up_days(text))
 
 
 # Pathway → how its reports are read (a pathway without one collects reports, compares nothing).

@@ -96,3 +96,19 @@ def test_figures_per_model_version_and_trust():
     assert table[1]["specificity (95% CI)"] == "80% (67%-89%)" and table[1]["size within 2 mm"] == "45/46"
     assert table[0]["sensitivity (95% CI)"] == "n/a"
     assert LungReading(mentions_nodules=True, nodule_present=True, sizes_mm=(9.0, 4.0)).largest_mm == 9.0
+
+
+@pytest.mark.parametrize("text, days", [
+    ("Recommend follow-up CT in 3 months.", 91),  # 3 x 365.25/12: the lung spec's CT at 3 months
+    ("Repeat CT at 12 months (BTS).", 365),
+    ("A 3-month CT is advised.", 91),
+    ("CT in one year.", 365),
+    ("Follow-up CT chest in 6 weeks and CT at 12 months.", 42),  # the shortest asked for
+    ("No follow-up required.", None),
+    ("No further imaging is needed; CT in 3 months is not required.", None),
+    ("Compared with CT 3 months ago, unchanged.", None),  # a prior, not a request
+])
+def test_the_follow_up_a_report_asks_for(text, days):
+    from pathways.final_reports import follow_up_days
+
+    assert follow_up_days(text) == days

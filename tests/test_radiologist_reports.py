@@ -138,3 +138,35 @@ def test_a_signed_fhir_diagnostic_report_is_kept_once_and_a_draft_is_refused(rad
         unknown = post(other)
         assert unknown.status_code == 200 and unknown.json()["issue"][0]["severity"] == "warning"
     assert not _report().readings["lung-cancer-ct"]["nodule_present"] and _report().result_status == "corrected"
+
+
+def test_a_follow_up_the_radiologist_asks_for_is_tracked_even_where_the_ai_asked_for_none(radpath_env, registry,
+                                                                                          tmp_path):
+    """The report's interval brings the AI's plan forward (never later) or opens one (hazard H-27)."""
+    from integrations.db import surveillance
+    from integrations.db.models import SurveillancePlan
+    from tests.hl7_fixtures import receive
+
+    lung = registry.get("lung-cancer-ct").surveillance
+    planned, run_a = ingest_synthetic_study(tmp_path / "a", registry, "chest-ct", SEED)
+    unplanned, run_b = ingest_synthetic_study(tmp_path / "b", registry, "chest-ct", SEED + 1)
+    for study, run_id, follow_up in ((planned, run_a, lung.follow_up("ct-12-months")), (unplanned, run_b, None)):
+        ledger.record_result(run_id, result_id=ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0"),
+                             study_uid=study.study_uid, pathway="lung-cancer-ct", model_version="1.1.0",
+                             assessment=AI_ASSESSMENT, report={}, urgent=False, deliveries=[], follow_up=follow_up)
+    ask = "CT CHEST\nThere is a 6 mm solid nodule in the right upper lobe.\nRecommend follow-up CT in 3 months."
+    later = "CT CHEST\nThere is a 6 mm solid nodule in the right upper lobe.\nRepeat CT at 24 months."
+    signed = dt.datetime(2027, 1, 4, 11, 30, tzinfo=dt.UTC)
+    for i, (study, text) in enumerate(((planned, ask), (unplanned, ask), (planned, later))):
+        message = report_message(study.order_path, WrittenReport(text, True, 6.0, False), control_id=f"FU-{i}",
+                                 signed_at=signed, status="F" if i < 2 else "C")
+        assert receive(message, registry).status == "accepted"
+
+    with session_scope() as s:
+        plans = {p.recommendation_code: p for p in s.exec(select(SurveillancePlan)).all()}
+    assert set(plans) == {"ct-12-months", "report-ct-91d"}
+    brought = plans["ct-12-months"]  # 365 days by the AI, 91 by the radiologist, and 24 months later changes nothing
+    assert brought.due_at - brought.baseline_at == dt.timedelta(days=91)
+    assert brought.overdue_at - brought.due_at == dt.timedelta(days=lung.grace_days)
+    assert plans["report-ct-91d"].due_at - plans["report-ct-91d"].baseline_at == dt.timedelta(days=91)
+    assert {p.status for p in surveillance.plans()} == {"due"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from integrations.db import messages
+from integrations.db import messages, surveillance
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.models import InboundMessage, Order, PathwayRun, RadiologistReport, Result, utcnow
@@ -39,6 +39,9 @@ def record_report(session: Session, report: FinalReport, message_id: str, *, act
     row.readings, row.reported_at, row.received_at = readings(pathways, report.text), report.reported_at, utcnow()
     row.corrections += 1 if corrected else 0
     session.add(row)
+    for pathway, reading in row.readings.items():  # a follow-up the radiologist asks for is tracked too
+        if reading.get("follow_up_days"):
+            surveillance.follow_up_from_report(session, order.id, pathway, reading["follow_up_days"], actor=actor)
     audit(session, actor, "report.corrected" if corrected else "report.received", "radiologist_report", row.id,
           order_id=order.id, status=report.result_status, read_by=sorted(row.readings))
     return row

@@ -6,7 +6,8 @@ the same patient is handed to a run of the same pathway (`study_arrived`, inside
 sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
 later revision of the same study (`cancel_for_result`), or when an ADT message records the
 patient deceased (`cancel_for_patient`). An ADT^A40 merge moves the prior patient's plans to the
-surviving patient (`merge_patient`). A plan still due past `overdue_at` is
+surviving patient (`merge_patient`). The radiologist's signed report may ask for a follow-up
+too (`follow_up_from_report`): it opens a plan where the AI asked for none, or brings one forward. A plan still due past `overdue_at` is
 overdue: the failsafe claims each alert with a conditional UPDATE (`claim_alert`), so two
 failsafe passes never alert together, and alerts again every `realert_days` while it stays overdue.
 """
@@ -42,6 +43,34 @@ def open_plan(session: Session, result: Result, follow_up: FollowUp) -> Surveill
     audit(session, "pathway", "surveillance.opened", "surveillance_plan", plan.id, result_id=result.id,
           recommendation=follow_up.recommendation_code, due=due.date().isoformat())
     return plan
+
+
+def follow_up_from_report(session: Session, order_id: str, pathway: str, days: int, *, actor: str) -> None:
+    """The radiologist's report asks for a follow-up scan `days` after the baseline: the AI
+    result's plan is brought forward where the report's date is earlier, or opened where the AI
+    asked for none. Never later, never cancelled: a report only ever adds surveillance."""
+    from pathways.registry import default_registry
+
+    spec = default_registry().specs.get(pathway)
+    row = session.exec(
+        select(Result).join(PathwayRun, PathwayRun.id == Result.run_id)
+        .where(PathwayRun.order_id == order_id, Result.pathway == pathway, Result.superseded_by.is_(None),
+               (Result.review_status.is_(None)) | (Result.review_status != "rejected"))
+        .order_by(Result.created_at.desc())).first()
+    if row is None or spec is None:
+        return
+    plan = session.exec(select(SurveillancePlan).where(SurveillancePlan.result_id == row.id)).first()
+    grace = dt.timedelta(days=spec.surveillance.grace_days)
+    if plan is None:
+        follow_up = FollowUp(f"report-ct-{days}d", days, spec.surveillance.grace_days)
+        opened = open_plan(session, row, follow_up)
+        audit(session, actor, "surveillance.from-report", "surveillance_plan", opened.id, days=days)
+        return
+    due = plan.baseline_at + dt.timedelta(days=days)
+    if plan.status == DUE and due < plan.due_at:
+        plan.due_at, plan.overdue_at = due, due + grace
+        audit(session, actor, "surveillance.brought-forward", "surveillance_plan", plan.id, days=days,
+              due=due.date().isoformat())
 
 
 def baseline_time(study_date: str | None, arrived_at: dt.datetime) -> dt.datetime:
