@@ -14,6 +14,8 @@
   run ended `DeliveryPending`, green in the UI, with a clinical system not yet holding it);
 - a recommended follow-up scan overdue (`radpath.surveillance.overdue`, from the surveillance
   failsafe flow);
+- a model version agreeing with the radiologists' reports less than its spec's minimum
+  (`radpath.model.agreement_low`, from the evidence monitor flow);
 - per pathway and lane (routine, urgent), an SLA breach: `radpath.order.received` related to
   the pathway and no `radpath.result.delivered` for the same order within the spec's target
   for that lane (a proactive trigger).
@@ -120,6 +122,14 @@ def build_automations(registry: Registry, block_document_id: UUID) -> list[Autom
                  "The surveillance failsafe (hourly) found a recommended follow-up scan that did not happen within "
                  "its due date plus the pathway spec's grace period. It alerts, and again every realert_days (7) "
                  "while the plan stays overdue; the plan stays on the radpath-surveillance table until a study comes."),
+        on_event("radpath: model agreement low", "radpath.model.agreement_low", "model",
+                 "{{ event.payload.pathway }} model {{ event.payload.model_version }} at {{ event.payload.trust }}: "
+                 "{{ event.payload.measure }} {{ event.payload.value }} against the radiologists' reports over "
+                 "{{ event.payload.window_days }} days ({{ event.payload.cases }} studies; 95% upper bound "
+                 "{{ event.payload.upper_bound }} < minimum {{ event.payload.minimum }}). `radpath monitor` shows "
+                 "the figures; consider shadow mode while it is investigated.",
+                 "The evidence monitor (daily) found a model version agreeing with the radiologists' signed "
+                 "reports less than its pathway spec's monitoring minimum, with 95 % confidence."),
     ]
     for spec in registry.specs.values():
         for lane in LANES:

@@ -23,6 +23,7 @@ from pathways.final_reports import LungReading
 
 Outcome = Literal["TP", "FP", "FN", "TN", "not comparable"]
 Z_95 = 1.959964
+Z_95_ONE_SIDED = 1.644854
 
 
 @dataclass(frozen=True)
@@ -137,3 +138,33 @@ def concordance_table(rows: list[VersionConcordance]) -> list[dict]:
              "specificity (95% CI)": share(r.specificity, r.specificity_ci),
              "size within 2 mm": f"{r.size_within_tolerance}/{r.size_pairs}" if r.size_pairs else "n/a"}
             for r in rows]
+
+
+@dataclass(frozen=True)
+class LowAgreement:
+    """A measure of one model version (and trust) below its spec minimum with 95 % confidence."""
+
+    pathway: str
+    model_version: str
+    trust: str
+    measure: Literal["sensitivity", "specificity"]
+    value: float
+    upper_bound: float  # one-sided 95 % Wilson upper bound
+    minimum: float
+    cases: int
+
+
+def low_agreement(rows: Iterable[VersionConcordance], *, min_cases: int, min_sensitivity: float | None,
+                  min_specificity: float | None) -> list[LowAgreement]:
+    """Each measure whose one-sided 95 % upper bound lies below its minimum, from `min_cases` on:
+    a drop the window's evidence shows, not a small count's noise."""
+    found = []
+    for r in rows:
+        for measure, hits, n, minimum in (("sensitivity", r.tp, r.tp + r.fn, min_sensitivity),
+                                          ("specificity", r.tn, r.tn + r.fp, min_specificity)):
+            if minimum is None or n < min_cases:
+                continue
+            upper = wilson_interval(hits, n, Z_95_ONE_SIDED)[1]
+            if upper < minimum:
+                found.append(LowAgreement(r.pathway, r.model_version, r.trust, measure, hits / n, upper, minimum, n))
+    return found

@@ -162,6 +162,18 @@ class Surveillance(_Strict):
         return FollowUp(recommendation_code, days, self.grace_days) if days else None
 
 
+class Monitoring(_Strict):
+    """The evidence loop's alert (flows/monitor.py): agreement of each model version with the
+    radiologists' signed reports over the last `window_days`. An alert says a measure is below
+    its minimum with 95 % one-sided confidence (the Wilson interval's upper bound is below it), and
+    only once at least `min_cases` studies count towards that measure. Empty minimums: figures only."""
+
+    window_days: int = Field(default=30, ge=1)
+    min_cases: int = Field(default=30, ge=1, description="studies counting towards a measure before it can alert")
+    min_sensitivity: float | None = Field(default=None, gt=0, lt=1)
+    min_specificity: float | None = Field(default=None, gt=0, lt=1)
+
+
 class PathwaySpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: str
@@ -178,6 +190,7 @@ class PathwaySpec(_Strict):
     destinations: tuple[Destination, ...] = Field(min_length=1)
     sla: Sla
     surveillance: Surveillance = Surveillance()
+    monitoring: Monitoring = Monitoring()
     citations: dict[str, str] = Field(default_factory=dict, description="source of each code and threshold")
 
     def claims(self, procedure_code: str, modality: str, system: str = "") -> bool:

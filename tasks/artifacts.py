@@ -127,6 +127,14 @@ def publish_surveillance_table(rows: list[dict]) -> None:
                           "on the ledger host shows the accession numbers")
 
 
+def publish_concordance_table(rows: list[dict]) -> None:
+    """The radpath-concordance table (`pathways.concordance.concordance_table` rows)."""
+    create_table_artifact(key="radpath-concordance", table=rows or [{"concordance": "no AI result has a report yet"}],
+                          description="The evidence loop: each model version's AI results against the radiologists' "
+                          "signed reports over its pathway's monitoring window, per trust (sensitivity and "
+                          "specificity with 95 % Wilson intervals)")
+
+
 def dead_letter_rows(letters) -> list[dict]:  # noqa: ANN001 - ops.DeadLetter rows
     """The dead-letter table (pure). The peer's last answer stays in the ledger (`radpath
     deliveries list`): it may quote patient data. Empty says so in words, never a row that

@@ -112,3 +112,18 @@ def test_the_follow_up_a_report_asks_for(text, days):
     from pathways.final_reports import follow_up_days
 
     assert follow_up_days(text) == days
+
+
+def test_low_agreement_needs_the_upper_bound_below_the_minimum_and_enough_cases():
+    from pathways.concordance import VersionConcordance, low_agreement
+
+    def row(tp, fn, tn=0, fp=0):  # noqa: ANN001, ANN202
+        return VersionConcordance("lung-cancer-ct", "1.1.0", "RXX01", tp, fp, fn, tn, 0, 0, 0)
+
+    # 20/30: one-sided 95 % Wilson upper bound (z 1.645) 0.789 < 0.80 -> alert; 22/30: 0.843 -> none.
+    (low,) = low_agreement([row(20, 10)], min_cases=30, min_sensitivity=0.80, min_specificity=None)
+    assert (low.measure, low.cases) == ("sensitivity", 30) and low.upper_bound == pytest.approx(0.789, abs=1e-3)
+    assert low_agreement([row(22, 8)], min_cases=30, min_sensitivity=0.80, min_specificity=None) == []
+    assert low_agreement([row(0, 29)], min_cases=30, min_sensitivity=0.80, min_specificity=None) == []  # too few
+    (spec,) = low_agreement([row(30, 0, tn=10, fp=20)], min_cases=30, min_sensitivity=0.80, min_specificity=0.60)
+    assert spec.measure == "specificity" and spec.value == pytest.approx(1 / 3)

@@ -135,7 +135,7 @@ def test_apply_creates_the_automations_and_is_repeatable(registry):
     with prefect_test_harness(server_startup_timeout=120):
         first = asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))
         asyncio.run(apply_automations(registry, "http://127.0.0.1:9/hook"))  # replaces, never duplicates
-        assert asyncio.run(names()) == sorted(first) and len(first) == 10 + 2 * len(registry.specs)
+        assert asyncio.run(names()) == sorted(first) and len(first) == 11 + 2 * len(registry.specs)
 
 
 def test_every_automation_is_described_for_the_automations_page(registry):

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlmodel import select
 
 from integrations.db import ledger, radiologist_reports
@@ -170,3 +171,69 @@ def test_a_follow_up_the_radiologist_asks_for_is_tracked_even_where_the_ai_asked
     assert brought.overdue_at - brought.due_at == dt.timedelta(days=lung.grace_days)
     assert plans["report-ct-91d"].due_at - plans["report-ct-91d"].baseline_at == dt.timedelta(days=91)
     assert {p.status for p in surveillance.plans()} == {"due"}
+
+
+def test_the_evidence_monitor_stays_silent_while_agreement_holds_and_alerts_when_it_falls(
+        prefect_api, radpath_env, tmp_path, monkeypatch):
+    """flows/monitor.py on a live Prefect server, with a trust's own spec folder
+    (RADPATH_PATHWAYS_DIR) that lets the lung monitor judge from 3 studies. Three chest CTs whose
+    AI found a 7.5 mm nodule: the radiologists agree (no alert), then correct all three to "no
+    nodules" (specificity 0/3, upper bound 0.47 < 0.60: alerted, figures and ids only)."""
+    import asyncio
+    import shutil
+
+    import yaml
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.monitor import evidence_monitor
+    from pathways.registry import SPECS_DIR, default_registry
+    from tests.conftest import prefect_events
+    from tests.hl7_fixtures import receive
+
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS_DIR, specs)
+    lung = yaml.safe_load((specs / "lung_cancer_ct.yaml").read_text())
+    lung["monitoring"] = {"window_days": 30, "min_cases": 3, "min_sensitivity": 0.8, "min_specificity": 0.6}
+    (specs / "lung_cancer_ct.yaml").write_text(yaml.safe_dump(lung, sort_keys=False))
+    monkeypatch.setenv("RADPATH_PATHWAYS_DIR", str(specs))
+    default_registry.cache_clear()
+    try:
+        registry = default_registry()
+        studies = []
+        for seed in (17, 18, 19):
+            study, run_id = ingest_synthetic_study(tmp_path / str(seed), registry, "chest-ct", seed)
+            ledger.record_result(run_id, result_id=ledger.result_id_for(study.study_uid, "lung-cancer-ct", "1.1.0"),
+                                 study_uid=study.study_uid, pathway="lung-cancer-ct", model_version="1.1.0",
+                                 assessment=AI_ASSESSMENT, report={}, urgent=False, deliveries=[])
+            studies.append(study)
+        signed = dt.datetime.now(dt.UTC)
+
+        def report_all(text: str, status: str) -> None:
+            for i, study in enumerate(studies):
+                message = report_message(study.order_path, WrittenReport(text, True, 8.0, False),
+                                         control_id=f"MON-{status}-{i}", signed_at=signed, status=status)
+                assert receive(message, registry).status == "accepted"
+
+        report_all("CT CHEST\nThere is an 8 mm solid nodule in the right upper lobe.", "F")
+        steady = evidence_monitor(return_state=True)
+        assert steady.message == "1 model versions compared, 0 below minimum"
+        report_all("CT CHEST\nNo pulmonary nodules.", "C")
+        fallen = evidence_monitor(return_state=True)
+        assert fallen.message == "1 model versions compared, 1 below minimum"
+        (event,) = prefect_events(prefect_api, "radpath.model.agreement_low")
+        payload = event["payload"]
+        assert (payload["measure"], payload["cases"], payload["model_version"]) == ("specificity", 3, "1.1.0")
+        assert payload["value"] == 0 and payload["upper_bound"] == pytest.approx(0.474, abs=1e-3)
+        assert all(s.accession_number not in json.dumps(event) for s in studies)
+
+        async def table() -> str:
+            async with get_client() as client:
+                (artifact,) = await client.read_latest_artifacts(
+                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["radpath-concordance"])))
+                return json.dumps(artifact.data)
+
+        shown = asyncio.run(table())
+        assert "0% (0%-56%)" in shown and all(s.accession_number not in shown for s in studies)
+    finally:
+        default_registry.cache_clear()

@@ -398,8 +398,7 @@ def merge_patient(session: Session, merge: PatientMerge, message_id: str, *, act
     for order in session.exec(select(Order).where(or_(*clauses))).all():
         if order.patient_key == surviving_key:
             continue
-        prior_key = order.patient_key
-        prior_keys.add(prior_key)
+        prior_keys.add(order.patient_key)  # its plans follow it, however its key was derived
         order.patient_key = surviving_key
         order.nhs_number = survivor.nhs_number or order.nhs_number
         order.local_patient_id = survivor.local_patient_id or order.local_patient_id

@@ -98,24 +98,25 @@ class ReportedResult:
     reading: dict
 
 
-def reported_results() -> list[ReportedResult]:
-    """Every current AI result (not superseded, not shadow-suppressed) whose exam has a report
-    that its pathway read."""
+def reported_results(since: dt.datetime | None = None) -> list[ReportedResult]:
+    """Every current (not superseded) AI result whose exam has a report its pathway read (received
+    since `since`, where given); shadow results too: that is the evidence for going live."""
     with session_scope() as session:
-        rows = session.exec(
-            select(Result, RadiologistReport, Order.sender)
-            .join(PathwayRun, PathwayRun.id == Result.run_id)
-            .join(Order, Order.id == PathwayRun.order_id)
-            .join(RadiologistReport, RadiologistReport.order_id == Order.id)
-            .where(Result.superseded_by.is_(None))
-        ).all()
+        query = (select(Result, RadiologistReport, Order.sender)
+                 .join(PathwayRun, PathwayRun.id == Result.run_id)
+                 .join(Order, Order.id == PathwayRun.order_id)
+                 .join(RadiologistReport, RadiologistReport.order_id == Order.id)
+                 .where(Result.superseded_by.is_(None)))
+        if since is not None:
+            query = query.where(RadiologistReport.received_at >= since)
+        rows = session.exec(query).all()
         return [ReportedResult(result.pathway, result.model_version, (sender or "").rpartition("^")[2], dict(result.assessment),
                                report.readings[result.pathway])
                 for result, report, sender in rows if result.pathway in report.readings]
 
 
-def concordance() -> list[VersionConcordance]:
-    """The evidence loop's figures: every reported result compared, per pathway, model version
-    and trust (`radpath monitor`, the demo)."""
-    return by_model_version(c for r in reported_results()
+def concordance(since: dt.datetime | None = None) -> list[VersionConcordance]:
+    """The evidence loop's figures: every reported result (since `since`) compared, per pathway,
+    model version and trust (`radpath monitor`, the demo, flows/monitor.py)."""
+    return by_model_version(c for r in reported_results(since)
                             if (c := compare(r.pathway, r.model_version, r.trust, r.assessment, r.reading)) is not None)

@@ -6,10 +6,11 @@ the same patient is handed to a run of the same pathway (`study_arrived`, inside
 sweep's transaction) → or cancelled when its result is rejected at review or superseded by a
 later revision of the same study (`cancel_for_result`), or when an ADT message records the
 patient deceased (`cancel_for_patient`). An ADT^A40 merge moves the prior patient's plans to the
-surviving patient (`merge_patient`). The radiologist's signed report may ask for a follow-up
-too (`follow_up_from_report`): it opens a plan where the AI asked for none, or brings one forward. A plan still due past `overdue_at` is
-overdue: the failsafe claims each alert with a conditional UPDATE (`claim_alert`), so two
-failsafe passes never alert together, and alerts again every `realert_days` while it stays overdue.
+surviving patient (`merge_patient`). The radiologist's signed report may ask for a follow-up too
+(`follow_up_from_report`): it opens a plan where the AI asked for none, or brings one forward.
+A plan still due past `overdue_at` is overdue: the failsafe claims each alert with a conditional
+UPDATE (`claim_alert`), so two failsafe passes never alert together, and alerts again every
+`realert_days` while it stays overdue.
 """
 
 from __future__ import annotations
