@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from integrations.db import ledger, radiologist_reports
 from integrations.db.engine import session_scope
-from integrations.db.models import AuditEvent, InboundMessage, RadiologistReport
+from integrations.db.models import AuditEvent, Hl7Quarantine, InboundMessage, RadiologistReport
 from integrations.hl7.client import send_messages
 from radpath.synth.radiologist import WrittenReport, report_message, write_chest_ct_report
 from tests.conftest import ingest_synthetic_study
@@ -90,8 +90,11 @@ def test_a_signed_report_arrives_once_is_read_corrected_counted_and_its_text_exp
     assert radiologist_reports.purge_texts(dt.datetime.now(dt.UTC) + dt.timedelta(days=31), 30) == 1
     report = _report()
     assert report.text is None and report.text_purged_at is not None and "lung-cancer-ct" in report.readings
-    with session_scope() as s:
-        assert s.get(InboundMessage, report.message_id).raw == ""
+    with session_scope() as s:  # every report message: original, correction, refused draft, unknown exam
+        reports = s.exec(select(InboundMessage).where(InboundMessage.message_type == "ORU^R01")).all()
+        assert len(reports) == 4 and all(m.raw == "" for m in reports)
+        kept = s.exec(select(Hl7Quarantine)).all()  # the refused draft's bytes, kept in quarantine, go too
+        assert len(kept) == 1 and kept[0].raw == b""
 
 
 def test_a_signed_fhir_diagnostic_report_is_kept_once_and_a_draft_is_refused(radpath_env, registry, tmp_path):

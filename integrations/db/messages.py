@@ -7,6 +7,7 @@ transaction (group commit), and the FHIR door commits message and order together
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select as sa_select
@@ -66,6 +67,22 @@ def message_values(*, application: str, facility: str, control_id: str, message_
     return column_values(InboundMessage, protocol=protocol, sender_application=application, sender_facility=facility,
                          control_id=control_id, message_type=message_type, raw=raw, status=status, error=error,
                          ack=ack)
+
+
+def redact(session: Session, message_types: tuple[str, ...], received_before: dt.datetime) -> int:
+    """Delete the raw text of messages of these types (accepted or refused) received before the
+    cutoff (the retention of radiologists' reports); the row, its identity and its ACK stay, so a
+    resend is still answered as before."""
+    rows = session.exec(select(InboundMessage).where(InboundMessage.message_type.in_(message_types),
+                                                     InboundMessage.received_at <= received_before,
+                                                     InboundMessage.raw != "")).all()
+    for row in rows:
+        row.raw = ""
+    ids = [row.id for row in rows]
+    if ids:  # a refused report's bytes kept in quarantine go too
+        for kept in session.exec(select(Hl7Quarantine).where(Hl7Quarantine.message_id.in_(ids))).all():
+            kept.raw = b""
+    return len(rows)
 
 
 def quarantine(session: Session, *, raw: bytes, reason: str, location: str, peer: str,

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from integrations.db import messages, surveillance
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
-from integrations.db.models import InboundMessage, Order, PathwayRun, RadiologistReport, Result, utcnow
+from integrations.db.models import Order, PathwayRun, RadiologistReport, Result, utcnow
 from pathways.concordance import VersionConcordance, by_model_version, compare
 from pathways.final_reports import FinalReport, readings
 
@@ -72,18 +72,21 @@ def commit_report(report: FinalReport, raw: str, *, protocol: str, actor: str) -
         return ReportOutcome(row.id if row else None, duplicate=False, corrected=bool(row and row.corrections))
 
 
+REPORT_MESSAGE_TYPES = ("ORU^R01", "DiagnosticReport")
+
+
 def purge_texts(now: dt.datetime, retention_days: int) -> int:
-    """Delete report texts (and their raw messages) older than the retention; the count purged."""
+    """Delete report texts older than the retention, and the raw text of every report message
+    (earlier versions a correction replaced, and reports of exams radpath holds no order for,
+    too); the count of reports purged."""
     cutoff = now - dt.timedelta(days=retention_days)
     with session_scope() as session:
         rows = session.exec(select(RadiologistReport).where(RadiologistReport.text.is_not(None),
                                                             RadiologistReport.received_at <= cutoff)).all()
         for row in rows:
             row.text, row.text_purged_at = None, now
-            message = session.get(InboundMessage, row.message_id)
-            if message is not None:
-                message.raw = ""
             audit(session, "retention", "report.text-purged", "radiologist_report", row.id)
+        messages.redact(session, REPORT_MESSAGE_TYPES, cutoff)
         return len(rows)
 
 
