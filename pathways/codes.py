@@ -179,6 +179,9 @@ SUM_OF_SEGMENTED_VOXELS = Code(
 )
 # radpath local: the Brock model (McWilliams et al., NEJM 2013;369:910-9) as the method
 BROCK_MODEL = Code(system=RADPATH, code="brock-full-model", display="Brock model (full, with spiculation)")
+# The published version of each local method, for DICOM's TID 4019 Algorithm Identification
+# (the SR names a method with no standard code as the algorithm that computed the value)
+LOCAL_METHOD_VERSIONS = {BROCK_MODEL.code: "McWilliams et al., NEJM 2013;369:910-9"}
 
 # --- Qualitative evaluations -------------------------------------------------------------
 # [RadLex] RID6037 attenuation characteristic; values RID50151/50152/50153

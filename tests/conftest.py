@@ -104,11 +104,14 @@ def prefect_events(api_url: str, name: str, timeout: float = 30) -> list[dict]:
 
 
 def dciodvfy_errors(path) -> list[str]:  # noqa: ANN001
-    """The "Error" lines dicom3tools' dciodvfy reports for a DICOM file (warnings allowed)."""
+    """The "Error" lines dicom3tools' dciodvfy reports for a DICOM file, and any warning about a
+    Coding Scheme Designator (radpath writes no private coding scheme into DICOM; other
+    warnings allowed)."""
     import subprocess
 
     run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
+    return [line for line in (run.stdout + run.stderr).splitlines()
+            if "Error" in line or "Coding Scheme Designator" in line]
 
 
 def ingest_synthetic_study(tmp_path, registry, kind: str, seed: int):  # noqa: ANN001, ANN201

@@ -87,13 +87,13 @@ def test_a_study_with_no_detection_is_delivered_as_no_nodule_detected_never_an_a
     (sr,) = [pydicom.dcmread(p) for p in delivered("pacs")]  # the SR; no SEG without a segment
     assert sr.Modality == "SR" and sr.PreliminaryFlag == "PRELIMINARY"
 
-    def concepts(items):  # (concept name, coded value) of every CODE content item, depth first
+    def statements(items):  # (concept name, text) of every TEXT content item, depth first
         for item in items:
-            if "ConceptCodeSequence" in item:
-                value = item.ConceptCodeSequence[0]
-                yield item.ConceptNameCodeSequence[0].CodeMeaning, value.get("CodeValue") or value.LongCodeValue
-            yield from concepts(item.get("ContentSequence", []))
+            if item.get("ValueType") == "TEXT":
+                yield item.ConceptNameCodeSequence[0].CodeMeaning, item.TextValue
+            yield from statements(item.get("ContentSequence", []))
 
-    assert ("Recommendation", "ai-no-nodule-detected") in set(concepts(sr.ContentSequence))
+    # radpath's local code is text in DICOM (no private coding scheme in the SR)
+    assert ("Recommendation", "No nodule detected by the AI (not an all-clear)") in set(statements(sr.ContentSequence))
     for text in (oru, fhir, str(sr)):
         assert "bts2015" not in text and "no follow-up" not in text.lower()

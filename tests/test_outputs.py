@@ -278,9 +278,16 @@ def test_sr_passes_dciodvfy_and_measurements_read_back(sr, seg, ctx, tmp_path):
     observer = back.content.get_observer_contexts()[0]
     assert observer.observer_type.value == "121007"  # Device
     conclusion = back.content.get_image_measurement_groups()
-    assert [q.value.value for q in conclusion[0].get_qualitative_evaluations()] == [
-        "bts2015-pet-ct", codes.YES.code,
+    assert conclusion[0].get_qualitative_evaluations() == []
+    assert _texts(conclusion[0]) == [
+        ("121075", "BTS 2015: PET-CT and risk assessment"),
+        ("121075", "Urgent clinical review recommended: Yes"),
     ]
+    brock = next(m for m in first.get_measurements() if m.name.value == "111047")
+    algorithm = {i.ConceptNameCodeSequence[0].CodeValue: i.TextValue for i in brock[0].ContentSequence
+                 if i.ValueType == "TEXT"}  # TID 4019: Algorithm Name 111001, Version 111003
+    assert algorithm["111001"] == "Brock model (full, with spiculation)"
+    assert algorithm["111003"].startswith("McWilliams") and brock.method is None
     evidence = {item.SeriesInstanceUID for item in back.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence}
     assert SERIES_UID in evidence
 
@@ -326,7 +333,32 @@ def test_sr_without_any_location_uses_plain_measurement_groups(content, ctx, sou
     assert back.content.get_volumetric_roi_measurement_groups() == []
     groups = back.content.get_image_measurement_groups()
     assert len(groups) == 3  # two findings + the conclusion
-    assert groups[-1].get_qualitative_evaluations()[-1].value.value == codes.NO.code
+    assert _texts(groups[-1])[-1] == ("121075", "Urgent clinical review recommended: No")
+
+
+def _texts(group) -> list[tuple[str, str]]:
+    """The TEXT findings and recommendations of a TID 1501/1411 group: (concept code, text)."""
+    return [(i.ConceptNameCodeSequence[0].CodeValue, i.TextValue) for i in group[0].ContentSequence
+            if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue in (codes.FINDING.code,
+                                                                                      codes.RECOMMENDATION.code)]
+
+
+def test_no_dicom_object_names_a_private_coding_scheme(content, ctx, sr, seg):
+    """radpath's local codes (BTS, ESC, CAC-DRS and dementia categories, the urgent flag, the
+    Brock method) are coded in HL7 v2 and FHIR; in DICOM they are text (hazard H-03)."""
+    def designators(items) -> set[str]:
+        found = set()
+        for item in items:
+            for element in item:
+                if element.VR == "SQ":
+                    found |= designators(element.value)
+                elif element.keyword == "CodingSchemeDesignator":
+                    found.add(element.value)
+        return found
+
+    assert not {d for d in designators([sr, seg]) if d.startswith("99")}
+    oru = build_oru_r01(content, ctx)
+    assert "bts2015-pet-ct^BTS 2015: PET-CT and risk assessment^99RADPATH" in oru
 
 
 def test_superseding_sr_names_the_earlier_sr_as_predecessor(

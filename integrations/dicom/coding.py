@@ -14,12 +14,23 @@ from pathways.report import Code
 # Identification Sequence entry in the instance (PS3.3 C.12.1.1.4).
 _SCHEME_NAMES = {
     "RADLEX": ("RadLex", "RSNA", "http://radlex.org"),
-    "99RADPATH": ("radpath local codes", "radpath", codes.RADPATH),
 }
 
 
+def is_local(code: Code) -> bool:
+    """True for radpath's own codes (`urn:radpath:codes`), which no DICOM receiver knows.
+
+    HL7 v2 and FHIR carry them coded (`99RADPATH`, `urn:radpath:codes`); DICOM objects never
+    do: the SR writes each such concept as text (`integrations.dicom.sr`), so a PACS shows the
+    words and no instance names a private coding scheme (dciodvfy: no unknown designator).
+    """
+    return code.system == codes.RADPATH
+
+
 def coded_concept(code: Code) -> hd.sr.CodedConcept:
-    """A highdicom CodedConcept for a radpath Code."""
+    """A highdicom CodedConcept for a radpath Code (never one of radpath's local codes)."""
+    if is_local(code):
+        raise ValueError(f"radpath's local code {code.code!r} goes into DICOM as text, not coded")
     return hd.sr.CodedConcept(
         value=code.code,
         scheme_designator=codes.dicom_scheme(code.system),

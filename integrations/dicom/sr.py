@@ -26,6 +26,7 @@ from integrations.dicom.coding import (
     algorithm_equipment,
     coded_concept,
     coding_scheme_items,
+    is_local,
     dicom_date_time,
     pin_timestamps,
 )
@@ -53,22 +54,69 @@ def _device_observer(ctx: ResultContext) -> hd.sr.ObservationContext:
 
 
 def _measurements(finding: Finding) -> list[hd.sr.Measurement]:
+    """TID 300 measurements of the finding's standard-coded concepts.
+
+    A method with no standard code (the Brock model) is named by TID 4019 Algorithm
+    Identification, the row TID 300 has for "which algorithm computed this value".
+    """
     return [
         hd.sr.Measurement(
             name=coded_concept(m.concept),
             value=m.value,
             unit=coded_concept(m.unit),
-            method=coded_concept(m.method) if m.method else None,
+            method=coded_concept(m.method) if m.method and not is_local(m.method) else None,
+            algorithm_id=_method_algorithm(m.method) if m.method and is_local(m.method) else None,
         )
         for m in finding.measurements
+        if not is_local(m.concept)
     ]
+
+
+def _method_algorithm(method: Code) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=method.display[:64], version=codes.LOCAL_METHOD_VERSIONS[method.code])
 
 
 def _qualitative(finding: Finding) -> list[hd.sr.QualitativeEvaluation]:
     return [
         hd.sr.QualitativeEvaluation(name=coded_concept(q.concept), value=coded_concept(q.value))
         for q in finding.qualitative
+        if not (is_local(q.concept) or is_local(q.value))
     ]
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _texts(name: Code, statements: Sequence[str]) -> list[hd.sr.TextContentItem]:
+    """TEXT qualitative evaluations (TID 1501 allows TEXT beside CODE) for concepts that have
+    no standard code: the words a reader sees, with no private coding scheme in the SR."""
+    return [
+        hd.sr.TextContentItem(
+            name=coded_concept(name), value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+        for text in statements
+    ]
+
+
+def _local_statements(finding: Finding) -> list[str]:
+    """The finding's measurements and evaluations that carry a radpath local code, as text."""
+    said = [
+        f"{m.concept.display}: {_number(m.value)}" + ("" if m.unit == codes.NO_UNITS else f" {m.unit.code}")
+        for m in finding.measurements
+        if is_local(m.concept)
+    ]
+    return said + [
+        f"{q.concept.display}: {q.value.display}"
+        for q in finding.qualitative
+        if is_local(q.concept) or is_local(q.value)
+    ]
+
+
+def _with_texts(group, texts: list[hd.sr.TextContentItem]):  # noqa: ANN001, ANN202
+    """Add TEXT items to a TID 1501/1411 group's container (highdicom takes CODE ones only)."""
+    group[0].ContentSequence.extend(texts)
+    return group
 
 
 def _referenced_segment(seg: pydicom.Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
@@ -104,11 +152,13 @@ def _finding_group(
         measurements=_measurements(finding) or None,
         qualitative_evaluations=_qualitative(finding) or None,
     )
+    texts = _texts(codes.FINDING, _local_statements(finding))
     if seg is not None and finding.segment_number is not None:
-        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=_referenced_segment(seg, finding.segment_number),
             **common,
         )
+        return _with_texts(group, texts)
     if finding.centre_xyz_mm is not None:
         surface = hd.sr.VolumeSurface(
             graphic_type=hd.sr.GraphicTypeValues3D.POINT,
@@ -116,39 +166,42 @@ def _finding_group(
             frame_of_reference_uid=frame_of_reference_uid,
             source_series=hd.sr.SourceSeriesForSegmentation(ctx.source_series_uid),
         )
-        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_volume_surface=surface, **common
         )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+        return _with_texts(group, texts)
+    return _with_texts(hd.sr.MeasurementsAndQualitativeEvaluations(**common), texts)
 
 
 def _conclusion_group(content: ReportContent, ctx: ResultContext, algorithm):
-    evaluations = [
-        hd.sr.QualitativeEvaluation(name=coded_concept(codes.RECOMMENDATION), value=coded_concept(c))
-        for c in content.conclusion_codes
-    ]
-    evaluations.append(
-        hd.sr.QualitativeEvaluation(
-            name=coded_concept(codes.URGENT_REVIEW),
-            value=coded_concept(codes.YES if content.urgent else codes.NO),
-        )
-    )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    """The report's recommendations and its urgent flag (TID 1501).
+
+    Standard-coded recommendations are CODE items; radpath's local categories (BTS, ESC,
+    CAC-DRS, dementia) and the urgent flag are TEXT Recommendation items with their words.
+    """
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(ctx.result_id, "conclusion"), identifier="Conclusion"
         ),
         algorithm_id=algorithm,
-        qualitative_evaluations=evaluations,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=coded_concept(codes.RECOMMENDATION), value=coded_concept(c))
+            for c in content.conclusion_codes
+            if not is_local(c)
+        ] or None,
     )
+    urgent = f"{codes.URGENT_REVIEW.display}: {(codes.YES if content.urgent else codes.NO).display}"
+    local = [c.display for c in content.conclusion_codes if is_local(c)]
+    return _with_texts(group, _texts(codes.RECOMMENDATION, [*local, urgent]))
 
 
 def _codes_used(content: ReportContent) -> list[Code]:
-    used = [codes.URGENT_REVIEW, *content.conclusion_codes]
+    used = list(content.conclusion_codes)
     for f in content.findings:
         used += [f.finding_type, *([f.site] if f.site else [])]
         used += [c for m in f.measurements for c in (m.concept, m.unit, m.method) if c]
         used += [c for q in f.qualitative for c in (q.concept, q.value)]
-    return used
+    return [c for c in used if not is_local(c)]
 
 
 def _procedure(content: ReportContent, ctx: ResultContext) -> Code:
