@@ -41,6 +41,7 @@ class OrderRequest:
     ordering_location: str = ""  # e.g. HL7 PV1-3 point of care
     placer_system: str = ""  # identifier system of the placer order number (FHIR URI), if the order names one
     placer_namespace: str = ""  # HL7 v2 EI-2 namespace of the placer order number
+    order_status: str = ""  # HL7 ORC-5 (table 0038), e.g. "CM" the exam is completed
 
     @property
     def sender(self) -> str:

@@ -2,9 +2,11 @@
 
 A pathway run waiting on an order becomes ready for a study when (1) the study's accession
 number matches the order and the patient keys agree, (2) no image has arrived for the quiet
-period (per modality, from settings, else the pathway spec), and (3) the study holds a
-series the spec's `series` rule accepts — or, when it never does, the force-ready timeout
-has passed. Images after a run started follow the spec's `late_images` policy. Decisions
+period (per modality, from settings, else the pathway spec), or the spec's shorter
+`completed_quiet_seconds` once the RIS reported the exam completed, or no wait at all once the
+modality's MPPS said the acquisition is complete and every instance it lists is here, and (3)
+the study holds a series the spec's `series` rule accepts — or, when it never does, the
+force-ready timeout has passed. Images after a run started follow the spec's `late_images` policy. Decisions
 are pure functions of a snapshot; `integrations/db/studies.py` loads and applies them.
 """
 
@@ -29,6 +31,27 @@ class RunSnapshot:
     status: str  # waiting | ready | running | completed | failed | not_eligible | not_measurable
     order_patient_key: str
     started_at: dt.datetime | None = None
+    exam_completed_at: dt.datetime | None = None  # the RIS reported the exam completed (ORC-5 CM)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the modality said through MPPS (PS3.4 Annex F): its steps still in progress, those
+    completed, and how many of the instances the completed steps list are here."""
+
+    in_progress: int
+    completed: int
+    listed: int
+    received: int
+
+    @property
+    def all_received(self) -> bool:
+        return self.completed > 0 and self.in_progress == 0 and 0 < self.listed <= self.received
+
+    def describe(self) -> str:
+        if self.in_progress:
+            return "MPPS in progress"
+        return f"MPPS completed, {self.received} of {self.listed} listed instances received"
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class StudySnapshot:
     late_instances: int = 0
     waiting: tuple[RunSnapshot, ...] = ()  # runs of orders with this accession, not yet attached
     attached: tuple[RunSnapshot, ...] = ()  # runs already handed this study
+    completion: Completion | None = None  # the modality's MPPS, where it sends one
 
     @property
     def modalities(self) -> set[str]:
@@ -53,6 +77,9 @@ class RunDecision:
     run_id: str
     action: Action
     reason: str
+    # A wait that ends by itself (a quiet period running out): seconds until it does, so the
+    # sweep can look again then rather than at its next tick
+    due_in_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,13 +103,27 @@ def decide_run(study: StudySnapshot, run: RunSnapshot, spec: PathwaySpec, now: d
         return RunDecision(run.run_id, "patient-mismatch", "accession matches but the patient does not")
     quiet = quiet_period(spec, study.modalities, overrides)
     silent = (now - study.last_received_at).total_seconds()
-    if silent < quiet:
-        return RunDecision(run.run_id, "wait", f"quiet for {silent:.0f} s of {quiet} s")
+    signal = study.completion
+    if signal is not None and signal.all_received:
+        # The modality's own word, checked against the images: no need to wait for silence.
+        because = f"MPPS completed and all {signal.listed} listed instances received"
+    elif run.exam_completed_at is not None and min(
+            silent, (now - run.exam_completed_at).total_seconds()) >= spec.readiness.completed_quiet_seconds:
+        because = f"the RIS reported the exam completed and no image came for {spec.readiness.completed_quiet_seconds} s"
+    elif silent < quiet:
+        said = f"; {signal.describe()}" if signal is not None and signal.completed + signal.in_progress else ""
+        due = quiet - silent
+        if run.exam_completed_at is not None:
+            said += "; the RIS reported the exam completed"
+            due = min(due, spec.readiness.completed_quiet_seconds - min(silent, (now - run.exam_completed_at).total_seconds()))
+        return RunDecision(run.run_id, "wait", f"quiet for {silent:.0f} s of {quiet} s{said}", due_in_s=max(due, 0.0))
+    else:
+        because = "quiet period passed"
     if not spec.readiness.expect_series:
-        return RunDecision(run.run_id, "ready", "quiet period passed")
+        return RunDecision(run.run_id, "ready", because)
     chosen, _ = select_series(study.series, spec.series)
     if chosen is not None:
-        return RunDecision(run.run_id, "ready", "quiet period passed and the expected series is present")
+        return RunDecision(run.run_id, "ready", f"{because} and the expected series is present")
     age = (now - study.first_received_at).total_seconds()
     if age >= spec.readiness.force_ready_seconds:
         return RunDecision(run.run_id, "force-ready", f"expected series absent after {age:.0f} s; forced")
@@ -126,6 +167,12 @@ def decide_study(
         and (now - study.last_received_at).total_seconds() >= orphan_after_seconds
     )
     return StudyDecision(runs=runs, orphan=orphan, late=late, rerun_ids=rerun_ids)
+
+
+def due_in(decisions: Sequence[StudyDecision]) -> float | None:
+    """Seconds until the soonest self-ending wait among `decisions` ends, if any."""
+    due = [r.due_in_s for d in decisions for r in d.runs if r.action == "wait" and r.due_in_s is not None]
+    return min(due) if due else None
 
 
 def series_infos(rows: Sequence[object]) -> tuple[SeriesInfo, ...]:

@@ -106,12 +106,17 @@ class Sla(_Strict):
 
 
 class Readiness(_Strict):
-    """When a study counts as complete: quiet for `quiet_period_seconds` and holding a series
-    the `series` rule accepts, or, failing the series, quiet and older than `force_ready_seconds`.
+    """When a study counts as complete: quiet for `quiet_period_seconds` (or, once the RIS has
+    reported the exam completed, `completed_quiet_seconds`; or not at all once the modality's
+    MPPS listed instances have all arrived) and holding a series the `series` rule accepts, or,
+    failing the series, quiet and older than `force_ready_seconds`.
     `late_images`: what images arriving after a run started do (re-run and supersede the
     earlier run, or be recorded and otherwise ignored)."""
 
     quiet_period_seconds: int = Field(default=60, ge=0)
+    # Once the RIS reports the exam completed (HL7 ORC-5 "CM"), the silence still required after
+    # both that report and the last image: it says the exam ended, not how many images to expect
+    completed_quiet_seconds: int = Field(default=5, ge=0)
     expect_series: bool = True
     force_ready_seconds: int = Field(default=30 * 60, ge=0)
     late_images: Literal["supersede", "ignore"] = "supersede"

@@ -140,7 +140,8 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     swept = await asyncio.to_thread(reconcile_store, settings)  # files a crash left without their ledger row
     if swept.indexed or swept.quarantined or swept.failed:
         log.warning("image store sweep: %d indexed, %d quarantined, %d failed", swept.indexed, swept.quarantined, swept.failed)
-    scp = start_scp(settings)
+    wake = asyncio.Event()  # an MPPS completion or a finished C-STORE association: sweep readiness now
+    scp = start_scp(settings, wake_readiness=lambda: loop.call_soon_threadsafe(wake.set))
     app = FastAPI(title="radpath", docs_url=None, redoc_url=None)
     app.include_router(stow_router(), prefix="/dicomweb")
     app.include_router(fhir_router(registry, on_order_committed=on_order), prefix="/fhir")
@@ -168,6 +169,7 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
 
     async def sweep_forever() -> None:
         purged_at = 0.0
+        due: list[float] = []  # seconds until the soonest quiet period ends, from the last sweep
         while not stop.is_set():
             if time.monotonic() - purged_at > 60:  # radiologists' report texts past the trust's retention
                 purged_at = time.monotonic()
@@ -180,17 +182,21 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
             except Exception:  # each order's attempts are audited; the next pass goes on
                 log.warning("retrieval from the PACS failed", exc_info=True)
             try:
-                await asyncio.to_thread(sweep_readiness, None, registry, on_ready)
+                due.clear()
+                await asyncio.to_thread(sweep_readiness, None, registry, on_ready, due.append)
             except Exception:  # the next sweep retries from ledger state
                 log.warning("readiness sweep failed", exc_info=True)
             try:
                 await asyncio.to_thread(seal_audit)  # the audit chain trails the writers by seconds
             except Exception:  # the next pass seals what is left
                 log.warning("audit sealing failed", exc_info=True)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=sweep_seconds)
-            except TimeoutError:
-                pass
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            # the next tick, or sooner where a waiting run's quiet period ends before it
+            timeout = min([sweep_seconds, *(d + 0.05 for d in due)])
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            wake.clear()
 
     workers = [asyncio.create_task(sweep_forever())]
     runners = []

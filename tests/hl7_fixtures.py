@@ -50,6 +50,22 @@ def adt(control: str, *, event: str = "A08", family: str = "JONES", nhs: str = N
     ]) + "\r"
 
 
+def exam_completed(order_text: str, control_id: str) -> str:
+    """The RIS's status change for the same order: ORC-1 SC, ORC-5 CM (HL7 table 0038, "order is
+    completed"), a new MSH-10."""
+    segments = order_text.strip("\r\n").replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    for i, segment in enumerate(segments):
+        fields = segment.split("|")
+        if fields[0] == "MSH":
+            fields[9] = control_id
+        elif fields[0] == "ORC":
+            fields[1] = "SC"
+            fields += [""] * max(0, 6 - len(fields))
+            fields[5] = "CM"
+        segments[i] = "|".join(fields)
+    return "\r".join(segments) + "\r"
+
+
 def msa(ack: bytes | str) -> tuple[str, str]:
     text = ack.decode() if isinstance(ack, bytes) else ack
     fields = next(s for s in text.strip("\x0b\x1c\r").split("\r") if s.startswith("MSA")).split("|")

@@ -270,6 +270,29 @@ def test_status_change_cancels_like_hl7_ca(api, status):
     assert repeat.status_code == 200 and len(api.cancelled) == 1
 
 
+def test_a_completed_service_request_marks_the_exam_completed_once(api):
+    """ServiceRequest.status `completed` is the FHIR door's exam-completed signal (as HL7 ORC-5 CM):
+    readiness then needs only the spec's `completed_quiet_seconds` (tests/test_completion_signals.py)."""
+    order_id = post(api, service_request()).headers["Location"].split("/")[-1]
+    done = api.put("/fhir/ServiceRequest/sr-1", content=json.dumps(service_request(status="completed")),
+                   headers={"Content-Type": "application/fhir+json"})
+    assert done.status_code == 200 and "exam completed noted" in done.json()["issue"][0]["diagnostics"], done.text
+    with session_scope() as session:
+        first = session.get(Order, order_id).exam_completed_at
+        runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == order_id)).all()
+    assert first is not None and [r.status for r in runs] == ["waiting"]  # the run still waits for its images
+    repeat = api.put("/fhir/ServiceRequest/sr-1", content=json.dumps(service_request(status="completed")),
+                     headers={"Content-Type": "application/fhir+json"})
+    assert repeat.status_code == 200 and "exam completed noted" in repeat.json()["issue"][0]["diagnostics"]
+    with session_scope() as session:
+        assert session.get(Order, order_id).exam_completed_at == first
+    unknown = post(api, service_request(id="sr-9", status="completed", identifier=[
+        {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}, "value": "PL9"},
+        {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "value": "ACC00009"}]))
+    assert unknown.status_code == 200 and unknown.json()["issue"][0]["severity"] == "warning"
+    assert "nothing to mark completed" in unknown.json()["issue"][0]["diagnostics"]
+
+
 def test_cancelling_an_unknown_order_warns(api):
     answer = post(api, service_request(status="revoked"))
     assert answer.status_code == 200 and answer.json()["issue"][0]["severity"] == "warning"

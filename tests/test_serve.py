@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
-from sqlmodel import select
+from sqlmodel import func, select
 
 from integrations.db.engine import session_scope
-from integrations.db.models import Delivery, PathwayRun, Result
+from integrations.db.models import AuditEvent, Delivery, Instance, PathwayRun, Result
 from integrations.dicom.scu import push_folder
 from integrations.hl7.client import send_messages
 from integrations.hl7.orders import parse_order
 from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
+from tests.modality import Modality
 from tests.served import radpath_serve
 
 pytestmark = pytest.mark.slow
@@ -55,14 +57,22 @@ def _info_logs_of(prefect_api: str, flow_run_id: str, prefix: str, timeout: floa
         time.sleep(1)
 
 
-def send_cardiac_ct(tmp_path: Path, served):  # noqa: ANN001, ANN201 - the GeneratedStudy sent
+def send_cardiac_ct(tmp_path: Path, served, *, mpps: bool = False):  # noqa: ANN001, ANN201 - the GeneratedStudy sent
+    """The order over MLLP, then the images over C-STORE; with `mpps`, framed by the modality's
+    MPPS N-CREATE (IN PROGRESS) and N-SET (COMPLETED, listing every instance)."""
     from radpath.synth import generate
 
     (study,) = generate("cardiac-ct", 1, 5, tmp_path / "synthetic")  # the quickest pathway to run
     acks = send_messages("127.0.0.1", served.mllp_port, [Path(study.order_path).read_bytes().decode()])
     assert [a.code for a in acks] == ["AA"]
+    modality, step = Modality(served.dicom_port, ae_title="RADPATH_DEMO"), "1.2.826.0.1.3680043.8.498.77"
+    if mpps:
+        assert modality.create(step, study_uid=study.study_uid, accession=study.accession_number) == 0x0000
     report = push_folder(study.dicom_dir, "127.0.0.1", served.dicom_port)
     assert report.failed == 0 and report.ok > 0
+    if mpps:
+        uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in Path(study.dicom_dir).rglob("*.dcm")]
+        assert modality.set(step, "COMPLETED", uids) == 0x0000
     return study
 
 
@@ -71,11 +81,18 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
 
     from radpath import cli
 
-    with radpath_serve(tmp_path) as served:
+    # A quiet period far longer than the test: only the modality's MPPS can make the study ready
+    with radpath_serve(tmp_path, {"RADPATH_DICOM_QUIET_PERIOD_SECONDS": '{"CT": 600}'}) as served:
         served_ledger(served.data_dir)
-        study = send_cardiac_ct(tmp_path, served)
+        study = send_cardiac_ct(tmp_path, served, mpps=True)
         run, deliveries = wait_for_run(lambda r, d: r.status in {"completed", "failed"} and d, 300, served)
         assert run.status == "completed" and run.pathway == "heart-failure-cardiac-ct"
+        # Ready on the modality's MPPS, seconds after the last image, not after the quiet period
+        with session_scope() as session:
+            (ready,) = session.exec(select(AuditEvent).where(AuditEvent.action == "study.ready")).all()
+            last_image = session.exec(select(func.max(Instance.received_at))).one()
+        assert ready.detail["reason"].startswith("MPPS completed and all"), ready.detail
+        assert (ready.at - last_image).total_seconds() <= 5.0
         assert sorted(d.destination for d in deliveries) == ["ehr", "pacs", "ris"]
         assert all(d.status == "delivered" for d in deliveries)
         # The run was a deployment's flow run, created by the trigger on radpath.run.ready

@@ -123,6 +123,9 @@ class Order(SQLModel, table=True):
     status: str = "received"  # received | not_eligible | cancelled | in_progress | completed
     message_id: str | None = Field(default=None, foreign_key="inbound_message.id")
     received_at: dt.datetime = _ts()
+    # The RIS said the exam is done (HL7 ORC-5 "CM"; 0014_completion_signals): readiness then
+    # needs only the spec's shorter `completed_quiet_seconds` of silence.
+    exam_completed_at: dt.datetime | None = _ts(nullable=True)
 
 
 class Hl7Quarantine(SQLModel, table=True):
@@ -360,3 +363,21 @@ class RadiologistReport(SQLModel, table=True):
     text_purged_at: dt.datetime | None = _ts(nullable=True)
     reported_at: dt.datetime | None = _ts(nullable=True)
     received_at: dt.datetime = _ts()
+
+
+class PerformedProcedureStep(SQLModel, table=True):
+    """A modality's Modality Performed Procedure Step (DICOM PS3.4 Annex F; 0014_completion_signals),
+    written only by `integrations.db.performed_steps`: its SOP Instance UID, the study it belongs
+    to, its status, and on completion the instances it says it made, which readiness compares
+    with the images received. No patient attribute of the MPPS is kept."""
+
+    __tablename__ = "performed_procedure_step"
+
+    id: str = Field(primary_key=True)  # the MPPS SOP Instance UID
+    study_uid: str = Field(default="", index=True)
+    accession_number: str = Field(default="", index=True)
+    status: str  # IN PROGRESS | COMPLETED | DISCONTINUED (PS3.3 C.7.3.1, (0040,0252))
+    instance_uids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    calling_ae: str = ""
+    created_at: dt.datetime = _ts()
+    ended_at: dt.datetime | None = _ts(nullable=True)

@@ -35,7 +35,7 @@ from integrations.db.engine import session_scope
 from integrations.db import surveillance
 from integrations.db.ledger import audit, audit_values, patient_key
 from integrations.db.runs import OPEN as OPEN_RUNS, RunStatus, move as move_run
-from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values
+from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun, column_values, utcnow
 from pathways.orders import OrderRequest, PatientMerge, PatientUpdate, age_on
 from pathways.registry import Registry
 
@@ -252,6 +252,8 @@ def replay(session: Session, parsed: OrderRequest) -> OrderOutcome | OrderChange
     found = identify(session, parsed, new=parsed.order_control == "NW")
     if found is None or isinstance(found, Conflict):
         return found
+    if parsed.order_control == "SC":
+        return OrderChange(found, "status-noted", (), duplicate=True)
     if parsed.order_control != "CA":
         return _known(session, found, duplicate=True)
     runs = session.exec(select(PathwayRun).where(PathwayRun.order_id == found)).all()
@@ -339,12 +341,19 @@ def change(session: Session, parsed: OrderRequest, message_id: str, registry: Re
 
 
 def note_status(session: Session, parsed: OrderRequest, message_id: str, *, actor: str) -> OrderChange | Conflict | None:
-    """SC: the placer reports a status; recorded in the audit trail only."""
+    """SC: the placer reports a status, audited. "CM" (HL7 table 0038: order is completed, the
+    RIS's word that the exam is done) is kept on the order for readiness, the first time only."""
     order = _order(session, parsed, message_id, actor)
     if order is None or isinstance(order, Conflict):
         return order
-    audit(session, actor, "order.status-noted", "order", order.id, message_id=message_id)
+    audit(session, actor, "order.status-noted", "order", order.id, message_id=message_id, order_status=parsed.order_status)
+    if parsed.order_status == EXAM_COMPLETED and order.exam_completed_at is None:
+        order.exam_completed_at = utcnow()
+        audit(session, actor, "order.exam-completed", "order", order.id, message_id=message_id)
     return OrderChange(order.id, "status-noted", ())
+
+
+EXAM_COMPLETED = "CM"  # HL7 table 0038 Order status: "Order is completed"
 
 
 # ---------------------------------------------------------------- patients
@@ -411,22 +420,25 @@ def merge_patient(session: Session, merge: PatientMerge, message_id: str, *, act
 
 def commit_order(order: OrderRequest, raw: str, registry: Registry, *, protocol: str, actor: str, reason: str
                  ) -> OrderOutcome | OrderChange | Conflict | None:
-    """Record one order request (or its cancellation) and its message, in one transaction (the
-    FHIR door; HL7 runs the same `record`/`cancel` inside its batched commit).
+    """Record one order request (or its cancellation, or its exam completed) and its message, in
+    one transaction (the FHIR door; HL7 runs the same `record`/`cancel`/`note_status` inside its
+    batched commit).
 
     A resend of the same content (same control id) writes nothing and is answered as before.
-    None: a cancellation of an order radpath does not hold (nothing is stored)."""
+    None: a cancellation or status of an order radpath does not hold (nothing is stored)."""
     with session_scope() as session:
         if messages.received_message(session, order.sending_application, order.sending_facility,
                                      order.control_id) is not None:
             return replay(session, order)
-        if order.order_control == "CA":
+        if order.order_control in ("CA", "SC"):
             if identify(session, order, new=False) is None:
                 return None
             message = messages.add_message(session, application=order.sending_application,
                                            facility=order.sending_facility, control_id=order.control_id,
-                                           message_type=f"{order.message_type}:CA", raw=raw, protocol=protocol)
-            change = cancel(session, order, message.id, actor=actor, reason=reason)
+                                           message_type=f"{order.message_type}:{order.order_control}", raw=raw,
+                                           protocol=protocol)
+            change = (cancel(session, order, message.id, actor=actor, reason=reason) if order.order_control == "CA"
+                      else note_status(session, order, message.id, actor=actor))
             if isinstance(change, Conflict):
                 message.status, message.error = "rejected", change.text
             return change

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from sqlmodel import Session, func, select
 
 from integrations.db.engine import INDEX_LOCK, session_scope
-from integrations.db import surveillance
+from integrations.db import performed_steps, surveillance
 from integrations.db.ledger import audit
 from integrations.db.runs import RunStatus, move as move_run
 from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, utcnow
-from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, series_infos
+from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, due_in, series_infos
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
 
@@ -46,7 +46,7 @@ def _runs_for(session: Session, accession: str, **where: object) -> list[tuple[P
 def _snapshot(session: Session, study: Study) -> StudySnapshot:
     series = session.exec(select(Series).where(Series.study_id == study.id)).all()
     waiting = [
-        RunSnapshot(run.id, run.pathway, run.status, order.patient_key, run.started_at)
+        RunSnapshot(run.id, run.pathway, run.status, order.patient_key, run.started_at, order.exam_completed_at)
         for run, order in _runs_for(session, study.accession_number, status=RunStatus.WAITING)
     ]
     attached = session.exec(select(PathwayRun).where(PathwayRun.study_id == study.id)).all()
@@ -60,6 +60,7 @@ def _snapshot(session: Session, study: Study) -> StudySnapshot:
         late_instances=study.late_instances,
         waiting=tuple(waiting),
         attached=tuple(RunSnapshot(r.id, r.pathway, r.status, "", r.started_at) for r in attached),
+        completion=performed_steps.completion(session, study),
     )
 
 
@@ -133,23 +134,29 @@ def sweep_readiness(
     now: dt.datetime | None = None,
     registry: Registry | None = None,
     on_ready: Callable[[ReadyStudy], None] | None = None,
+    on_due: Callable[[float], None] | None = None,
 ) -> list[ReadyStudy]:
-    """Decide and commit readiness for every open study; then call `on_ready` for each."""
+    """Decide and commit readiness for every open study; then call `on_ready` for each, and
+    `on_due` with the seconds until a waiting run's quiet period ends (the soonest), if any."""
     now = now or utcnow()
     registry = registry or default_registry()
     settings = get_settings()
     specs = dict(registry.specs)
     ready: list[ReadyStudy] = []
+    decisions: list[StudyDecision] = []
     with INDEX_LOCK, session_scope() as session:
         for study in _candidates(session):
             snapshot = _snapshot(session, study)
             decision = decide_study(snapshot, specs, now, settings.dicom_quiet_period_seconds, settings.dicom_orphan_after_seconds)
+            decisions.append(decision)
             if (outcome := _apply(session, study, decision, now)) is not None:
                 ready.append(outcome)
         _mark_imageless_runs(session)
     for outcome in ready:  # after the commit: an event never announces what the ledger lacks
         if on_ready is not None:
             on_ready(outcome)
+    if on_due is not None and (due := due_in(decisions)) is not None:
+        on_due(due)
     return ready
 
 

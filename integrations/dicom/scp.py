@@ -1,4 +1,4 @@
-"""radpath's DICOM front door: a C-STORE and C-ECHO SCP (pynetdicom) started by `radpath serve`.
+"""radpath's DICOM front door: a C-STORE, C-ECHO and MPPS SCP (pynetdicom) started by `radpath serve`.
 
 Every instance is written durably and committed to the ledger (`ingest_instances`) before
 the success status goes back. A connection from an address no allow-listed peer uses is closed
@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import threading
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import OperationalError
 
 from integrations.db.ledger import record_audit
+from integrations.dicom import mpps
 from integrations.dicom.store import DatasetMismatch, StoredInstance, StoreFull, commit_prepared, prepare_instance
 from integrations.errors import InvalidInput
 from integrations.settings import Settings
@@ -204,8 +205,16 @@ def _audit_reject(calling_ae: str, address: str, reason: str) -> None:
         log.exception("could not audit a rejected association")
 
 
-def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstance], None] | None = None) -> ScpHandle:
-    """Start the C-STORE/C-ECHO SCP in background threads on settings.bind_host:dicom_port."""
+def start_scp(
+    settings: Settings,
+    on_instance_committed: Callable[[StoredInstance], None] | None = None,
+    wake_readiness: Callable[[], None] | None = None,
+) -> ScpHandle:
+    """Start the C-STORE/C-ECHO/MPPS SCP in background threads on settings.bind_host:dicom_port.
+
+    `wake_readiness` is called after a modality's MPPS N-SET COMPLETED or DISCONTINUED commits
+    and when an association that stored images is released: serve then sweeps readiness at
+    once rather than at its next tick."""
     quiet_pynetdicom()
     ae = AE(ae_title=settings.dicom_ae_title)
     ae.maximum_associations = settings.dicom_max_associations
@@ -215,6 +224,7 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(Verification)
+    ae.add_supported_context(ModalityPerformedProcedureStep)
     handle: ScpHandle | None = None
     peers = dict(settings.dicom_peers)
 
@@ -263,7 +273,16 @@ def start_scp(settings: Settings, on_instance_committed: Callable[[StoredInstanc
     def on_echo(event: evt.Event) -> int:
         return SUCCESS
 
-    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo)]
+    def on_released(event: evt.Event) -> None:
+        if wake_readiness is not None and event.assoc.accepted_contexts and any(
+                cx.abstract_syntax in STORAGE_SOP_CLASSES for cx in event.assoc.accepted_contexts):
+            try:
+                wake_readiness()
+            except Exception:  # waking the sweep early is only a shortcut
+                log.exception("wake_readiness failed")
+
+    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, on_echo),
+                (evt.EVT_RELEASED, on_released), *mpps.handlers(wake_readiness)]
     server = ae.make_server(
         (settings.bind_host, settings.dicom_port), evt_handlers=handlers, server_class=GatedAssociationServer, peers=peers,
         ssl_context=server_context(settings),  # DICOM TLS (PS3.15 Annex B.1) when configured

@@ -192,7 +192,11 @@ def fhir_router(
             return 409, operation_outcome(outcome.text, code="conflict", expression="ServiceRequest.identifier"), {}
         if outcome is None:
             return 200, operation_outcome("no order with this placer order number and accession; nothing to "
-                                          "cancel", severity="warning", code="not-found"), {}
+                                          f"{'mark completed' if order.order_control == 'SC' else 'cancel'}",
+                                          severity="warning", code="not-found"), {}
+        if isinstance(outcome, OrderChange) and outcome.action == "status-noted":
+            return 200, operation_outcome(f"order {outcome.order_id}: exam completed noted", severity="information",
+                                          code="informational"), {}
         if isinstance(outcome, OrderChange):
             log.info("fhir cancellation order=%s cancelled_runs=%d", outcome.order_id, len(outcome.run_ids))
             if on_order_cancelled and not outcome.duplicate:

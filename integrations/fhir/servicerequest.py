@@ -246,7 +246,8 @@ def parse_service_request(
         raise FhirInputError("ServiceRequest.identifier: accession number (type ACSN) required",
                              code="required", expression="ServiceRequest.identifier")
     cancelling = status in CANCEL_STATUSES
-    if status != "active" and not cancelling:
+    completed = status == "completed"  # the exam is done: readiness needs a shorter silence
+    if status != "active" and not cancelling and not completed:
         raise FhirInputError(f"ServiceRequest.status: '{status}' is not an order radpath acts on",
                              code="business-rule", expression="ServiceRequest.status")
     patient = _patient(resource.get("subject") or {}, resolve or contained_resolver(resource))
@@ -257,7 +258,8 @@ def parse_service_request(
         sending_facility="FHIR",
         control_id=control_id(resource),
         message_type="ServiceRequest",
-        order_control="CA" if cancelling else "NW",
+        order_control="CA" if cancelling else "SC" if completed else "NW",
+        order_status="CM" if completed else "",
         placer_order_number=placer,
         placer_system=placer_identifier.get("system", ""),
         filler_order_number=filler,

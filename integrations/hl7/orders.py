@@ -124,6 +124,7 @@ def parse_order(raw: str) -> OrderRequest:
         control_id=control_id,
         message_type="^".join(msg_type),
         order_control=_text(orc.orc_1) or "NW",
+        order_status=_text(orc.orc_5).upper(),
         placer_order_number=placer,
         placer_system=identifier_system(placer_ei),
         placer_namespace=_text(placer_ei.ei_2),
