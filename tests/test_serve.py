@@ -23,6 +23,7 @@ from integrations.dicom.scu import push_folder
 from integrations.hl7.client import send_messages
 from integrations.hl7.orders import parse_order
 from tests.phi_scan import assert_prefect_holds_none, identity_forms, linkable_values
+from tests.hl7_fixtures import exam_completed
 from tests.modality import Modality
 from tests.served import radpath_serve
 
@@ -127,6 +128,29 @@ def test_serve_takes_an_order_and_a_study_to_delivered_results(tmp_path, served_
                                json={"task_runs": {"flow_run_id": {"any_": [run.flow_run_id]}}}).json()
         assert sorted(t["name"] for t in task_runs if t["name"].startswith("deliver-")) == sorted(
             f"deliver-{d.kind}:{d.destination}/{key}" for d in deliveries)  # ops see where and which study
+
+
+def test_serve_makes_a_study_ready_when_the_ris_reports_the_exam_completed(tmp_path, served_ledger):
+    """The RIS's ORM SC with ORC-5 CM over MLLP, after the images: ready the spec's 5 s
+    `completed_quiet_seconds` later, though the quiet period (600 s here) is far from over."""
+    from radpath.synth import generate
+
+    (study,) = generate("cardiac-ct", 1, 7, tmp_path / "synthetic")
+    with radpath_serve(tmp_path, {"RADPATH_DICOM_QUIET_PERIOD_SECONDS": '{"CT": 600}'}) as served:
+        served_ledger(served.data_dir)
+        order = Path(study.order_path).read_text()
+        assert [a.code for a in send_messages("127.0.0.1", served.mllp_port, [order])] == ["AA"]
+        assert push_folder(study.dicom_dir, "127.0.0.1", served.dicom_port).failed == 0
+        completed = exam_completed(order, "RIS-CM-SERVE")
+        assert [a.code for a in send_messages("127.0.0.1", served.mllp_port, [completed])] == ["AA"]
+        run, _ = wait_for_run(lambda r, d: r.status != "waiting", 60, served)
+        with session_scope() as session:
+            (ready,) = session.exec(select(AuditEvent).where(AuditEvent.action == "study.ready")).all()
+            (noted,) = session.exec(select(AuditEvent).where(AuditEvent.action == "order.exam-completed")).all()
+            last_image = session.exec(select(func.max(Instance.received_at))).one()
+        assert ready.detail["reason"].startswith("the RIS reported the exam completed"), ready.detail
+        waited = (ready.at - max(noted.at, last_image)).total_seconds()
+        assert 5.0 <= waited <= 7.0, waited
 
 
 def test_urgent_runs_have_their_own_lane_and_do_not_wait_behind_routine_ones(tmp_path, served_ledger):
