@@ -84,7 +84,8 @@ def main(studies: int, quiet_seconds: int, seed: int) -> None:
     for arm, values in delays.items():
         print(f"{arm:>12}: median {statistics.median(values):6.2f} s over {len(values)} studies "
               f"(min {min(values):.2f}, max {max(values):.2f})")
-    print(f"quiet period {quiet_seconds} s; serve sweeps readiness every 5 s, at once after an MPPS completion or a C-STORE association, and when a quiet period ends")
+    print(f"quiet period {quiet_seconds} s; serve sweeps readiness every 5 s, at once after an MPPS completion "
+          "or a C-STORE association, and when a quiet period ends")
 
 
 if __name__ == "__main__":

@@ -214,7 +214,8 @@ def status() -> None:
         for key, count in rows.items():
             table.add_row(key, str(count))
         console.print(table)
-    _print_rows("turnaround (minutes)", turnaround_table())
+    _print_rows("turnaround per pathway and lane, median minutes (p90 too in the radpath-turnaround artifact)",
+                [{k.replace(" p50 (min)", ""): v for k, v in row.items() if " p90 " not in k} for row in turnaround_table()])
     _print_rows("SLA: order received → result delivered, per pathway and lane", sla_table())
     work = open_work_table()
     _print_rows(f"open work ({len(work)} runs, oldest order first)", work[:20])

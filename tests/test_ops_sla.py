@@ -7,7 +7,7 @@ import datetime as dt
 
 from typer.testing import CliRunner
 
-from integrations.db.ops import Turnaround, open_work_table, sla_rows, sla_table
+from integrations.db.ops import TURNAROUND_LEGS, Turnaround, open_work_table, sla_rows, sla_table, turnaround_rows
 from integrations.db.models import utcnow
 from tests.conftest import ingest_synthetic_study
 
@@ -88,3 +88,18 @@ def test_the_ops_tables_reach_prefect_as_keyed_artifacts(prefect_api, radpath_en
     assert "ready, not started" in work and "heart-failure-cardiac-ct" in work
     assert study.study_uid not in work and study.accession_number not in work
     assert "open past target" in asyncio.run(latest("radpath-sla"))
+
+
+def test_turnaround_has_every_leg_of_the_journey_per_pathway_and_lane():
+    """Worked values: images 2 min after the order, ready 1 min after the last image, inference
+    0.5 min, delivery 0.5 min, the radiologist's report 60 min after delivery."""
+    at = lambda minutes: T0 + dt.timedelta(minutes=minutes)  # noqa: E731
+    urgent = Turnaround("lung-cancer-ct", T0, at(3), at(3.5), at(4), "urgent", "completed",
+                        images_complete=at(2), reported=at(64))
+    waiting = Turnaround("lung-cancer-ct", T0, None, None, None, "urgent", "waiting")
+    routine = Turnaround("lung-cancer-ct", T0, at(10), at(11), at(12), "routine", "completed", images_complete=at(9))
+    rows = {row["lane"]: row for row in turnaround_rows([urgent, waiting, routine])}
+    first = rows["urgent"]
+    assert (first["pathway"], first["runs"], first["delivered"]) == ("lung-cancer-ct", 2, 1)
+    assert [first[f"{leg} p50 (min)"] for leg, _, _ in TURNAROUND_LEGS] == [2.0, 1.0, 0.5, 0.5, 4.0, 60.0]
+    assert rows["routine"]["images→ready p50 (min)"] == 1.0 and rows["routine"]["delivered→reported p50 (min)"] is None

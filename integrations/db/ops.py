@@ -17,7 +17,8 @@ from sqlmodel import func, select
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.runs import REDRIVABLE, RunStatus
-from integrations.db.models import AuditEvent, Delivery, Order, PathwayRun, Result, Study, utcnow
+from integrations.db.models import (AuditEvent, Delivery, Instance, Order, PathwayRun, RadiologistReport, Result, Series,
+                                     Study, utcnow)
 from pathways.orders import urgency
 
 REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
@@ -295,6 +296,8 @@ class Turnaround:
     delivered: dt.datetime | None  # the last clinical delivery (or evaluation one in shadow)
     lane: str = "routine"  # the order's priority lane (pathways.orders.urgency)
     run_status: str = RunStatus.COMPLETED
+    images_complete: dt.datetime | None = None  # the study's last image committed
+    reported: dt.datetime | None = None  # the radiologist's signed report received (the evidence loop)
 
 
 def turnarounds(pathway: str | None = None) -> list[Turnaround]:
@@ -318,9 +321,19 @@ def turnarounds(pathway: str | None = None) -> list[Turnaround]:
                     select(func.count()).where(Delivery.result_id == result.id, Delivery.status != "delivered")
                 ).one()
                 delivered = max(times) if times and not pending else None
+            last_image = None
+            if study is not None:
+                last_image = session.exec(select(func.max(Instance.received_at)).join(Series, Series.id == Instance.series_id)
+                                          .where(Series.study_id == study.id)).one()
+            reported = session.exec(select(RadiologistReport.received_at).where(RadiologistReport.order_id == order.id)).first()
             out.append(Turnaround(run.pathway, order.received_at, study.ready_at if study else None,
-                                  result.created_at if result else None, delivered, urgency(order.priority), run.status))
+                                  result.created_at if result else None, delivered, urgency(order.priority), run.status,
+                                  _aware(last_image), reported))
         return out
+
+
+def _aware(when: dt.datetime | None) -> dt.datetime | None:
+    return when if when is None or when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # an aggregate loses the column type
 
 
 def run_pathways(run_ids) -> list[str]:  # noqa: ANN001 - any iterable of run ids
@@ -468,23 +481,35 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def turnaround_table() -> list[dict[str, Any]]:
-    """Per pathway: p50/p90 minutes of order → ready, ready → inference done, inference → delivered, and the total."""
-    by_pathway: dict[str, list[Turnaround]] = {}
-    for t in turnarounds():
-        by_pathway.setdefault(t.pathway, []).append(t)
-    rows = []
-    for pathway, items in sorted(by_pathway.items()):
-        def minutes(pairs) -> list[float]:  # noqa: ANN001
-            return [(b - a).total_seconds() / 60 for a, b in pairs if a is not None and b is not None]
+    """The ledger's turnaround, per pathway and priority lane (see `turnaround_rows`)."""
+    return turnaround_rows(turnarounds())
 
-        legs = {
-            "order→ready": minutes((t.order_received, t.study_ready) for t in items),
-            "ready→inference": minutes((t.study_ready, t.inference_done) for t in items),
-            "inference→delivered": minutes((t.inference_done, t.delivered) for t in items),
-            "order→delivered": minutes((t.order_received, t.delivered) for t in items),
-        }
-        row: dict[str, Any] = {"pathway": pathway, "runs": len(items), "delivered": len(legs["order→delivered"])}
-        for leg, values in legs.items():
+
+# Each leg of the journey: (name, start, end); the last is the radiologist's report, later.
+TURNAROUND_LEGS = (
+    ("order→images", "order_received", "images_complete"),
+    ("images→ready", "images_complete", "study_ready"),  # the readiness wait: quiet period or completion signal
+    ("ready→inference", "study_ready", "inference_done"),
+    ("inference→delivered", "inference_done", "delivered"),
+    ("order→delivered", "order_received", "delivered"),
+    ("delivered→reported", "delivered", "reported"),
+)
+
+
+def turnaround_rows(items: list[Turnaround]) -> list[dict[str, Any]]:
+    """Per pathway and lane (pure): p50/p90 minutes of each leg, order received → images complete
+    → ready → inference done → delivered → the radiologist's report. A leg's figures come from
+    the runs that have both ends; images sent before their order make order→images negative."""
+    groups: dict[tuple[str, str], list[Turnaround]] = {}
+    for t in items:
+        groups.setdefault((t.pathway, t.lane), []).append(t)
+    rows = []
+    for (pathway, lane), group in sorted(groups.items()):
+        row: dict[str, Any] = {"pathway": pathway, "lane": lane, "runs": len(group),
+                               "delivered": sum(t.delivered is not None for t in group)}
+        for leg, start, end in TURNAROUND_LEGS:
+            values = [(getattr(t, end) - getattr(t, start)).total_seconds() / 60 for t in group
+                      if getattr(t, start) is not None and getattr(t, end) is not None]
             for q in (50, 90):
                 value = percentile(values, q)
                 row[f"{leg} p{q} (min)"] = None if value is None else round(value, 2)
