@@ -21,6 +21,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(when: dt.datetime | None) -> dt.datetime | None:
+    """A naive datetime read back from an aggregate (max, count…) as UTC: SQL aggregates lose the
+    UTCDateTime column type, so SQLite hands them back naive."""
+    return when if when is None or when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

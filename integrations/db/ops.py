@@ -18,7 +18,7 @@ from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.runs import REDRIVABLE, RunStatus
 from integrations.db.models import (AuditEvent, Delivery, Instance, Order, PathwayRun, RadiologistReport, Result, Series,
-                                     Study, utcnow)
+                                     Study, as_utc, utcnow)
 from pathways.orders import urgency
 
 REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
@@ -328,12 +328,9 @@ def turnarounds(pathway: str | None = None) -> list[Turnaround]:
             reported = session.exec(select(RadiologistReport.received_at).where(RadiologistReport.order_id == order.id)).first()
             out.append(Turnaround(run.pathway, order.received_at, study.ready_at if study else None,
                                   result.created_at if result else None, delivered, urgency(order.priority), run.status,
-                                  _aware(last_image), reported))
+                                  as_utc(last_image), reported))
         return out
 
-
-def _aware(when: dt.datetime | None) -> dt.datetime | None:
-    return when if when is None or when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # an aggregate loses the column type
 
 
 def run_pathways(run_ids) -> list[str]:  # noqa: ANN001 - any iterable of run ids

@@ -17,7 +17,7 @@ from integrations.db.engine import INDEX_LOCK, session_scope
 from integrations.db import performed_steps, surveillance
 from integrations.db.ledger import audit
 from integrations.db.runs import RunStatus, move as move_run
-from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, utcnow
+from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, as_utc, utcnow
 from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, due_in, series_infos
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
@@ -189,13 +189,10 @@ def orders_to_retrieve(now: dt.datetime, *, after_s: float, retry_s: float, atte
     due = []
     for order_id, accession in rows:
         count, last = history.get(order_id, (0, None))
-        if count < attempts and (last is None or _aware(last) <= now - dt.timedelta(seconds=retry_s)):
+        if count < attempts and (last is None or as_utc(last) <= now - dt.timedelta(seconds=retry_s)):
             due.append((order_id, accession))
     return due
 
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # an aggregate loses the column type
 
 
 def record_retrieval(order_id: str, *, studies: int = 0, stored: int = 0, error: str | None = None) -> None:
