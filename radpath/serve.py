@@ -25,6 +25,7 @@ from typing import Any
 
 log = logging.getLogger("radpath.serve")
 
+MIN_SWEEP_GAP_S = 0.5  # woken sweeps under a burst of associations: at most two a second
 
 LISTENERS = (("RADPATH_MLLP_PORT", "mllp_port"), ("RADPATH_DICOM_PORT", "dicom_port"), ("RADPATH_HTTP_PORT", "http_port"))
 
@@ -170,7 +171,16 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     async def sweep_forever() -> None:
         purged_at = 0.0
         due: list[float] = []  # seconds until the soonest quiet period ends, from the last sweep
+        swept_at = 0.0
         while not stop.is_set():
+            # a sweep holds the ledger's index lock (shared with the C-STORE group commit): woken
+            # after every storing association, sweeps keep at least MIN_SWEEP_GAP_S apart under load
+            gap = MIN_SWEEP_GAP_S - (time.monotonic() - swept_at)
+            if gap > 0:
+                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=gap)
+                if stop.is_set():
+                    break
+            swept_at = time.monotonic()
             if time.monotonic() - purged_at > 60:  # radiologists' report texts past the trust's retention
                 purged_at = time.monotonic()
                 try:

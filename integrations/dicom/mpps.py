@@ -23,7 +23,6 @@ from integrations.db.performed_steps import StepRefused
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
-INVALID_ATTRIBUTE_VALUE = 0x0106
 MISSING_ATTRIBUTE = 0x0120
 
 
@@ -65,43 +64,44 @@ def read_instances(modification: Dataset) -> list[str] | None:
 def handlers(on_step_ended: Callable[[], None] | None = None) -> list[tuple]:
     """pynetdicom event handlers for N-CREATE and N-SET on the MPPS SOP class."""
 
-    def on_create(event: evt.Event) -> tuple[int, Dataset | None]:
-        calling = event.assoc.requestor.ae_title.strip()
-        try:
-            attributes = event.attribute_list
-            start = read_start(attributes)
-            uid = str(event.request.AffectedSOPInstanceUID or "") or generate_uid()
-            performed_steps.create_step(uid, status=start.status, study_uid=start.study_uid,
-                                        accession_number=start.accession_number, calling_ae=calling)
-        except StepRefused as refused:
-            log.warning("MPPS N-CREATE refused: %s", refused.reason)
-            return refused.status, None
-        except Exception as exc:  # noqa: BLE001 - a status, never a dropped association
-            log.warning("MPPS N-CREATE failed: %s", exc.__class__.__name__)
-            return performed_steps.PROCESSING_FAILURE, None
+    def answered(message: str, record: Callable[[evt.Event], tuple[Dataset, bool]]) -> Callable:
+        """One handler: record the message, answer a status (never drop the association)."""
+
+        def handle(event: evt.Event) -> tuple[int, Dataset | None]:
+            try:
+                reply, ended = record(event)
+            except StepRefused as refused:
+                log.warning("MPPS %s refused: %s", message, refused.reason)
+                return refused.status, None
+            except Exception as exc:  # noqa: BLE001 - a status, never a dropped association
+                log.warning("MPPS %s failed: %s", message, exc.__class__.__name__)
+                return performed_steps.PROCESSING_FAILURE, None
+            if ended and on_step_ended is not None:
+                try:
+                    on_step_ended()
+                except Exception:  # the step is recorded; waking the sweep early is only a shortcut
+                    log.exception("on_step_ended failed")
+            return SUCCESS, reply
+
+        return handle
+
+    def create(event: evt.Event) -> tuple[Dataset, bool]:
+        start = read_start(event.attribute_list)
+        uid = str(event.request.AffectedSOPInstanceUID or "") or generate_uid()
+        performed_steps.create_step(uid, status=start.status, study_uid=start.study_uid,
+                                    accession_number=start.accession_number,
+                                    calling_ae=event.assoc.requestor.ae_title.strip())
         reply = Dataset()
         if not event.request.AffectedSOPInstanceUID:
             reply.AffectedSOPInstanceUID = uid  # PS3.7 10.1.5.1.4: the SCP names the new instance
-        return SUCCESS, reply
+        return reply, False
 
-    def on_set(event: evt.Event) -> tuple[int, Dataset | None]:
-        calling = event.assoc.requestor.ae_title.strip()
-        try:
-            modification = event.modification_list
-            status = str(modification.get("PerformedProcedureStepStatus", "") or "").strip() or None
-            ended = performed_steps.set_step(str(event.request.RequestedSOPInstanceUID), status=status,
-                                             instance_uids=read_instances(modification), calling_ae=calling)
-        except StepRefused as refused:
-            log.warning("MPPS N-SET refused: %s", refused.reason)
-            return refused.status, None
-        except Exception as exc:  # noqa: BLE001 - a status, never a dropped association
-            log.warning("MPPS N-SET failed: %s", exc.__class__.__name__)
-            return performed_steps.PROCESSING_FAILURE, None
-        if ended and on_step_ended is not None:
-            try:
-                on_step_ended()
-            except Exception:  # the step is recorded; waking the sweep early is only a shortcut
-                log.exception("on_step_ended failed")
-        return SUCCESS, Dataset()
+    def set_(event: evt.Event) -> tuple[Dataset, bool]:
+        modification = event.modification_list
+        status = str(modification.get("PerformedProcedureStepStatus", "") or "").strip() or None
+        ended = performed_steps.set_step(str(event.request.RequestedSOPInstanceUID), status=status,
+                                         instance_uids=read_instances(modification),
+                                         calling_ae=event.assoc.requestor.ae_title.strip())
+        return Dataset(), ended
 
-    return [(evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set)]
+    return [(evt.EVT_N_CREATE, answered("N-CREATE", create)), (evt.EVT_N_SET, answered("N-SET", set_))]
