@@ -14,6 +14,7 @@ from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 
 from integrations.db import ops, runs
+from integrations.db.models import REVIEW_OPEN, DeliveryStatus, ReviewStatus
 from integrations.db.runs import RunStatus
 from integrations.settings import get_settings
 from pathways.registry import default_registry
@@ -183,28 +184,28 @@ def record_and_deliver(
     if content.urgent:  # the clinical urgency of the finding, beside the order's priority tag
         _add_flow_run_tags({URGENT_FINDING_TAG})
     with timer.step("delivery"):
-        receipts, failures = deliver_all(ops.delivery_ids(recorded.result_id, "pending"))
-    held = ops.delivery_ids(recorded.result_id, "held")
+        receipts, failures = deliver_all(ops.delivery_ids(recorded.result_id, DeliveryStatus.PENDING))
+    held = ops.delivery_ids(recorded.result_id, DeliveryStatus.HELD)
     receipts += [f"{d}: held for review" for d in routing.held] if held else []
     receipts += [f"{d}: not sent (shadow mode)" for d in routing.withheld]
     publish_run_summary(pathway, study_key, content, timer.seconds, receipts + [f"FAILED {f}" for f in failures])
     summary = content.conclusion_codes[0].display if content.conclusion_codes else content.conclusion
     mode = f"mode={spec.mode}"
-    pending = ops.delivery_ids(recorded.result_id, "pending")
+    pending = ops.delivery_ids(recorded.result_id, DeliveryStatus.PENDING)
     get_run_logger().info(
         "result recorded (%s, model %s %s): %s; urgent=%s; %d delivered, %d held for review, %d not sent (shadow), "
         "%d pending retry; steps %s", mode, model_name, model_version, summary, content.urgent,
-        len(ops.delivery_ids(recorded.result_id, "delivered")),
+        len(ops.delivery_ids(recorded.result_id, DeliveryStatus.DELIVERED)),
         len(held), len(routing.withheld), len(pending),
         ", ".join(f"{k} {v:.1f} s" for k, v in timer.seconds.items()))
-    dead = ops.delivery_ids(recorded.result_id, "dead_letter")
+    dead = ops.delivery_ids(recorded.result_id, DeliveryStatus.DEAD_LETTER)
     if dead:
         _finish(run_id, RunStatus.DEAD_LETTERED, reason=f"{len(dead)} delivery(ies) dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} of {len(receipts) + len(failures)} deliveries dead-lettered; {mode}")
     # Review required with the preliminary sent: the decision still has to reach those destinations.
-    follow_up = list(routing.follow_up) if ops.review_status(recorded.result_id) in (None, *ops.REVIEW_OPEN) else []
+    follow_up = list(routing.follow_up) if ops.review_status(recorded.result_id) in (None, *REVIEW_OPEN) else []
     if held or follow_up:
-        ops.set_review(recorded.result_id, "pending")
+        ops.set_review(recorded.result_id, ReviewStatus.PENDING)
         waiting = f"{len(held)} clinical delivery(ies) held, {len(follow_up)} sent preliminary"
         _finish(run_id, RunStatus.AWAITING_REVIEW, reason=f"{waiting}: awaiting review")
         emit("result.awaiting_review", "result", recorded.result_id, related={"pathway": pathway, "run": run_id},

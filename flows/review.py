@@ -26,6 +26,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from integrations.db import ops
+from integrations.db.models import REVIEW_OPEN, DeliveryStatus, ReviewStatus
 from pathways.registry import default_registry
 
 REVIEW_DEPLOYMENT = "clinical-review/clinical-review"
@@ -61,7 +62,7 @@ def apply_review(result_id: str, decision: ReviewDecision) -> tuple[str, list[st
     if problem := decision.problem():
         raise ValueError(problem)
     status, pending = _record_decision(result_id, decision)
-    outcome = RunStatus.REJECTED if status == "rejected" else RunStatus.COMPLETED
+    outcome = RunStatus.REJECTED if status == ReviewStatus.REJECTED else RunStatus.COMPLETED
     runs.set_status(ops.result_run_id(result_id), outcome, reason=f"review {status} by the reviewer")
     return status, pending
 
@@ -77,19 +78,19 @@ def _record_decision(result_id: str, decision: ReviewDecision) -> tuple[str, lis
         render = finalise_held_report if FlowRunContext.get() else finalise_held_report.fn  # a task inside the review flow
         conclusion = decision.amended_conclusion if decision.decision == "amend" else None
         reviewed = render(result_id, decision.reviewer, decision.reason, conclusion)
-        status = "amended" if decision.decision == "amend" else "accepted"
+        status = ReviewStatus.AMENDED if decision.decision == "amend" else ReviewStatus.ACCEPTED
         ops.set_review(result_id, status, reviewer=decision.reviewer, reason=decision.reason,
                        report=reviewed.report if conclusion is not None else None, payloads=reviewed.payloads,
                        follow_ups=reviewed.follow_ups, issued=str(reviewed.status))
-        return status, ops.delivery_ids(result_id, "pending")
+        return status, ops.delivery_ids(result_id, DeliveryStatus.PENDING)
     from prefect.context import FlowRunContext
 
     from tasks.results import cancel_sent_reports
 
     cancel = cancel_sent_reports if FlowRunContext.get() else cancel_sent_reports.fn
-    ops.set_review(result_id, "rejected", reviewer=decision.reviewer, reason=decision.reason,
+    ops.set_review(result_id, ReviewStatus.REJECTED, reviewer=decision.reviewer, reason=decision.reason,
                    follow_ups=cancel(result_id), issued="cancelled")
-    return "rejected", ops.delivery_ids(result_id, "pending")  # the cancellations of preliminaries sent
+    return ReviewStatus.REJECTED, ops.delivery_ids(result_id, DeliveryStatus.PENDING)  # the cancellations of preliminaries sent
 
 
 def _form(study_key: str, conclusion: str, urgent: bool, problem: str | None = None) -> type[ReviewDecision]:
@@ -112,7 +113,7 @@ def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
     from tasks.events import emit
 
     logger = get_run_logger()
-    if (already := ops.review_status(result_id)) not in ops.REVIEW_OPEN:
+    if (already := ops.review_status(result_id)) not in REVIEW_OPEN:
         return Completed(name="AlreadyReviewed", message=f"decided elsewhere (`radpath review`): {already}")
     timeout = default_registry().get(pathway).review.timeout_minutes * 60
     held = ops.held_result(result_id)
@@ -126,15 +127,15 @@ def clinical_review(result_id: str, study_key: str, pathway: str) -> State:
         logger.warning("review answer incomplete (%s): asking again", problem)
     else:
         return Failed(name="ReviewIncomplete", message=f"{MAX_ASKS} incomplete answers; decide with `radpath review`")
-    if (already := ops.review_status(result_id)) not in ops.REVIEW_OPEN:
+    if (already := ops.review_status(result_id)) not in REVIEW_OPEN:
         return Completed(name="AlreadyReviewed", message=f"decided elsewhere while suspended: {already}")
     status, pending = apply_review(result_id, decision)
     emit(f"result.{status}", "result", result_id, related={"pathway": pathway}, study_key=study_key)
     receipts, failures = deliver_all(pending)
-    if status == "rejected":
+    if status == ReviewStatus.REJECTED:
         return Completed(name="Rejected", message=f"rejected at review: {decision.reason}; "
                                                   f"{len(receipts)} cancellation(s) of a preliminary sent")
-    dead = ops.delivery_ids(result_id, "dead_letter")
+    dead = ops.delivery_ids(result_id, DeliveryStatus.DEAD_LETTER)
     if dead:
         runs.set_status(ops.result_run_id(result_id), RunStatus.DEAD_LETTERED, reason=f"review {status}; deliveries dead-lettered")
         return Failed(name="DeadLettered", message=f"{len(dead)} deliveries dead-lettered after review")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from pathways.series_selection import SeriesInfo, select_series
@@ -22,6 +23,14 @@ from pathways.spec import PathwaySpec
 
 Action = Literal["wait", "ready", "force-ready", "patient-mismatch"]
 LateAction = Literal["none", "wait", "rerun", "ignore"]
+
+
+class StudyStatus(StrEnum):
+    """A study's status in the ledger; the stored strings are the values."""
+
+    RECEIVING = "receiving"  # images arriving; no run has it yet
+    READY = "ready"  # handed to its runs (later images are late: the spec's late-image policy decides)
+    ORPHANED = "orphaned"  # no order came for it within the orphan window (visible to ops, kept)
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,7 @@ def decide_study(
     runs = tuple(decide_run(study, r, specs[r.pathway], now, overrides) for r in study.waiting if r.pathway in specs)
     late, rerun_ids = decide_late(study, specs, now, overrides)
     orphan = (
-        study.status == "receiving"
+        study.status == StudyStatus.RECEIVING
         and not study.waiting
         and not study.attached
         and (now - study.last_received_at).total_seconds() >= orphan_after_seconds

@@ -331,7 +331,8 @@ def review_decide(
     configure_prefect()
     prepare_ledger()
     from flows.review import ReviewDecision, apply_review
-    from integrations.db.ops import REVIEW_OPEN, review_status
+    from integrations.db.models import REVIEW_OPEN
+    from integrations.db.ops import review_status
 
     try:
         answer = ReviewDecision(decision=decision, reviewer=reviewer, reason=reason, amended_conclusion=conclusion)
@@ -380,7 +381,7 @@ _ACTOR = typer.Option(None, "--actor", help="Your name for the audit trail (defa
 
 @deliveries_app.command("list")
 def deliveries_list(
-    status: str = typer.Option("dead_letter", help="dead_letter | pending | delivered | held | rejected | discarded | all"),
+    status: str = typer.Option("dead-letter", help="dead-letter | pending | delivered | held | rejected | discarded | all"),
     destination: str = _DEST, study_key: str = _KEY, accession: str = _ACC,
 ) -> None:
     """Outbox rows by status (default the dead letters): pseudonymous keys and what the peer said."""
@@ -388,19 +389,24 @@ def deliveries_list(
 
     prepare_ledger()
     from integrations.db.deliveries import list_deliveries, paused_destinations
+    from integrations.db.models import DeliveryStatus
 
-    statuses = None if status == "all" else (status.replace("-", "_"),)
+    wanted = status.replace("-", "_")
+    if wanted != "all" and wanted not in set(DeliveryStatus):
+        console.print(f"[red]no such status {status}: one of {', '.join(DeliveryStatus)} or all[/red]")
+        raise typer.Exit(2)
+    statuses = None if wanted == "all" else (DeliveryStatus(wanted),)
     rows = list_deliveries(_selection(None, destination, study_key, accession), statuses)
     paused = paused_destinations()
     for name, pause in paused.items():
         console.print(f"[yellow]{name} paused since {pause.paused_at:%Y-%m-%d %H:%M} UTC by {pause.paused_by}[/yellow]")
     if not rows:
-        console.print("no dead letters" if statuses == ("dead_letter",) else f"no deliveries with status {status}")
+        console.print("no dead letters" if statuses == (DeliveryStatus.DEAD_LETTER,) else f"no deliveries with status {status}")
         return
     table = Table("delivery", "destination", "pathway", "study", "status", "attempts", "last error")
     for r in rows:
         table.add_row(r.delivery_id, r.destination, r.pathway, r.study_key, r.status, str(r.attempts),
-                      r.last_response if r.status != "delivered" else "")
+                      r.last_response if r.status != DeliveryStatus.DELIVERED else "")
     console.print(table)
 
 

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from integrations.db import deliveries, health, ledger, ops
-from integrations.db.models import utcnow
+from integrations.db.models import DeliveryStatus, utcnow
 from integrations.delivery.send import send
 from integrations.delivery.probe import where
 from integrations.errors import PermanentError, is_transient
@@ -61,7 +61,7 @@ def _task_run_id() -> str:
 
 def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None, rand: float | None) -> str:
     row = ledger.get_delivery(delivery_id)
-    if row.status != "pending":  # delivered, dead_letter, held for review, rejected, discarded
+    if row.status != DeliveryStatus.PENDING:  # delivered, dead_letter, held for review, rejected, discarded
         return f"{row.destination}: {row.status} ({row.last_response or 'not sent'})"
     if deliveries.is_paused(row.destination):  # ops paused it: not attempted, left pending for resume
         return f"{row.destination}: paused, waiting"
@@ -75,7 +75,7 @@ def _send_claimed(delivery_id: str, settings: Settings, now: dt.datetime | None,
             # The address and the error's class only: the peer's own words may quote the message (they stay
             # in the ledger's last_response), and this detail goes to Prefect in the event.
             _peer_seen(row.destination, False, f"{where(config)}: delivery attempt failed ({exc.__class__.__name__})", now)
-        if outcome.status == "dead_letter":
+        if outcome.status == DeliveryStatus.DEAD_LETTER:
             context = ops.delivery_context(delivery_id)
             emit("delivery.dead_lettered", "delivery", delivery_id,
                  related={"pathway": context.pathway, "order": context.order_id},

@@ -139,3 +139,41 @@ def test_only_the_ledger_modules_touch_ledger_tables():
             if bad:
                 offenders[str(path.relative_to(ROOT))] = bad
     assert offenders == {}
+
+
+STATUS_ATTRIBUTES = {"status", "review_status"}
+OUTBOX_ONLY_WORDS = {"dead_letter", "held", "discarded"}  # spelled nowhere but DeliveryStatus
+
+
+def test_statuses_are_named_not_spelled():
+    """A run's, an outbox row's or a review's status is compared by its enum member (RunStatus,
+    DeliveryStatus, ReviewStatus), never as a bare string a typo would silently never match."""
+    offenders = []
+    for layer in ("integrations", "flows", "tasks", "radpath"):
+        for path in (ROOT / layer).rglob("*.py"):
+            if path == ROOT / "integrations/db/models.py" or "migrations" in path.parts:
+                continue
+            audit_verbs = path == ROOT / "integrations/fhir/audit_event.py"  # "delivery.discarded" is a verb there
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Compare):
+                    sides = [node.left, *node.comparators]
+                    status = any(isinstance(s, ast.Attribute) and s.attr in STATUS_ATTRIBUTES for s in sides)
+                    spelled = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)]
+                    if status and spelled:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} compares a status with {spelled}")
+                elif isinstance(node, ast.Constant) and node.value in OUTBOX_ONLY_WORDS and not audit_verbs:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} spells {node.value!r}")
+    assert offenders == []
+
+
+def test_an_outbox_row_moves_only_along_its_life_cycle():
+    from integrations.db.models import DELIVERY_MOVES, DeliveryStatus, delivery_move
+
+    assert set(DELIVERY_MOVES) == set(DeliveryStatus)
+    assert delivery_move("held", DeliveryStatus.PENDING) is DeliveryStatus.PENDING  # the review released it
+    for terminal in (DeliveryStatus.DELIVERED, DeliveryStatus.REJECTED, DeliveryStatus.DISCARDED):
+        for to in DeliveryStatus:
+            with pytest.raises(ValueError):
+                delivery_move(terminal, to)  # delivered once, never again; a rejected row is never sent
+    with pytest.raises(ValueError):
+        delivery_move("held", DeliveryStatus.DELIVERED)  # a held row is never sent before the decision

@@ -23,15 +23,17 @@ from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, study_key
 from integrations.db.models import (
     Delivery,
+    DeliveryStatus,
     DestinationPause,
     Order,
     PathwayRun,
     Result,
+    may_move_from,
     utcnow,
 )
 
-REQUEUEABLE = ("dead_letter",)
-DISCARDABLE = ("dead_letter",)
+REQUEUEABLE = may_move_from(DeliveryStatus.PENDING, DeliveryStatus.DEAD_LETTER)
+DISCARDABLE = may_move_from(DeliveryStatus.DISCARDED, DeliveryStatus.DEAD_LETTER)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _selected(session, selection: Selection, statuses: tuple[str, ...] | None) -
     return out
 
 
-def list_deliveries(selection: Selection, statuses: tuple[str, ...] | None = ("dead_letter",)) -> list[DeliveryRow]:
+def list_deliveries(selection: Selection, statuses: tuple[str, ...] | None = (DeliveryStatus.DEAD_LETTER,)) -> list[DeliveryRow]:
     with session_scope() as session:
         return [DeliveryRow(d.id, d.destination, pathway, key, d.status, d.result_status, d.attempts,
                             (d.last_response or "")[:200])
@@ -100,7 +102,7 @@ def requeue(selection: Selection, actor: str, reason: str = "") -> list[str]:
         for row, _, _ in _selected(session, selection, REQUEUEABLE):
             changed = session.exec(
                 update(Delivery).where(Delivery.id == row.id, Delivery.status.in_(REQUEUEABLE))
-                .values(status="pending", next_attempt_at=now, first_attempt_at=None)
+                .values(status=DeliveryStatus.PENDING, next_attempt_at=now, first_attempt_at=None)
             )
             if changed.rowcount == 1:
                 audit(session, actor, "delivery.requeued", "delivery", row.id, destination=row.destination,
@@ -120,7 +122,7 @@ def discard(selection: Selection, actor: str, reason: str) -> list[str]:
         for row, _, _ in _selected(session, selection, DISCARDABLE):
             changed = session.exec(
                 update(Delivery).where(Delivery.id == row.id, Delivery.status.in_(DISCARDABLE))
-                .values(status="discarded", next_attempt_at=None)
+                .values(status=DeliveryStatus.DISCARDED, next_attempt_at=None)
             )
             if changed.rowcount == 1:
                 audit(session, actor, "delivery.discarded", "delivery", row.id, destination=row.destination,
@@ -160,7 +162,7 @@ def resume(destination: str, actor: str, reason: str = "", now: dt.datetime | No
             return None
         held_for = now - paused.paused_at
         rows = session.exec(select(Delivery).where(Delivery.destination == destination,
-                                                   Delivery.status == "pending")).all()
+                                                   Delivery.status == DeliveryStatus.PENDING)).all()
         for row in rows:
             if row.first_attempt_at is not None:
                 row.first_attempt_at = row.first_attempt_at + held_for
@@ -179,7 +181,7 @@ def delivered_receipts(kind: str, destination: str | None = None) -> list[tuple[
     """(destination, the peer's receipt) for every delivered outbox row of a kind, oldest first."""
     with session_scope() as session:
         query = select(Delivery.destination, Delivery.last_response).where(Delivery.kind == kind,
-                                                                           Delivery.status == "delivered")
+                                                                           Delivery.status == DeliveryStatus.DELIVERED)
         if destination:
             query = query.where(Delivery.destination == destination)
         return [(name, receipt or "") for name, receipt in session.exec(query.order_by(Delivery.delivered_at)).all()]

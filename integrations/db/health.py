@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from integrations.db.engine import session_scope
-from integrations.db.models import Delivery, DestinationPause, PeerHealth, utcnow
+from integrations.db.models import Delivery, DeliveryStatus, DestinationPause, PeerHealth, utcnow
 
 DOORS = ("mllp", "dicom", "http")
 
@@ -90,9 +90,9 @@ def health_rows(destinations: Iterable[str], doors: Sequence[str] = DOORS, *, st
         checks = {row.name: row for row in session.exec(select(PeerHealth)).all()}
         counts = {f"{destination}|{status}": n for destination, status, n in session.exec(
             select(Delivery.destination, Delivery.status, func.count())
-            .where(Delivery.status.in_(("pending", "dead_letter"))).group_by(Delivery.destination, Delivery.status)).all()}
+            .where(Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.DEAD_LETTER))).group_by(Delivery.destination, Delivery.status)).all()}
         delivered = dict(session.exec(select(Delivery.destination, func.max(Delivery.delivered_at))
-                                      .where(Delivery.status == "delivered").group_by(Delivery.destination)).all())
+                                      .where(Delivery.status == DeliveryStatus.DELIVERED).group_by(Delivery.destination)).all())
         paused = set(session.exec(select(DestinationPause.destination)).all())
 
     def status(kind: str, name: str, **outbox: object) -> PeerStatus:

@@ -22,6 +22,7 @@ from sqlmodel import Session
 from integrations.db.engine import concurrent_write_conflict, get_engine, session_scope
 from integrations.db.ledger import audit
 from integrations.db.models import Instance, Series, Study, new_id, utcnow
+from pathways.readiness import StudyStatus
 
 IndexOutcome = Literal["stored", "duplicate", "redundant", "conflict"]
 """stored: a new row; duplicate: nothing written (a resend of committed bytes); redundant: the
@@ -120,7 +121,7 @@ def index_groups(session: Session, groups: Sequence[Group]) -> list[list[IndexOu
             study_id, status = studies[header.study_uid]
             counts = study_counts.setdefault(study_id, [0, 0])
             counts[0] += 1
-            if status == "ready":  # images after the study was handed to runs: readiness decides
+            if status == StudyStatus.READY:  # images after the study was handed to runs: readiness decides
                 counts[1] += 1
             series_id = series_ids[header.series_uid]
             series_counts[series_id] = series_counts.get(series_id, 0) + 1

@@ -18,14 +18,17 @@ from sqlmodel import Session, select
 
 from integrations.db.engine import session_scope
 from integrations.db.models import (
+    REVIEW_VERIFIED,
     AuditEvent,
     Delivery,
+    DeliveryStatus,
     Order,
     PathwayRun,
     Result,
     Series,
     Study,
     column_values,
+    delivery_move,
     utcnow,
 )
 from pathways.orders import age_on
@@ -233,7 +236,7 @@ def record_result(
                     kind=plan.kind,
                     idempotency_key=idempotency_key(result_id, plan.destination),
                     payloads=list(plan.payloads),
-                    status="held" if plan.held else "pending",
+                    status=DeliveryStatus.HELD if plan.held else DeliveryStatus.PENDING,
                     next_attempt_at=None if plan.held else utcnow(),
                 )
                 session.add(row)
@@ -271,7 +274,7 @@ def get_delivery(delivery_id: str) -> Delivery:
 class AttemptOutcome:
     """What the outbox made of one attempt: the row's status after it and, while pending, when next."""
 
-    status: str  # delivered | pending | dead_letter
+    status: DeliveryStatus  # delivered | pending | dead_letter
     attempts: int
     next_attempt_at: dt.datetime | None = None
     dead_reason: str | None = None  # "permanent" (the peer refused) | "window" (retried for the whole window)
@@ -305,14 +308,15 @@ def record_delivery_attempt(
         row.first_attempt_at = row.first_attempt_at or now
         due, reason = None, None
         if ok:
-            row.status, row.delivered_at = "delivered", now
+            row.status, row.delivered_at = delivery_move(row.status, DeliveryStatus.DELIVERED), now
         elif not transient:
-            row.status, reason = "dead_letter", "permanent"
+            row.status, reason = delivery_move(row.status, DeliveryStatus.DEAD_LETTER), "permanent"
         else:
             due = schedule.next_attempt_at(failures=row.attempts, first_attempt_at=row.first_attempt_at, now=now,
                                            retry_after_s=retry_after_of(error) if error else None, rand=rand)
+            row.status = delivery_move(row.status, DeliveryStatus.PENDING if due else DeliveryStatus.DEAD_LETTER)
             if due is None:
-                row.status, reason = "dead_letter", "window"
+                reason = "window"
         row.next_attempt_at = due
         detail: dict[str, Any] = {"destination": row.destination, "attempts": row.attempts}
         if not ok:
@@ -321,7 +325,7 @@ def record_delivery_attempt(
             detail |= {"next_attempt_at": due.isoformat()} if due else {"dead_reason": reason}
         action = "delivery.delivered" if ok else ("delivery.dead_lettered" if reason else "delivery.failed")
         audit(session, "delivery", action, "delivery", delivery_id, **detail)
-        return AttemptOutcome(row.status, row.attempts, due, reason)
+        return AttemptOutcome(DeliveryStatus(row.status), row.attempts, due, reason)
 
 
 def result_context(run_id: str, *, result_id: str, model_name: str, model_version: str, source_series_uid: str,  # noqa: ANN201
@@ -341,7 +345,7 @@ def result_context(run_id: str, *, result_id: str, model_name: str, model_versio
         prior = session.get(Result, prior_result_id) if prior_result_id else None
         return ResultContext(
             prior_report=PriorReport(result_id=prior.id, study_uid=prior.study_uid,
-                                     verified=prior.review_status in ("accepted", "amended")) if prior else None,
+                                     verified=prior.review_status in REVIEW_VERIFIED) if prior else None,
             result_id=result_id,
             pathway=run.pathway,
             pathway_version=run.pathway_version,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from pydantic_core import PydanticUndefined
 from sqlmodel import Field, SQLModel
+
+from pathways.readiness import StudyStatus
 
 
 def utcnow() -> dt.datetime:
@@ -25,6 +28,57 @@ def as_utc(when: dt.datetime | None) -> dt.datetime | None:
     """A naive datetime read back from an aggregate (max, count…) as UTC: SQL aggregates lose the
     UTCDateTime column type, so SQLite hands them back naive."""
     return when if when is None or when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+class DeliveryStatus(StrEnum):
+    """An outbox row's status; the stored strings are the values."""
+
+    HELD = "held"  # waits for the reviewer's decision (its result is gated)
+    PENDING = "pending"  # due for its first or next attempt
+    DELIVERED = "delivered"  # the peer accepted it (terminal)
+    DEAD_LETTER = "dead_letter"  # refused for good, or retried for the destination's whole window
+    REJECTED = "rejected"  # held, and the reviewer rejected its result: never sent (terminal)
+    DISCARDED = "discarded"  # a dead letter ops decided not to send (terminal)
+
+
+DELIVERY_MOVES: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.HELD: frozenset({DeliveryStatus.PENDING, DeliveryStatus.REJECTED}),  # the review decision
+    DeliveryStatus.PENDING: frozenset({DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD_LETTER}),
+    DeliveryStatus.DEAD_LETTER: frozenset({DeliveryStatus.PENDING, DeliveryStatus.DISCARDED}),  # ops re-queue or discard
+    DeliveryStatus.DELIVERED: frozenset(),
+    DeliveryStatus.REJECTED: frozenset(),
+    DeliveryStatus.DISCARDED: frozenset(),
+}
+
+
+def delivery_move(current: str, to: DeliveryStatus) -> DeliveryStatus:
+    """`to`, if an outbox row in `current` may move there (DELIVERY_MOVES); else ValueError.
+    Every writer of `Delivery.status` goes through this check (or derives its WHERE from it)."""
+    if to not in DELIVERY_MOVES[DeliveryStatus(current)]:
+        raise ValueError(f"an outbox row cannot move from {current} to {to}")
+    return to
+
+
+def may_move_from(to: DeliveryStatus, *candidates: DeliveryStatus) -> tuple[DeliveryStatus, ...]:
+    """Those of `candidates` from which an outbox row may move to `to` (for conditional UPDATEs)."""
+    allowed = tuple(c for c in candidates if to in DELIVERY_MOVES[c])
+    if allowed != candidates:
+        raise ValueError(f"not every one of {candidates} may move to {to}")
+    return allowed
+
+
+class ReviewStatus(StrEnum):
+    """A gated result's review status (None when the pathway's mode does not gate it)."""
+
+    PENDING = "pending"  # waiting for a reviewer; its clinical deliveries are held
+    EXPIRED = "expired"  # waited past the spec's timeout: still held, a late decision is accepted
+    ACCEPTED = "accepted"
+    AMENDED = "amended"  # accepted with the reviewer's conclusion
+    REJECTED = "rejected"  # nothing clinical delivered
+
+
+REVIEW_OPEN = (ReviewStatus.PENDING, ReviewStatus.EXPIRED)  # decisions still possible
+REVIEW_VERIFIED = (ReviewStatus.ACCEPTED, ReviewStatus.AMENDED)  # a radiologist stood behind it
 
 
 def new_id() -> str:
@@ -158,7 +212,7 @@ class Study(SQLModel, table=True):
     study_uid: str = Field(unique=True)
     accession_number: str = Field(default="", index=True)
     patient_key: str = Field(default="", index=True)
-    status: str = "receiving"  # receiving | ready | orphaned
+    status: str = StudyStatus.RECEIVING  # pathways.readiness.StudyStatus
     first_received_at: dt.datetime = _ts()
     last_received_at: dt.datetime = _ts()
     ready_at: dt.datetime | None = _ts(nullable=True)
@@ -243,8 +297,7 @@ class Result(SQLModel, table=True):
     assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     report: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     urgent: bool = False
-    # Clinical review (0003_ops): pending | accepted | rejected | amended; None when not gated.
-    review_status: str | None = None
+    review_status: str | None = None  # ReviewStatus (0003_ops); None when not gated
     reviewed_by: str | None = None
     review_reason: str | None = Field(default=None, sa_column=Column(Text))  # TEXT, as 0003_ops made it
     reviewed_at: dt.datetime | None = _ts(nullable=True)
@@ -270,7 +323,7 @@ class Delivery(SQLModel, table=True):
     kind: str  # file-drop | mllp | fhir | dicom ...
     idempotency_key: str = Field(unique=True)
     payloads: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", index=True)  # held | pending | delivered | dead_letter | rejected | discarded
+    status: str = Field(default=DeliveryStatus.PENDING, index=True)  # DeliveryStatus; changed only through delivery_move
     # What the payloads carry (pathways.result_status): preliminary | final | corrected | cancelled
     result_status: str = Field(default="preliminary", sa_column_kwargs={"server_default": "preliminary"})
     attempts: int = 0

@@ -17,10 +17,27 @@ from sqlmodel import func, select
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit
 from integrations.db.runs import REDRIVABLE, RunStatus
-from integrations.db.models import (AuditEvent, Delivery, Instance, Order, PathwayRun, RadiologistReport, Result, Series,
-                                     Study, as_utc, utcnow)
+from integrations.db.models import (
+    REVIEW_OPEN,
+    AuditEvent,
+    Delivery,
+    DeliveryStatus,
+    Instance,
+    Order,
+    PathwayRun,
+    RadiologistReport,
+    Result,
+    ReviewStatus,
+    Series,
+    Study,
+    as_utc,
+    delivery_move,
+    utcnow,
+)
 from pathways.orders import urgency
 
+# a preliminary in one of these reached (or is on its way to) its destination: a decision follows it up
+SENT_OR_ON_ITS_WAY = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD_LETTER)
 REDRIVE_LIMIT = 3  # a run re-driven this often and still failing stays failed for a person to look at
 
 
@@ -110,7 +127,7 @@ def deliveries_due(*, grace_seconds: float = 60, now: dt.datetime | None = None)
         return list(
             session.exec(
                 select(Delivery.id)
-                .where(Delivery.status == "pending", not_paused())
+                .where(Delivery.status == DeliveryStatus.PENDING, not_paused())
                 .where(Delivery.next_attempt_at.is_not(None), or_(first_try_due, retry_due))
                 .where(or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
                 .order_by(Delivery.next_attempt_at)
@@ -170,9 +187,9 @@ def held_result(result_id: str) -> HeldResult:
     with session_scope() as session:
         result = session.get(Result, result_id)
         rows = session.exec(select(Delivery).where(Delivery.result_id == result_id)).all()
-        held = {d.destination: list(d.payloads) for d in rows if d.status == "held"}
+        held = {d.destination: list(d.payloads) for d in rows if d.status == DeliveryStatus.HELD}
         sent = {d.destination: list(d.payloads) for d in rows
-                if d.result_status == "preliminary" and d.status in ("pending", "delivered", "dead_letter")}
+                if d.result_status == "preliminary" and d.status in SENT_OR_ON_ITS_WAY}
         predecessor = session.exec(select(Result.id).where(Result.superseded_by == result_id)).first()
         return HeldResult(result.run_id, result.report, result.model_name, result.model_version, result.source_series_uid,
                           predecessor is not None, held, result.pathway, sent, result.assessment.get("prior_result_id"))
@@ -198,27 +215,27 @@ def set_review(result_id: str, status: str, *, reviewer: str | None = None, reas
                                                         Delivery.result_status == "preliminary")).one()
             session.add(Delivery(result_id=result_id, destination=destination, kind=first.kind, payloads=list(files),
                                  idempotency_key=idempotency_key(result_id, destination, issued),
-                                 result_status=issued, status="pending", next_attempt_at=utcnow()))
+                                 result_status=issued, status=DeliveryStatus.PENDING, next_attempt_at=utcnow()))
         result = session.get(Result, result_id)
         result.review_status = status
         if reviewer is not None:
             result.reviewed_by, result.review_reason, result.reviewed_at = reviewer, reason, utcnow()
         if report is not None:
             result.report = report
-        release = {"accepted": "pending", "amended": "pending", "rejected": "rejected"}.get(status)
-        if status == "rejected":
+        release = {ReviewStatus.ACCEPTED: DeliveryStatus.PENDING, ReviewStatus.AMENDED: DeliveryStatus.PENDING,
+                   ReviewStatus.REJECTED: DeliveryStatus.REJECTED}.get(ReviewStatus(status))
+        if status == ReviewStatus.REJECTED:
             cancel_for_result(session, result_id, "its result was rejected at review", actor=reviewer or "pathway")
         if release:
-            for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == "held")).all():
+            for row in session.exec(select(Delivery).where(Delivery.result_id == result_id, Delivery.status == DeliveryStatus.HELD)).all():
                 if payloads and row.destination in payloads:
                     row.payloads = list(payloads[row.destination])
                     row.result_status = issued or row.result_status
-                row.status = release
-                row.next_attempt_at = utcnow() if release == "pending" else None
+                row.status = delivery_move(row.status, release)
+                row.next_attempt_at = utcnow() if release == DeliveryStatus.PENDING else None
         audit(session, reviewer or "pathway", f"review.{status}", "result", result_id, reason=reason)
 
 
-REVIEW_OPEN = ("pending", "expired")  # decisions still possible; the clinical deliveries stay held
 
 
 @dataclass(frozen=True)
@@ -258,10 +275,10 @@ def expire_reviews(pathway: str, timeout_seconds: float, now: dt.datetime | None
     cutoff = (now or utcnow()) - dt.timedelta(seconds=timeout_seconds)
     with session_scope() as session:
         rows = session.exec(
-            select(Result).where(Result.pathway == pathway, Result.review_status == "pending", Result.created_at < cutoff)
+            select(Result).where(Result.pathway == pathway, Result.review_status == ReviewStatus.PENDING, Result.created_at < cutoff)
         ).all()
         for result in rows:
-            result.review_status = "expired"
+            result.review_status = ReviewStatus.EXPIRED
             audit(session, "reconciler", "review.expired", "result", result.id, timeout_seconds=timeout_seconds)
         return [r.id for r in rows]
 
@@ -315,10 +332,10 @@ def turnarounds(pathway: str | None = None) -> list[Turnaround]:
             delivered = None
             if result is not None:
                 times = session.exec(
-                    select(Delivery.delivered_at).where(Delivery.result_id == result.id, Delivery.status == "delivered")
+                    select(Delivery.delivered_at).where(Delivery.result_id == result.id, Delivery.status == DeliveryStatus.DELIVERED)
                 ).all()
                 pending = session.exec(
-                    select(func.count()).where(Delivery.result_id == result.id, Delivery.status != "delivered")
+                    select(func.count()).where(Delivery.result_id == result.id, Delivery.status != DeliveryStatus.DELIVERED)
                 ).one()
                 delivered = max(times) if times and not pending else None
             last_image = None
@@ -395,7 +412,7 @@ def result_fully_delivered(result_id: str) -> bool:
     """Every outbox row of the result delivered (nothing held, pending or dead)."""
     with session_scope() as session:
         statuses = session.exec(select(Delivery.status).where(Delivery.result_id == result_id)).all()
-        return bool(statuses) and all(s == "delivered" for s in statuses)
+        return bool(statuses) and all(s == DeliveryStatus.DELIVERED for s in statuses)
 
 
 @dataclass(frozen=True)
@@ -424,7 +441,7 @@ def run_outcome(run_id: str) -> RunOutcome | None:
             return None
         order = session.get(Order, run.order_id)
         rows = session.exec(select(Delivery).where(Delivery.result_id == result.id)).all()
-        delivered = [d for d in rows if d.status == "delivered"]
+        delivered = [d for d in rows if d.status == DeliveryStatus.DELIVERED]
         done = bool(rows) and len(delivered) == len(rows)
         return RunOutcome(
             pathway=run.pathway,
@@ -461,7 +478,7 @@ def dead_letters(limit: int = 50) -> list[DeadLetter]:
             select(Delivery, PathwayRun.pathway)
             .join(Result, Result.id == Delivery.result_id)
             .join(PathwayRun, PathwayRun.id == Result.run_id)
-            .where(Delivery.status == "dead_letter")
+            .where(Delivery.status == DeliveryStatus.DEAD_LETTER)
             .order_by(Delivery.created_at.desc())
             .limit(limit)
         ).all()
@@ -585,7 +602,7 @@ def open_work(limit: int = 200) -> list[OpenWork]:
     them), ready, running, awaiting review, failed, or completed with deliveries pending."""
     from integrations.db.ledger import study_key
 
-    pending_result = select(Delivery.result_id).where(Delivery.status == "pending")
+    pending_result = select(Delivery.result_id).where(Delivery.status == DeliveryStatus.PENDING)
     with session_scope() as session:
         rows = session.exec(
             select(PathwayRun, Order, Study, Result)

@@ -18,7 +18,7 @@ from integrations.db import performed_steps, surveillance
 from integrations.db.ledger import audit
 from integrations.db.runs import RunStatus, move as move_run
 from integrations.db.models import AuditEvent, Order, PathwayRun, Series, Study, as_utc, utcnow
-from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, decide_study, due_in, series_infos
+from pathways.readiness import RunSnapshot, StudyDecision, StudySnapshot, StudyStatus, decide_study, due_in, series_infos
 from integrations.settings import get_settings
 from pathways.registry import Registry, default_registry
 
@@ -69,7 +69,7 @@ def _candidates(session: Session) -> list[Study]:
         PathwayRun.status == RunStatus.WAITING
     )
     query = select(Study).where(
-        (Study.status.in_(("receiving", "orphaned"))) | (Study.late_instances > 0) | (Study.accession_number.in_(waiting_accessions))
+        (Study.status.in_((StudyStatus.RECEIVING, StudyStatus.ORPHANED))) | (Study.late_instances > 0) | (Study.accession_number.in_(waiting_accessions))
     )
     return list(session.exec(query).all())
 
@@ -89,10 +89,10 @@ def _apply(session: Session, study: Study, decision: StudyDecision, now: dt.date
             run.status_reason = d.reason
             if d.action == "patient-mismatch":
                 audit(session, "readiness", "study.patient-mismatch", "pathway_run", run.id, study_id=study.id)
-    if attached and study.status != "ready":
-        study.status, study.ready_at, study.orphaned_at = "ready", now, None
+    if attached and study.status != StudyStatus.READY:
+        study.status, study.ready_at, study.orphaned_at = StudyStatus.READY, now, None
     if decision.orphan:
-        study.status, study.orphaned_at = "orphaned", now
+        study.status, study.orphaned_at = StudyStatus.ORPHANED, now
         audit(session, "readiness", "study.orphaned", "study", study.id)
     if decision.late == "ignore":
         audit(session, "readiness", "study.late-images.ignored", "study", study.id, instances=study.late_instances)

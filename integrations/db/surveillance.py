@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 
 from integrations.db.engine import session_scope
 from integrations.db.ledger import audit, study_key
-from integrations.db.models import Order, PathwayRun, Result, Study, SurveillancePlan, utcnow
+from integrations.db.models import Order, PathwayRun, Result, ReviewStatus, Study, SurveillancePlan, utcnow
 from pathways.spec import FollowUp
 
 DUE, RECEIVED, CANCELLED = "due", "received", "cancelled"
@@ -56,7 +56,7 @@ def follow_up_from_report(session: Session, order_id: str, pathway: str, days: i
     row = session.exec(
         select(Result).join(PathwayRun, PathwayRun.id == Result.run_id)
         .where(PathwayRun.order_id == order_id, Result.pathway == pathway, Result.superseded_by.is_(None),
-               (Result.review_status.is_(None)) | (Result.review_status != "rejected"))
+               (Result.review_status.is_(None)) | (Result.review_status != ReviewStatus.REJECTED))
         .order_by(Result.created_at.desc())).first()
     if row is None or spec is None:
         return
@@ -227,12 +227,14 @@ def surveillance_rows(rows: list[PlanRow]) -> list[dict]:
 def _ordered_since(session: Session, due: list[tuple[SurveillancePlan, str]]) -> set[str]:
     """Plans (with their baseline run) whose patient has another order of the same pathway,
     received after the baseline study: the follow-up was booked, though no study has come yet."""
+    from integrations.db.orders import OrderStatus  # orders imports this module
+
     if not due:
         return set()
     orders = session.exec(
         select(Order.patient_key, PathwayRun.pathway, PathwayRun.id, Order.received_at)
         .join(PathwayRun, PathwayRun.order_id == Order.id)
-        .where(Order.patient_key.in_({plan.patient_key for plan, _ in due}), Order.status != "cancelled")
+        .where(Order.patient_key.in_({plan.patient_key for plan, _ in due}), Order.status != OrderStatus.CANCELLED)
     ).all()
     return {plan.id for plan, baseline_run in due
             if any(key == plan.patient_key and pathway == plan.pathway and run != baseline_run and at > plan.baseline_at
@@ -263,7 +265,7 @@ def prior_result(run_id: str) -> PriorResult | None:
             .where(Order.patient_key == order.patient_key, Result.pathway == run.pathway,
                    Result.superseded_by.is_(None), Result.study_uid != study.study_uid,
                    Study.first_received_at <= study.first_received_at,
-                   (Result.review_status.is_(None)) | (Result.review_status != "rejected"))
+                   (Result.review_status.is_(None)) | (Result.review_status != ReviewStatus.REJECTED))
             .order_by(Study.first_received_at.desc())
         ).first()
         if row is None:

@@ -25,7 +25,7 @@ SECURITY_ALERT = ("110113", "Security Alert")
 
 _SECURITY = ("association.rejected", "connection.refused", "auth.refused")
 _MINOR_FAILURE = ("refused", "rejected", "conflict", "mismatch", "quarantined", "orphaned", "expired")
-_SERIOUS_FAILURE = ("dead_letter", "failed")
+_SERIOUS_FAILURE = ("dead_lettered", "failed")  # audit verbs: delivery.dead_lettered, run.dead_lettered
 # radpath's own components as actors; any other actor is a person (a reviewer, an operator).
 COMPONENTS = {"hl7", "fhir", "dicom", "stow-rs", "readiness", "pathway", "delivery", "reconciler", "store-sweep", "radpath",
               "test"}
