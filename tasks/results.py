@@ -110,11 +110,15 @@ def _render_message(fmt: str, content: ReportContent, ctx, destination: str, out
     superseded result): FHIR then updates the same resources in place (conditional update on
     their identifiers). `reviewer`: who accepted it, for a final or corrected status
     (OBR-32 / resultsInterpreter). `raise_priority`: the ORU carries the urgent priority in
-    OBR-27 where the RIS takes it there (`priority_update = "oru-obr27"`)."""
+    OBR-27 where the RIS takes it there (`priority_update = "oru-obr27"`); the FHIR bundle a
+    priority Task where the EHR takes one (`priority_update = "task"`)."""
     path = out_dir / destination / OUTPUT_FILES[fmt]
     if fmt == "fhir-bundle":
+        config = get_settings().destination(destination)
+        task = getattr(config, "priority_update", "none") == "task" and raise_priority
         bundle = build_report_bundle(content, ctx, status=status.fhir, interpreter=reviewer,
-                                     update=replaces_earlier or status not in (ResultStatus.PRELIMINARY, ResultStatus.FINAL))
+                                     update=replaces_earlier or status not in (ResultStatus.PRELIMINARY, ResultStatus.FINAL),
+                                     priority_task=config.urgent_priority if task else None)
         write_durably(path, json.dumps(bundle, indent=2).encode())
     elif fmt == "hl7-oru":
         config = get_settings().destination(destination)

@@ -338,3 +338,29 @@ def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registr
     ledger.record_delivery_attempt(delivery_id, ok=True, response=receipt)
     [(destination, reference)] = delivered_reports()
     assert destination == "ehr" and httpx.get(f"{server.base_url}/{reference}").json()["status"] == "preliminary"
+
+
+def test_an_urgent_result_queues_one_stat_task_for_its_order(server, content, ctx, tmp_path):  # noqa: F811
+    """The EHR's way to put an urgent exam first (`priority_update = "task"`): a Task, code
+    fulfill, focus the ServiceRequest by its placer number, priority stat, citing the AI report;
+    valid R4, and created once however often the delivery is replayed."""
+    from integrations.fhir.report import validate_r4
+
+    bundle = build_report_bundle(content, ctx, priority_task="stat")
+    validate_r4(bundle)
+    fhir_schema_validator().validate_resource(bundle)
+    assert all(e["resource"]["resourceType"] != "Task" for e in build_report_bundle(content, ctx)["entry"])
+    payload = write_bundle(tmp_path, bundle)
+    config = FhirDestination(base_url=server.base_url, priority_update="task")
+    for _ in range(2):
+        send("ehr", config, "key-task", [payload])
+    found = httpx.get(f"{server.base_url}/Task", params={"identifier": f"{RESULT_SYSTEM}|{ctx.result_id}/priority"}).json()
+    assert found["total"] == 1
+    task = found["entry"][0]["resource"]
+    assert (task["status"], task["intent"], task["priority"]) == ("requested", "order", "stat")
+    assert task["focus"]["identifier"]["value"] == ctx.placer_order_number
+    (report,) = [e["resource"] for e in search_reports(server, ctx.result_id)["entry"]]
+    assert task["reasonReference"]["reference"] == f"DiagnosticReport/{report['id']}"
+    assert task["for"] == report["subject"]
+    with pytest.raises(ValueError, match="raises the priority"):
+        build_report_bundle(content, ctx, priority_task="routine")

@@ -1,9 +1,11 @@
 """An urgent AI finding raises the exam's priority at the RIS, in the way the trust's RIS takes it
 (an ORM^O01 XO order update, or OBR-27 in the ORU^R01), and moves it ahead of routine exams on
-the RIS's reporting worklist; a shadow-mode pathway never changes priority.
+the RIS's reporting worklist; an EHR that takes FHIR gets a stat Task for the order; a shadow-mode
+pathway never changes priority.
 
 The RIS is radpath's RIS simulator (an MLLP server keeping a worklist) over real sockets; the
-messages are parsed by python-hl7, an HL7 library radpath does not use to write them.
+messages are parsed by python-hl7, an HL7 library radpath does not use to write them. The EHR is
+a real FHIR R4 server (SEKMET) on loopback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 
 import hl7
+import httpx
 import pytest
 
 from integrations.delivery.config import MllpDestination
@@ -23,6 +26,7 @@ from integrations.settings import reset_settings
 from pathways.spec import Destination
 from radpath.ris_simulator import RisSimulator
 from tests.conftest import ingest_synthetic_study
+from tests.fhir_server import fhir_server  # noqa: F401 - fixture: a real FHIR R4 server
 from tests.test_outputs import assessment, content, ctx  # noqa: F401 - fixtures: a lung report and its context
 
 URGENT_CHEST_CT_SEED = 2026  # the demo's first chest CT: a nodule taking the BTS PET-CT branch (urgent)
@@ -70,12 +74,14 @@ def test_the_ris_reorders_its_worklist_on_either_kind_of_message(content, ctx, t
 
 @pytest.mark.parametrize("mode", ["clinical", "shadow"])
 def test_an_urgent_lung_finding_moves_its_exam_ahead_only_in_clinical_mode(prefect_api, radpath_env, registry, tmp_path,
-                                                                         monkeypatch, mode):
+                                                                         monkeypatch, mode, fhir_server):  # noqa: F811
     from flows.dispatch import run_pathway
 
+    ehr = fhir_server
     with RisSimulator() as ris:
         monkeypatch.setenv("RADPATH_DESTINATIONS", json.dumps(
-            {"ris": {"kind": "mllp", "host": "127.0.0.1", "port": ris.port, "priority_update": "orm-xo"}}))
+            {"ris": {"kind": "mllp", "host": "127.0.0.1", "port": ris.port, "priority_update": "orm-xo"},
+             "ehr": {"kind": "fhir", "base_url": ehr.base_url, "priority_update": "task"}}))
         reset_settings()
         original = registry.specs["lung-cancer-ct"]
         evaluation = Destination(name="evaluation", formats=("hl7-oru",), clinical=False)  # another RIS feed, for shadow
@@ -100,8 +106,21 @@ def test_an_urgent_lung_finding_moves_its_exam_ahead_only_in_clinical_mode(prefe
         else:
             assert "ORM^O01" not in types and ris.worklist.changes == []  # shadow: nothing reaches the clinical RIS
             assert ris.worklist.order() == ["ACC-R1", "ACC-R2", accession]
+        tasks = httpx.get(f"{ehr.base_url}/Task", params={"priority": "stat"}).json()
+        if mode == "clinical":  # the EHR's worklist gets one stat Task for this order, citing the AI report
+            (task,) = [e["resource"] for e in tasks.get("entry", [])]
+            assert task["focus"]["identifier"]["value"] == _placer(study) and task["code"]["coding"][0]["code"] == "fulfill"
+            report = httpx.get(f"{ehr.base_url}/{task['reasonReference']['reference']}").json()
+            assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
+        else:
+            assert tasks.get("total", 0) == 0  # shadow: the clinical EHR gets nothing, so no Task
         evaluation_files = list((radpath_env.outbox_dir / "evaluation").rglob("*.hl7"))
         assert evaluation_files and all(f.name != "orm-o01-priority.hl7" for f in evaluation_files)
+
+
+def _placer(study) -> str:  # noqa: ANN001
+    order = hl7.parse(Path(study.order_path).read_bytes().decode().replace("\n", "\r"))
+    return str(order.segment("ORC")[2][0][0])
 
 
 def _accession(study) -> str:  # noqa: ANN001

@@ -153,6 +153,12 @@ class FhirDestination(_Destination):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     verify_tls: bool | Path = True  # True: system CAs; a path: that CA bundle; False only for tests
+    # How this EHR raises an exam's priority on an urgent AI finding: "task", a FHIR Task in the
+    # report's transaction (code fulfill, focus the ServiceRequest, priority below) that the
+    # reporting worklist acts on; "none", the urgent flag only (Observation.interpretation AA).
+    # With "task" and SMART auth, add system/Task.c to `scope`.
+    priority_update: Literal["none", "task"] = "none"
+    urgent_priority: Literal["urgent", "asap", "stat"] = "stat"  # FHIR R4 request-priority
 
     @model_validator(mode="after")
     def _auth_complete(self) -> "FhirDestination":

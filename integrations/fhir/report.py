@@ -206,12 +206,44 @@ class _ObservationFactory:
                         members=members, note=f.summary)
 
 
+TASK_CODES = "http://hl7.org/fhir/CodeSystem/task-code"
+TASK_PRIORITIES = ("urgent", "asap", "stat")  # FHIR R4 request-priority, above routine
+
+
+def _priority_task_entry(ctx: ResultContext, subject: dict[str, str], report_url: str, basis: dict[str, Any],
+                         priority: str) -> dict[str, Any]:
+    """A FHIR R4 Task asking the EHR's reporting worklist to fulfil the order first: code
+    `fulfill` (task-code: "fulfill the focal request"), `focus` the ServiceRequest by its placer
+    identifier, `priority` urgent/asap/stat (request-priority), `reasonReference` the AI report
+    that flagged it. Created once per result (conditional create on its identifier), so a
+    retried delivery never queues the exam twice; the reviewer's later final carries no Task."""
+    if priority not in TASK_PRIORITIES:
+        raise ValueError(f"a priority Task raises the priority: one of {', '.join(TASK_PRIORITIES)}")
+    identifier = _identifier(RESULT_SYSTEM, f"{ctx.result_id}/priority")
+    resource = {
+        "resourceType": "Task",
+        "identifier": [identifier],
+        "basedOn": [basis],
+        "status": "requested",
+        "intent": "order",
+        "priority": priority,
+        "code": {"coding": [{"system": TASK_CODES, "code": "fulfill", "display": "Fulfill the focal request"}]},
+        "description": "An AI finding flagged this exam urgent (unreviewed AI output): report it first.",
+        "focus": basis,
+        "for": subject,
+        "authoredOn": _instant(ctx.observed_at),
+        "requester": {"reference": _full_url(ctx, "device")},
+        "reasonReference": {"reference": report_url},
+    }
+    return _entry(_full_url(ctx, "priority-task"), resource, identifier)
+
+
 REPORT_STATUSES = ("preliminary", "final", "amended", "corrected", "entered-in-error")  # R4 diagnostic-report-status
 
 
 def build_report_bundle(
     content: ReportContent, ctx: ResultContext, *, patient_reference: str | None = None, status: str = "preliminary",
-    interpreter: str | None = None, update: bool | None = None,
+    interpreter: str | None = None, update: bool | None = None, priority_task: str | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready FHIR R4 transaction Bundle for the EHR.
 
@@ -221,6 +253,8 @@ def build_report_bundle(
     "final" and "amended" name the reviewer (`interpreter`) as DiagnosticReport.resultsInterpreter
     and Observation.performer. `update` (default: any status but preliminary and final) re-sends
     the same resources, same identifiers, as conditional updates: the EHR's report changes in place.
+    `priority_task` (urgent/asap/stat): with an urgent finding, also a Task raising the exam's
+    priority on the EHR's worklist (the FHIR destination's `priority_update = "task"`).
     """
     if status not in REPORT_STATUSES:
         raise ValueError(f"report status must be one of {', '.join(REPORT_STATUSES)}")
@@ -250,17 +284,18 @@ def build_report_bundle(
     entries += observations.entries
 
     identifier = _identifier(RESULT_SYSTEM, ctx.result_id)
+    basis = {
+        "type": "ServiceRequest",
+        "identifier": {
+            "type": {"coding": [{"system": V2_0203, "code": "PLAC"}]},
+            "system": ctx.placer_system or PLACER_ORDER_SYSTEM,  # the EHR's own, where the order named it
+            "value": ctx.placer_order_number,
+        },
+    }
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "identifier": [identifier],
-        "basedOn": [{
-            "type": "ServiceRequest",
-            "identifier": {
-                "type": {"coding": [{"system": V2_0203, "code": "PLAC"}]},
-                "system": ctx.placer_system or PLACER_ORDER_SYSTEM,  # the EHR's own, where the order named it
-                "value": ctx.placer_order_number,
-            },
-        }],
+        "basedOn": [basis],
         "status": status,
         "category": [_concept(codes.RADIOLOGY_SECTION)],
         "code": _concept(codes.AI_IMAGING_RESULT),  # an algorithm's result, not the radiologist's report
@@ -287,6 +322,8 @@ def build_report_bundle(
     report_url = _full_url(ctx, "diagnostic-report")
     entries.append(_entry(report_url, report, identifier, update=update))
     entries.append(_provenance_entry(ctx, [report_url] + [e["fullUrl"] for e in observations.entries], status, named))
+    if priority_task:
+        entries.append(_priority_task_entry(ctx, subject, report_url, basis, priority_task))
 
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return bundle.model_dump(mode="json", exclude_none=True)
