@@ -144,8 +144,8 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
     wake = asyncio.Event()  # an MPPS completion or a finished C-STORE association: sweep readiness now
     scp = start_scp(settings, wake_readiness=lambda: loop.call_soon_threadsafe(wake.set))
     app = FastAPI(title="radpath", docs_url=None, redoc_url=None)
-    app.include_router(stow_router(), prefix="/dicomweb")
-    app.include_router(fhir_router(registry, on_order_committed=on_order), prefix="/fhir")
+    app.include_router(stow_router(settings), prefix="/dicomweb")
+    app.include_router(fhir_router(registry, settings=settings, on_order_committed=on_order), prefix="/fhir")
 
     http = uvicorn.Server(http_config(app, settings))
     http_socket = listen_socket(settings, "RADPATH_HTTP_PORT", settings.http_port)  # uvicorn would sys.exit(1)

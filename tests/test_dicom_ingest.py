@@ -23,7 +23,7 @@ from integrations.dicom import scu
 from integrations.dicom.scp import start_scp
 from integrations.dicom.stow import create_app, split_multipart
 from integrations.errors import PermanentError
-from integrations.settings import reset_settings
+from integrations.settings import get_settings, reset_settings
 from tests.conftest import require_tool
 
 # (file, expected C-STORE status) — pydicom's test files; MR_truncated has too few pixel bytes.
@@ -228,7 +228,7 @@ def test_below_watermark_refuses_with_a700_and_507(scp, monkeypatch):
 def _stow_client() -> httpx.Client:
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app())
+    return TestClient(create_app(get_settings()))  # the settings as they are now
 
 
 def test_stow_rs_statuses(radpath_env, tmp_path):
@@ -261,7 +261,8 @@ def test_stow_rs_rejects_bad_requests(radpath_env, monkeypatch):
     body, content_type = multipart_body([_file("CT_small.dcm")])
     monkeypatch.setenv("RADPATH_DICOM_MAX_STOW_BYTES", "1000")
     reset_settings()
-    assert client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 413
+    limited = _stow_client()
+    assert limited.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 413
     monkeypatch.delenv("RADPATH_DICOM_MAX_STOW_BYTES")
     reset_settings()
     wrong_study = client.post("/dicomweb/studies/1.2.3", content=body, headers={"Content-Type": content_type})

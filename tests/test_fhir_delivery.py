@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from integrations.settings import get_settings
 from integrations.delivery.config import FhirDestination
 from integrations.delivery.fhir import deliver_bundles, report_references
 from integrations.delivery.send import send
@@ -316,7 +317,7 @@ def test_outbox_row_delivered_to_fhir_records_the_report_id(radpath_env, registr
     from tests.test_fhir_intake import post, service_request
 
     app = FastAPI()  # the order comes in through the FHIR front door
-    app.include_router(fhir_router(registry), prefix="/fhir")
+    app.include_router(fhir_router(registry, settings=get_settings()), prefix="/fhir")
     with TestClient(app) as client:
         assert post(client, service_request()).status_code == 201
     uid = "1.2.826.0.1.3680043.8.498.77"

@@ -3,6 +3,8 @@ HTTP router and the real MLLP listener), conflicts refused, cancellation."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import copy
 import json
 
@@ -16,7 +18,7 @@ from integrations.db.models import AuditEvent, InboundMessage, Order, PathwayRun
 from integrations.fhir.api import fhir_router
 from integrations.fhir.servicerequest import FhirInputError, parse_service_request
 from integrations.hl7.orders import parse_order
-from integrations.settings import reset_settings
+from integrations.settings import get_settings, reset_settings
 from tests.fhir_server import fhir_schema_validator
 from tests.hl7_fixtures import ThreadedListener, err, msa
 from tests.hl7_fixtures import order as hl7_order
@@ -122,14 +124,21 @@ def test_invalid_nhs_number_is_refused_without_echoing_it():
 
 # --- the HTTP front door -----------------------------------------------------------------
 
-@pytest.fixture
-def api(radpath_env, registry):
+@contextmanager
+def fhir_api(registry):
+    """The FHIR router on the settings as they are now (it reads none of its own)."""
     committed, cancelled = [], []
     app = FastAPI()
-    app.include_router(fhir_router(registry, on_order_committed=committed.append,
+    app.include_router(fhir_router(registry, settings=get_settings(), on_order_committed=committed.append,
                                    on_order_cancelled=cancelled.append), prefix="/fhir")
     with TestClient(app) as client:
         client.committed, client.cancelled = committed, cancelled
+        yield client
+
+
+@pytest.fixture
+def api(radpath_env, registry):
+    with fhir_api(registry) as client:
         yield client
 
 
@@ -326,21 +335,23 @@ def test_invalid_input_gets_an_operation_outcome(api, body, content_type, status
     fhir_schema_validator().validate_resource(outcome)
 
 
-def test_oversized_body_is_413(api, monkeypatch):
+def test_oversized_body_is_413(radpath_env, registry, monkeypatch):
     monkeypatch.setenv("RADPATH_FHIR_MAX_BODY_BYTES", "2048")
     reset_settings()
     big = service_request(note=[{"text": "x" * 4000}])
-    answer = post(api, big)
+    with fhir_api(registry) as api:
+        answer = post(api, big)
     assert answer.status_code == 413 and answer.json()["issue"][0]["code"] == "too-costly"
 
 
-def test_inbound_authentication(api, monkeypatch):
+def test_inbound_authentication(radpath_env, registry, monkeypatch):
     monkeypatch.setenv("RADPATH_FHIR_INBOUND_TOKENS", json.dumps({"epic": "s3cret-token"}))
     reset_settings()
-    assert post(api, service_request()).status_code == 401
-    wrong = post(api, service_request(), Authorization="Bearer nope")
-    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
-    ok = post(api, service_request(), Authorization="Bearer s3cret-token")
+    with fhir_api(registry) as api:
+        assert post(api, service_request()).status_code == 401
+        wrong = post(api, service_request(), Authorization="Bearer nope")
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+        ok = post(api, service_request(), Authorization="Bearer s3cret-token")
     assert ok.status_code == 201
     with session_scope() as session:
         assert session.exec(select(Order)).one().sender == "epic^FHIR"

@@ -15,14 +15,15 @@ from fastapi import FastAPI
 
 from integrations.dicom.stow import build_router as stow_router
 from integrations.fhir.api import fhir_router
+from integrations.settings import get_settings
 from tests.served import free_port
 
 
 @pytest.fixture
 def http_door(radpath_env, registry):
     app = FastAPI()
-    app.include_router(stow_router(), prefix="/dicomweb")
-    app.include_router(fhir_router(registry), prefix="/fhir")
+    app.include_router(stow_router(get_settings()), prefix="/dicomweb")
+    app.include_router(fhir_router(registry, settings=get_settings()), prefix="/fhir")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
     thread = threading.Thread(target=server.run, daemon=True)

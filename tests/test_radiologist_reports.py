@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
+from integrations.settings import get_settings
 from integrations.db import ledger, radiologist_reports
 from integrations.db.engine import session_scope
 from integrations.db.models import AuditEvent, Hl7Quarantine, InboundMessage, RadiologistReport
@@ -120,7 +121,7 @@ def test_a_signed_fhir_diagnostic_report_is_kept_once_and_a_draft_is_refused(rad
                                    "data": base64.b64encode(text.encode()).decode()}], **extra}
 
     app = FastAPI()
-    app.include_router(fhir_router(registry), prefix="/fhir")
+    app.include_router(fhir_router(registry, settings=get_settings()), prefix="/fhir")
     with TestClient(app) as client:
         def post(resource: dict):  # noqa: ANN202
             return client.post("/fhir/DiagnosticReport", content=json.dumps(resource),

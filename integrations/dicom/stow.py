@@ -26,7 +26,7 @@ from integrations.dicom.store import StoredInstance, StoreFull, ingest_instances
 from integrations.errors import InvalidInput
 from integrations.db.ledger import record_audit
 from integrations.http_auth import CHALLENGE, REFUSED, bearer_client
-from integrations.settings import get_settings
+from integrations.settings import Settings
 
 log = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
@@ -138,12 +138,12 @@ def _audit_refused(request: Request) -> None:
         log.exception("could not audit a refused request")
 
 
-def build_router(on_instance_committed: Callable[[StoredInstance], None] | None = None) -> APIRouter:
-    """STOW-RS routes `/studies` and `/studies/{study_uid}` (include under e.g. prefix "/dicomweb")."""
+def build_router(settings: Settings, on_instance_committed: Callable[[StoredInstance], None] | None = None) -> APIRouter:
+    """STOW-RS routes `/studies` and `/studies/{study_uid}` (include under e.g. prefix "/dicomweb").
+    `settings`: the inbound tokens and the body limit (injected: no global settings read here)."""
     router = APIRouter()
 
     async def stow(request: Request, study_uid: str | None = None) -> JSONResponse:
-        settings = get_settings()
         client = bearer_client(request.headers.get("authorization", ""), settings.stow_inbound_tokens, anonymous="")
         if client is None:
             _audit_refused(request)
@@ -192,8 +192,9 @@ def build_router(on_instance_committed: Callable[[StoredInstance], None] | None 
     return router
 
 
-def create_app(on_instance_committed: Callable[[StoredInstance], None] | None = None, prefix: str = "/dicomweb") -> FastAPI:
+def create_app(settings: Settings, on_instance_committed: Callable[[StoredInstance], None] | None = None,
+               prefix: str = "/dicomweb") -> FastAPI:
     """A stand-alone ASGI app serving STOW-RS under `prefix` (tests; `radpath serve` mounts the router)."""
     app = FastAPI(title="radpath STOW-RS", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(on_instance_committed), prefix=prefix)
+    app.include_router(build_router(settings, on_instance_committed), prefix=prefix)
     return app

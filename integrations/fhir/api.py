@@ -43,7 +43,7 @@ from integrations.fhir.servicerequest import (
 )
 from integrations.db.ledger import record_audit
 from integrations.http_auth import CHALLENGE, REFUSED, bearer_client
-from integrations.settings import get_settings
+from integrations.settings import Settings
 from pathways.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,9 @@ def _answer(status: int, outcome: dict[str, Any], headers: dict[str, str] | None
     return JSONResponse(outcome, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def _client_name(request: Request) -> str:
+def _client_name(request: Request, settings: Settings) -> str:
     """The configured client whose bearer token this is; 'fhir' when authentication is off."""
-    client = bearer_client(request.headers.get("authorization", ""), get_settings().fhir_inbound_tokens,
-                           anonymous="fhir")
+    client = bearer_client(request.headers.get("authorization", ""), settings.fhir_inbound_tokens, anonymous="fhir")
     if client is None:
         _audit_refused(request, "fhir")
         raise _Refused(401, operation_outcome("a valid bearer token is required", code="login"), CHALLENGE)
@@ -82,8 +81,7 @@ def _audit_refused(request: Request, door: str) -> None:
         log.exception("could not audit a refused request")
 
 
-async def _read_json(request: Request) -> Any:
-    limit = get_settings().fhir_max_body_bytes
+async def _read_json(request: Request, limit: int) -> Any:
     too_large = _Refused(413, operation_outcome(f"request body over {limit} bytes", code="too-costly"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -176,10 +174,12 @@ def _notification_type(bundle: dict[str, Any]) -> str:
 def fhir_router(
     registry: Registry | None = None,
     *,
+    settings: Settings,
     on_order_committed: OnCommitted | None = None,
     on_order_cancelled: OnCancelled | None = None,
 ) -> APIRouter:
-    """The FHIR intake routes; mount with `app.include_router(fhir_router(...), prefix="/fhir")`."""
+    """The FHIR intake routes; mount with `app.include_router(fhir_router(...), prefix="/fhir")`.
+    `settings`: the inbound tokens and body limit (injected: the router reads no global settings)."""
     router = APIRouter()
     registry_ = registry or default_registry()
 
@@ -217,8 +217,8 @@ def fhir_router(
 
     async def handle(request: Request, tasks: BackgroundTasks, expected_id: str | None = None) -> JSONResponse:
         try:
-            client = _client_name(request)
-            resource = await _read_json(request)
+            client = _client_name(request, settings)
+            resource = await _read_json(request, settings.fhir_max_body_bytes)
             if expected_id is not None and isinstance(resource, dict) and resource.get("id") not in (None, expected_id):
                 raise FhirInputError("resource id does not match the URL", status=400, code="invariant",
                                      expression="ServiceRequest.id")
@@ -244,8 +244,8 @@ def fhir_router(
         """The radiologist's signed report (the evidence loop): 201 kept, 200 a resend, a
         correction, or an exam radpath holds no order for."""
         try:
-            client = _client_name(request)
-            resource = await _read_json(request)
+            client = _client_name(request, settings)
+            resource = await _read_json(request, settings.fhir_max_body_bytes)
             report = parse_diagnostic_report(resource, client=client)
             outcome = await run_in_threadpool(commit_report, report, json.dumps(resource), protocol="fhir",
                                               actor=f"fhir:{client}")
@@ -266,8 +266,8 @@ def fhir_router(
     @router.post("/notification")
     async def subscription_notification(request: Request, tasks: BackgroundTasks) -> JSONResponse:
         try:
-            client = _client_name(request)
-            bundle = await _read_json(request)
+            client = _client_name(request, settings)
+            bundle = await _read_json(request, settings.fhir_max_body_bytes)
             if not isinstance(bundle, dict):
                 raise FhirInputError("expected a Bundle", status=400, code="structure")
             kind = _notification_type(bundle)
