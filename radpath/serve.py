@@ -177,9 +177,11 @@ async def serve(*, stop: asyncio.Event | None = None, ready_file: Path | None = 
             # after every storing association, sweeps keep at least MIN_SWEEP_GAP_S apart under load
             gap = MIN_SWEEP_GAP_S - (time.monotonic() - swept_at)
             if gap > 0:
-                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=gap)
-                if stop.is_set():
+                try:  # wait_for cancels the inner wait on timeout: no task left behind per sweep
+                    await asyncio.wait_for(stop.wait(), timeout=gap)
                     break
+                except TimeoutError:
+                    pass
             swept_at = time.monotonic()
             if time.monotonic() - purged_at > 60:  # radiologists' report texts past the trust's retention
                 purged_at = time.monotonic()
